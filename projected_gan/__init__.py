@@ -1,0 +1,51 @@
+"""projected-gan: Projected GANs (Sauer et al., NeurIPS 2021) as swappable, registered parts.
+
+The registries (``FEATURE_NETWORKS``, ``PROJECTION_HEADS``, ``DISCRIMINATORS``, ``GENERATORS``,
+``LOSSES``, ``AUGMENTATIONS``, ``METRICS``) are filled with the built-in parts when this package
+is imported; plugins from other distributions are found lazily through entry points.
+"""
+
+from projected_gan._version import __version__
+from projected_gan.registry import (
+    AUGMENTATIONS,
+    DISCRIMINATORS,
+    FEATURE_NETWORKS,
+    GENERATORS,
+    LOSSES,
+    METRICS,
+    PROJECTION_HEADS,
+    REGISTRIES,
+    PluginError,
+    PluginWarning,
+    Registry,
+    UnknownPartError,
+    create,
+    get_registry,
+    list_parts,
+)
+
+# Importing the part subpackages registers the built-ins.
+from projected_gan import discriminators, generators, losses, projectors  # noqa: E402, I001
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DISCRIMINATORS",
+    "FEATURE_NETWORKS",
+    "GENERATORS",
+    "LOSSES",
+    "METRICS",
+    "PROJECTION_HEADS",
+    "REGISTRIES",
+    "PluginError",
+    "PluginWarning",
+    "Registry",
+    "UnknownPartError",
+    "__version__",
+    "create",
+    "discriminators",
+    "generators",
+    "get_registry",
+    "list_parts",
+    "losses",
+    "projectors",
+]

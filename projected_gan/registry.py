@@ -1,0 +1,447 @@
+"""Registries of swappable parts, with lazy entry-point plugins.
+
+One :class:`Registry` per kind of part. Built-ins register themselves with a decorator when their
+subpackage is imported; third-party distributions declare entry points in the group
+``projected_gan.<kind>`` and are imported only when one of their names is requested.
+
+    >>> from projected_gan.registry import GENERATORS
+    >>> @GENERATORS.register("my_gen", tags=("toy",))
+    ... def my_gen(img_resolution: int = 64): ...
+    >>> "my_gen" in GENERATORS
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import inspect
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from typing import Any
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DISCRIMINATORS",
+    "FEATURE_NETWORKS",
+    "GENERATORS",
+    "LOSSES",
+    "METRICS",
+    "PROJECTION_HEADS",
+    "REGISTRIES",
+    "PluginError",
+    "PluginWarning",
+    "Registry",
+    "RegistryEntry",
+    "UnknownPartError",
+    "create",
+    "get_registry",
+    "list_parts",
+]
+
+DISABLE_ENV = "PROJECTED_GAN_DISABLE_PLUGINS"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/?$")
+
+
+class UnknownPartError(KeyError):
+    """A name that no registry entry (built-in or plugin) answers to."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginError(RuntimeError):
+    """A plugin entry point that cannot be imported or does not give a callable."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin that was ignored (name clash with a built-in)."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """What a registry knows about one part."""
+
+    name: str
+    factory: Callable[..., Any]
+    kind: str
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    distribution: str | None = None  # None = built-in
+    version: str | None = None
+    entry_point: str | None = None  # "name = module:attr" for plugins
+
+    @property
+    def is_plugin(self) -> bool:
+        return self.distribution is not None
+
+    @property
+    def summary(self) -> str:
+        target = self.factory.func if isinstance(self.factory, functools.partial) else self.factory
+        doc = inspect.getdoc(target) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @property
+    def source(self) -> str:
+        if self.is_plugin:
+            return f"plugin {self.distribution} {self.version} ({self.entry_point})"
+        target = self.factory.func if isinstance(self.factory, functools.partial) else self.factory
+        return f"built-in ({target.__module__}.{target.__qualname__})"
+
+    def signature(self) -> inspect.Signature | None:
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):
+            return None
+        params = [p for p in sig.parameters.values() if p.name != "self"]
+        return sig.replace(parameters=params, return_annotation=inspect.Signature.empty)
+
+    def defaults(self) -> dict[str, Any]:
+        """Keyword defaults of the factory, in declaration order."""
+        sig = self.signature()
+        if sig is None:
+            return {}
+        return {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.default is not inspect.Parameter.empty
+        }
+
+
+@dataclass
+class _PluginSlot:
+    """An entry point seen in metadata but not imported yet."""
+
+    ep: metadata.EntryPoint
+    distribution: str
+    version: str
+    loaded: RegistryEntry | None = field(default=None)
+    clash_reported: bool = False
+
+
+def _disabled_plugins() -> tuple[bool, set[str]]:
+    """Read ``PROJECTED_GAN_DISABLE_PLUGINS``: ``1``/``all`` or a comma list of names."""
+    raw = os.environ.get(DISABLE_ENV, "").strip()
+    if not raw or raw.lower() in {"0", "false", "no"}:
+        return False, set()
+    if raw.lower() in {"1", "true", "yes", "all", "*"}:
+        return True, set()
+    return False, {part.strip() for part in raw.split(",") if part.strip()}
+
+
+class Registry:
+    """Name -> factory table for one kind of part, plus that kind's entry-point group.
+
+    Args:
+        kind: plural identifier, e.g. ``"feature_networks"``; the entry-point group is
+            ``projected_gan.<kind>``.
+        singular: how one part is called in messages, e.g. ``"feature network"``.
+    """
+
+    def __init__(self, kind: str, singular: str) -> None:
+        self.kind = kind
+        self.singular = singular
+        self.group = f"projected_gan.{kind}"
+        self._entries: dict[str, RegistryEntry] = {}
+        self._aliases: dict[str, str] = {}
+        self._plugins: dict[str, _PluginSlot] | None = None  # read from metadata on first use
+
+    # ----------------------------------------------------------------- registration
+    def register(
+        self,
+        name: str | None = None,
+        *,
+        aliases: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        override: bool = False,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator registering a class or factory function under ``name`` (default: its own)."""
+
+        def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(
+                name or factory.__name__, factory, aliases=aliases, tags=tags, override=override
+            )
+            return factory
+
+        return deco
+
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        aliases: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        override: bool = False,
+    ) -> RegistryEntry:
+        """Register ``factory`` under ``name``; the non-decorator form of :meth:`register`."""
+        if not callable(factory):
+            raise TypeError(f"{self.kind}: {name!r} must be a class or function, got {factory!r}")
+        entry = RegistryEntry(
+            name=name, factory=factory, kind=self.kind, aliases=tuple(aliases), tags=tuple(tags)
+        )
+        self._insert(entry, override=override)
+        return entry
+
+    def _insert(self, entry: RegistryEntry, *, override: bool) -> None:
+        for key in (entry.name, *entry.aliases):
+            if not _NAME_RE.match(key):
+                raise ValueError(
+                    f"{self.kind}: invalid name {key!r} (letters, digits, '_', '.', '-', '/')"
+                )
+            taken = key in self._entries or key in self._aliases
+            if taken and not override:
+                owner = self._aliases.get(key, key)
+                raise ValueError(
+                    f"{self.kind}: {key!r} is already registered "
+                    f"(by {self._entries[owner].source}); pass override=True to replace it"
+                )
+        if override:
+            self.remove(entry.name, missing_ok=True)
+        self._entries[entry.name] = entry
+        for alias in entry.aliases:
+            self._aliases[alias] = entry.name
+
+    def remove(self, name: str, *, missing_ok: bool = False) -> None:
+        """Forget ``name`` and its aliases (mainly for tests and overrides)."""
+        name = self._aliases.get(name, name)
+        entry = self._entries.pop(name, None)
+        if entry is None:
+            if missing_ok:
+                return
+            raise self._unknown(name)
+        for alias in entry.aliases:
+            self._aliases.pop(alias, None)
+
+    # --------------------------------------------------------------------- plugins
+    def _plugin_slots(self) -> dict[str, _PluginSlot]:
+        """Entry points of this kind, read from installed metadata once (nothing imported)."""
+        if self._plugins is None:
+            slots: dict[str, _PluginSlot] = {}
+            for ep in metadata.entry_points(group=self.group):
+                dist = getattr(ep, "dist", None)
+                slots.setdefault(
+                    ep.name,
+                    _PluginSlot(
+                        ep=ep,
+                        distribution=dist.metadata["Name"] if dist is not None else "<unknown>",
+                        version=dist.version if dist is not None else "?",
+                    ),
+                )
+            self._plugins = slots
+        everything_off, off = _disabled_plugins()
+        if everything_off:
+            return {}
+        visible = {}
+        for name, slot in self._plugins.items():
+            if {name, f"{self.kind}:{name}", slot.distribution} & off:
+                continue
+            owner = self._entries.get(self._aliases.get(name, name))
+            if owner is not None and owner is not slot.loaded:
+                if not slot.clash_reported:
+                    slot.clash_reported = True
+                    warnings.warn(
+                        f"plugin {self.singular} {name!r} from distribution "
+                        f"{slot.distribution!r} ({slot.ep.value}) is ignored: the name is taken "
+                        f"by {owner.source}. Ask the plugin's author to rename it.",
+                        PluginWarning,
+                        stacklevel=3,
+                    )
+                continue
+            visible[name] = slot
+        return visible
+
+    def refresh_plugins(self) -> None:
+        """Re-read entry-point metadata (after installing a plugin in a running process)."""
+        if self._plugins:
+            for name, slot in self._plugins.items():
+                if slot.loaded is not None and self._entries.get(name) is slot.loaded:
+                    del self._entries[name]
+        self._plugins = None
+
+    def _load_plugin(self, name: str, slot: _PluginSlot) -> RegistryEntry:
+        if slot.loaded is not None:
+            return slot.loaded
+        where = f"entry point {name!r} = {slot.ep.value!r} of distribution {slot.distribution!r}"
+        try:
+            obj = slot.ep.load()
+        except Exception as exc:  # any import-time failure is the plugin's, not ours
+            raise PluginError(
+                f"{self.singular} plugin failed to import: {where} "
+                f"(group {self.group}): {type(exc).__name__}: {exc}"
+            ) from exc
+        if not callable(obj):
+            raise PluginError(
+                f"{self.singular} plugin is not callable: {where} gave {type(obj).__name__}; "
+                "an entry point must name a class or a factory function"
+            )
+        entry = RegistryEntry(
+            name=name,
+            factory=obj,
+            kind=self.kind,
+            distribution=slot.distribution,
+            version=slot.version,
+            entry_point=f"{name} = {slot.ep.value}",
+        )
+        self._entries[name] = entry
+        slot.loaded = entry
+        return entry
+
+    # ---------------------------------------------------------------------- lookup
+    def entry(self, name: str) -> RegistryEntry:
+        """The :class:`RegistryEntry` for ``name`` (alias, built-in, family member or plugin).
+
+        A name registered with a trailing ``/`` (e.g. ``"timm/"``) is a family: ``"timm/resnet50"``
+        resolves to that factory with ``"resnet50"`` bound as its first argument.
+        """
+        key = self._aliases.get(name, name)
+        found = self._entries.get(key)
+        if found is not None and not (found.is_plugin and self._disabled(found)):
+            return found
+        prefix, sep, member = name.partition("/")
+        family = self._entries.get(prefix + sep) if sep and member else None
+        if family is not None:
+            return replace(family, name=name, factory=functools.partial(family.factory, member))
+        slot = self._plugin_slots().get(name)
+        if slot is not None:
+            return self._load_plugin(name, slot)
+        raise self._unknown(name)
+
+    def _disabled(self, entry: RegistryEntry) -> bool:
+        everything_off, off = _disabled_plugins()
+        return everything_off or bool(
+            {entry.name, f"{self.kind}:{entry.name}", entry.distribution} & off
+        )
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory (class or function) registered as ``name``."""
+        return self.entry(name).factory
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build the part ``name`` with ``kwargs``."""
+        return self.get(name)(**kwargs)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.entry(name)
+        except UnknownPartError:
+            return False
+        return True
+
+    def names(
+        self, pattern: str = "*", *, tags: Iterable[str] = (), plugins: bool = True
+    ) -> list[str]:
+        """Sorted names matching the fnmatch ``pattern`` (and all ``tags``); plugins by metadata."""
+        wanted = set(tags)
+        found = {
+            n
+            for n, e in self._entries.items()
+            if not (e.is_plugin and (not plugins or self._disabled(e)))
+            and wanted <= set(e.tags)
+        }
+        if plugins and not wanted:
+            found |= set(self._plugin_slots())
+        return sorted(n for n in found if fnmatch.fnmatchcase(n, pattern))
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def plugin_distribution(self, name: str) -> str | None:
+        """Distribution that provides ``name``, without importing it; None for built-ins."""
+        key = self._aliases.get(name, name)
+        if key in self._entries:
+            return self._entries[key].distribution
+        slot = self._plugin_slots().get(name)
+        return None if slot is None else f"{slot.distribution} {slot.version}"
+
+    def describe(self, name: str) -> str:
+        """Human-readable card: summary, signature with defaults, aliases, tags, source."""
+        e = self.entry(name)
+        sig = e.signature()
+        lines = [f"{self.kind} / {e.name}"]
+        if e.summary:
+            lines.append(f"  {e.summary}")
+        lines.append(f"  source:   {e.source}")
+        if e.aliases:
+            lines.append(f"  aliases:  {', '.join(e.aliases)}")
+        if e.tags:
+            lines.append(f"  tags:     {', '.join(e.tags)}")
+        if sig is not None:
+            lines.append("  arguments:")
+            for p in sig.parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    lines.append(f"    {'*' if p.kind == p.VAR_POSITIONAL else '**'}{p.name}")
+                    continue
+                default = "(required)" if p.default is p.empty else f"= {p.default!r}"
+                lines.append(f"    {p.name} {default}")
+        return "\n".join(lines)
+
+    def _unknown(self, name: str) -> UnknownPartError:
+        candidates = list(self._entries) + list(self._aliases) + list(self._plugin_slots())
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+        return UnknownPartError(
+            f"{name!r} is not a registered {self.singular}{hint} "
+            f"See all with `projected-gan list {self.kind}` "
+            f"or projected_gan.list_parts({self.kind!r})."
+        )
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} built-in)"
+
+
+FEATURE_NETWORKS = Registry("feature_networks", "feature network")
+PROJECTION_HEADS = Registry("projection_heads", "projection head")
+DISCRIMINATORS = Registry("discriminators", "discriminator")
+GENERATORS = Registry("generators", "generator")
+LOSSES = Registry("losses", "loss")
+AUGMENTATIONS = Registry("augmentations", "augmentation")
+METRICS = Registry("metrics", "metric")
+
+REGISTRIES: dict[str, Registry] = {
+    r.kind: r
+    for r in (
+        FEATURE_NETWORKS,
+        PROJECTION_HEADS,
+        DISCRIMINATORS,
+        GENERATORS,
+        LOSSES,
+        AUGMENTATIONS,
+        METRICS,
+    )
+}
+
+
+def get_registry(kind: str) -> Registry:
+    """The registry for ``kind`` (e.g. ``"generators"``); a clear error for unknown kinds."""
+    try:
+        return REGISTRIES[kind]
+    except KeyError:
+        close = difflib.get_close_matches(kind, list(REGISTRIES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownPartError(
+            f"{kind!r} is not a kind of part{hint} Kinds: {', '.join(REGISTRIES)}."
+        ) from None
+
+
+def create(kind: str, name: str, **kwargs: Any) -> Any:
+    """Build the registered part ``name`` of ``kind``: ``create("generators", "fastgan_lite")``."""
+    return get_registry(kind).create(name, **kwargs)
+
+
+def list_parts(kind: str | None = None, pattern: str = "*") -> dict[str, list[str]] | list[str]:
+    """Names of one kind (a list), or of every kind (a dict kind -> names)."""
+    if kind is not None:
+        return get_registry(kind).names(pattern)
+    return {k: r.names(pattern) for k, r in REGISTRIES.items()}
