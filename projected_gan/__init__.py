@@ -26,6 +26,14 @@ from projected_gan.registry import (
 
 # Importing the part subpackages registers the built-ins.
 from projected_gan import discriminators, generators, losses, projectors  # noqa: E402, I001
+from projected_gan import training  # noqa: E402
+from projected_gan.discriminators import ProjectedDiscriminator  # noqa: E402
+from projected_gan.training import (  # noqa: E402
+    ExperimentSpec,
+    SpecError,
+    Trainer,
+    build_from_spec,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -36,11 +44,16 @@ __all__ = [
     "METRICS",
     "PROJECTION_HEADS",
     "REGISTRIES",
+    "ExperimentSpec",
     "PluginError",
     "PluginWarning",
+    "ProjectedDiscriminator",
     "Registry",
+    "SpecError",
+    "Trainer",
     "UnknownPartError",
     "__version__",
+    "build_from_spec",
     "create",
     "discriminators",
     "generators",
@@ -48,4 +61,5 @@ __all__ = [
     "list_parts",
     "losses",
     "projectors",
+    "training",
 ]

@@ -74,6 +74,129 @@ def _run_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", help="spec file (YAML or JSON)")
+    p.add_argument("--preset", help="a spec shipped with the package, e.g. minimal_cpu")
+    p.add_argument("--data", help="image folder or zip (sets data.path)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field by dotted path, e.g. --set train.batch=32 (repeatable)",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("train", "train a Projected GAN from a spec or preset, or resume a run", _train_args)
+def _run_train(args: argparse.Namespace) -> int:
+    from projected_gan.training.commands import train
+
+    train(
+        args.spec,
+        preset=args.preset,
+        data=args.data,
+        overrides=args.overrides,
+        resume=args.resume,
+        device=args.device,
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument("--seeds", default="0-15", help="e.g. 0-7,12 (default 0-15)")
+    p.add_argument("--grid", metavar="OUT.png", help="write one grid image")
+    p.add_argument("--outdir", help="write seedNNNN.png files here")
+    p.add_argument("--class", dest="class_idx", type=int, help="class index (conditional models)")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (StyleGAN2)")
+    p.add_argument("--no-ema", action="store_true", help="use G instead of G_ema")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+
+
+@command("generate", "generate images for fixed seeds from a checkpoint", _generate_args)
+def _run_generate(args: argparse.Namespace) -> int:
+    from projected_gan.training.commands import generate
+
+    generate(
+        args.checkpoint,
+        args.seeds,
+        grid=args.grid,
+        outdir=args.outdir,
+        class_idx=args.class_idx,
+        truncation_psi=args.trunc,
+        ema=not args.no_ema,
+        device=args.device,
+    )
+    return 0
+
+
+def _interpolate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument("out", help="output .gif (or .mp4 with imageio installed)")
+    p.add_argument("--seeds", default="0-3", help="key frames, e.g. 1,2,3")
+    p.add_argument("--frames", type=int, default=60, help="frames between two seeds")
+    p.add_argument("--space", choices=["w", "z"], default="w", help="interpolate in w or z")
+    p.add_argument("--class", dest="class_idx", type=int, help="class index (conditional models)")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (StyleGAN2)")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+
+
+@command("interpolate", "animate a loop through the latents of some seeds", _interpolate_args)
+def _run_interpolate(args: argparse.Namespace) -> int:
+    from projected_gan.training.commands import interpolate
+
+    interpolate(
+        args.checkpoint,
+        args.seeds,
+        args.out,
+        frames=args.frames,
+        space=args.space,
+        class_idx=args.class_idx,
+        truncation_psi=args.trunc,
+        fps=args.fps,
+        device=args.device,
+    )
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument("--data", help="real images (default: the run's own data)")
+    p.add_argument("--metrics", default="fd,kid", help="comma list of fd, kid, fid")
+    p.add_argument("--num", type=int, default=10_000, help="generated images")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--feature-network", help="space for fd/kid (default tf_efficientnet_lite1)")
+    p.add_argument("--inception-weights", help="local Inception-v3 weights file for fid")
+    p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the results")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+
+
+@command("eval", "compute FD / KID / FID of a checkpoint against real images", _eval_args)
+def _run_eval(args: argparse.Namespace) -> int:
+    from projected_gan.training.commands import evaluate_checkpoint
+
+    evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        metrics=args.metrics,
+        num=args.num,
+        batch=args.batch,
+        feature_network=args.feature_network,
+        inception_weights=args.inception_weights,
+        json_out=args.json_out,
+        device=args.device,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from projected_gan import __version__
 
@@ -93,14 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     import projected_gan  # noqa: F401  (registers the built-in parts)
+    from projected_gan.training.checkpoint import CheckpointError
+    from projected_gan.training.loop import TrainingStopped
+    from projected_gan.training.metrics import MetricWeightsError
+    from projected_gan.training.spec import SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args._run(args)
-    except (UnknownPartError, PluginError) as exc:
+    except SpecError as exc:
+        lines = "\n".join(f"  {line}" for line in str(exc).splitlines())
+        print(f"projected-gan {args.command}: invalid spec:\n{lines}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UnknownPartError, PluginError, ValueError) as exc:
         print(f"projected-gan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (CheckpointError, TrainingStopped, MetricWeightsError) as exc:
+        print(f"projected-gan {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"projected-gan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -55,3 +55,39 @@ def plugin_dist(tmp_path, monkeypatch):
     for name in list(sys.modules):
         if name.split(".")[0] in made:
             del sys.modules[name]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Decoded datasets and metric statistics go to a temp folder, never ~/.cache."""
+    import os
+
+    old = os.environ.get("PROJECTED_GAN_CACHE")
+    os.environ["PROJECTED_GAN_CACHE"] = str(tmp_path_factory.mktemp("pg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("PROJECTED_GAN_CACHE", None)
+    else:
+        os.environ["PROJECTED_GAN_CACHE"] = old
+
+
+def tiny_overrides(out_dir) -> list[str]:
+    """A spec small enough to train a few steps in seconds on a 2-core CPU."""
+    return [
+        "data.resolution=32",
+        "data.max_images=64",
+        "data.mirror=true",
+        "generator.ngf=8",
+        "discriminator.feature_network.input_size=64",
+        "train.batch=4",
+        "train.kimg=0.016",
+        "train.tick=0.008",
+        "train.sample_every=0.008",
+        "train.snapshot_every=0.008",
+        "train.metrics_every=1000",
+        "train.deterministic=true",
+        "train.device=cpu",
+        "metrics.names=[]",
+        "output.tensorboard=false",
+        f"output.dir={out_dir}",
+    ]

@@ -1,1 +1,22 @@
-"""discriminators."""
+"""Discriminators: multi-scale heads on projected features and the composable wrapper.
+
+Importing this package registers the built-in ``discriminators`` (``multiscale``).
+"""
+
+from projected_gan.discriminators.multiscale import (
+    CHANNEL_TABLE,
+    DownBlock,
+    MultiScaleDiscriminator,
+    ScaleDiscriminator,
+    SeparableDownBlock,
+)
+from projected_gan.discriminators.projected import ProjectedDiscriminator
+
+__all__ = [
+    "CHANNEL_TABLE",
+    "DownBlock",
+    "MultiScaleDiscriminator",
+    "ProjectedDiscriminator",
+    "ScaleDiscriminator",
+    "SeparableDownBlock",
+]

@@ -1,1 +1,55 @@
-"""losses."""
+"""Adversarial losses, the R1 regulariser and DiffAugment; importing this registers them."""
+
+from projected_gan.losses.adversarial import (
+    AdversarialLoss,
+    HingeLoss,
+    LossOutput,
+    LSGANLoss,
+    NonSaturatingLoss,
+)
+from projected_gan.losses.diffaugment import (
+    DEFAULT_POLICY,
+    Brightness,
+    Color,
+    ColorOp,
+    Contrast,
+    Cutout,
+    DiffAugment,
+    GeometricOp,
+    Offset,
+    PixelAffine,
+    Saturation,
+    SourceMap,
+    Translation,
+    cut_out,
+    diffaugment_ops,
+    parse_policy,
+    translate,
+)
+from projected_gan.losses.r1 import R1Penalty
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "AdversarialLoss",
+    "Brightness",
+    "Color",
+    "ColorOp",
+    "Contrast",
+    "Cutout",
+    "DiffAugment",
+    "GeometricOp",
+    "HingeLoss",
+    "LSGANLoss",
+    "LossOutput",
+    "NonSaturatingLoss",
+    "Offset",
+    "PixelAffine",
+    "R1Penalty",
+    "Saturation",
+    "SourceMap",
+    "Translation",
+    "cut_out",
+    "diffaugment_ops",
+    "parse_policy",
+    "translate",
+]

@@ -1,1 +1,31 @@
-"""training."""
+"""The training pipeline: spec, build_from_spec, data, loop, checkpoints, metrics, logs."""
+
+from projected_gan.training import metrics  # registers fd, kid, fid
+from projected_gan.training.build import build_from_spec
+from projected_gan.training.checkpoint import CheckpointError, load_checkpoint
+from projected_gan.training.data import (
+    DataError,
+    ImageDataset,
+    InfiniteBatches,
+    default_dataset_path,
+    load_image_dataset,
+)
+from projected_gan.training.loop import Trainer, TrainingStopped
+from projected_gan.training.spec import ExperimentSpec, SpecError, list_presets
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "ExperimentSpec",
+    "ImageDataset",
+    "InfiniteBatches",
+    "SpecError",
+    "Trainer",
+    "TrainingStopped",
+    "build_from_spec",
+    "default_dataset_path",
+    "list_presets",
+    "load_checkpoint",
+    "load_image_dataset",
+    "metrics",
+]

@@ -1,0 +1,221 @@
+"""Multi-scale discriminator: one small convolutional discriminator per projected feature map.
+
+Every scale down-samples until its map is at most 8 px, then a 4x4 conv without padding gives
+its logit map; finer scales get more down blocks, so all scales end at the same logit size (5x5
+for 256 px images on EfficientNet-lite + CSM, 4x4 below 224 px where the image is resized to 224)
+and weigh the same in the loss. Every conv is spectrally normalised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from projected_gan.registry import DISCRIMINATORS
+
+__all__ = [
+    "CHANNEL_TABLE",
+    "DownBlock",
+    "MultiScaleDiscriminator",
+    "ScaleDiscriminator",
+    "SeparableDownBlock",
+]
+
+# feature-map side -> channels after a down block that reaches that side
+CHANNEL_TABLE = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32, 512: 16, 1024: 8}
+NORMS = ("batch", "group")
+
+
+def _table_channels(size: int) -> int:
+    """Channels for a map of side ``size``: the table entry of the nearest power of two."""
+    key = 2 ** round(math.log2(max(size, 1)))
+    return CHANNEL_TABLE[min(max(key, 4), 1024)]
+
+
+def _sn_conv(cin: int, cout: int, kernel: int, **kwargs) -> nn.Module:
+    return spectral_norm(nn.Conv2d(cin, cout, kernel, **kwargs))
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+class DownBlock(nn.Sequential):
+    """SN 4x4 stride-2 conv -> norm -> LeakyReLU(0.2).
+
+    ``(B, cin, s, s)`` -> ``(B, cout, s // 2, s // 2)``.
+    """
+
+    def __init__(self, cin: int, cout: int, norm: str = "batch") -> None:
+        super().__init__(
+            _sn_conv(cin, cout, 4, stride=2, padding=1),
+            _norm(norm, cout),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+
+class SeparableDownBlock(nn.Sequential):
+    """Depthwise SN 3x3 -> pointwise SN 1x1 -> norm -> LeakyReLU(0.2) -> 2x2 average pool."""
+
+    def __init__(self, cin: int, cout: int, norm: str = "batch") -> None:
+        super().__init__(
+            _sn_conv(cin, cin, 3, padding=1, groups=cin, bias=False),
+            _sn_conv(cin, cout, 1, bias=False),
+            _norm(norm, cout),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.AvgPool2d(2),
+        )
+
+
+class ScaleDiscriminator(nn.Module):
+    """Discriminator for one feature scale: down blocks while the side is above 8, then SN 4x4.
+
+    Args:
+        in_channels: channels of the feature map.
+        size: side of the feature map (at least 4).
+        out_channels: 1 (logits) or ``cmap_dim`` (conditional projection).
+        separable, norm: block type and normalisation.
+
+    ``forward``: ``(B, in_channels, size, size)`` -> ``(B, out_channels, logit_size, logit_size)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        size: int,
+        out_channels: int = 1,
+        separable: bool = False,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        if size < 4:
+            raise ValueError(
+                f"feature map side {size} is below 4, too small for the final 4x4 conv; use "
+                "larger images or a feature network resize rule that upsamples them"
+            )
+        block = SeparableDownBlock if separable else DownBlock
+        layers: list[nn.Module] = []
+        cin = in_channels
+        while size > 8:
+            size //= 2
+            cout = _table_channels(size)
+            layers.append(block(cin, cout, norm))
+            cin = cout
+        layers.append(_sn_conv(cin, out_channels, 4, bias=False))
+        self.main = nn.Sequential(*layers)
+        self.num_down = len(layers) - 1
+        self.logit_size = size - 3
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.main(x)
+
+
+@DISCRIMINATORS.register("multiscale")
+class MultiScaleDiscriminator(nn.Module):
+    """One small discriminator per projected feature map; logits concatenated to ``(B, N)``.
+
+    Args:
+        channels: channels of each projected map (``projector.channels``).
+        reductions: stride of each map relative to the image the projector sees.
+        image_size: side of that image (after the feature network's resize rule); each map's
+            side is ``ceil(image_size / reduction)``.
+        separable: depthwise-separable blocks with average pooling (paired with StyleGAN2).
+        norm: ``"batch"`` (official) or ``"group"``.
+        num_classes: 0 = unconditional; > 0 = projection discriminator: each scale's final conv
+            gives ``cmap_dim`` channels, dotted with an embedding of the class (Embedding ->
+            Linear -> LeakyReLU) and scaled by ``1 / sqrt(cmap_dim)``.
+        cmap_dim, embed_dim: sizes of the conditional projection.
+        sizes: the maps' sides, when known exactly (overrides the ceil rule).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        reductions: Sequence[float],
+        image_size: int,
+        separable: bool = False,
+        norm: str = "batch",
+        num_classes: int = 0,
+        cmap_dim: int = 64,
+        embed_dim: int = 128,
+        sizes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        channels, reductions = tuple(channels), tuple(reductions)
+        if not channels or len(channels) != len(reductions):
+            raise ValueError(
+                "channels and reductions must be non-empty and the same length, got "
+                f"channels={channels}, reductions={reductions}"
+            )
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        if sizes is None:
+            if not isinstance(image_size, int) or image_size < 1:
+                raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+            sizes = tuple(math.ceil(image_size / r) for r in reductions)
+        elif len(sizes) != len(channels):
+            raise ValueError(f"sizes needs one entry per map ({len(channels)}), got {sizes}")
+        self.channels, self.reductions, self.sizes = channels, reductions, tuple(sizes)
+        self.num_classes, self.cmap_dim = num_classes, cmap_dim
+        out = cmap_dim if num_classes else 1
+        self.discs = nn.ModuleList(
+            ScaleDiscriminator(c, s, out, separable=separable, norm=norm)
+            for c, s in zip(channels, self.sizes)
+        )
+        if num_classes:
+            self.embeds = nn.ModuleList(
+                nn.Sequential(
+                    nn.Embedding(num_classes, embed_dim),
+                    nn.Linear(embed_dim, cmap_dim),
+                    nn.LeakyReLU(0.2),
+                )
+                for _ in channels
+            )
+
+    @property
+    def num_logits(self) -> int:
+        """N, the number of logits per sample."""
+        return sum(d.logit_size**2 for d in self.discs)
+
+    def _class_index(self, labels: Tensor | None, batch: int) -> Tensor:
+        if labels is None:
+            raise ValueError(f"num_classes={self.num_classes}: labels are required")
+        if labels.ndim == 2 and labels.shape[1] == self.num_classes:
+            labels = labels.argmax(dim=1)  # one-hot (or scores)
+        elif labels.ndim != 1 or labels.is_floating_point():
+            raise ValueError(
+                f"labels must be int class indices (B,) or one-hot (B, {self.num_classes}), got "
+                f"{labels.dtype} {tuple(labels.shape)}"
+            )
+        if labels.shape[0] != batch:
+            raise ValueError(f"labels hold {labels.shape[0]} samples, the features {batch}")
+        return labels
+
+    def forward(self, features: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
+        """List of ``(B, channels[i], sizes[i], sizes[i])`` (+ labels) -> logits ``(B, N)``."""
+        if len(features) != len(self.discs):
+            raise ValueError(f"expected {len(self.discs)} feature maps, got {len(features)}")
+        batch = features[0].shape[0]
+        if self.num_classes:
+            index = self._class_index(labels, batch)
+        elif labels is not None and labels.numel() > 0:
+            raise ValueError("labels were given but num_classes=0 (unconditional)")
+        logits = []
+        for i, (disc, x) in enumerate(zip(self.discs, features)):
+            h = disc(x)
+            if self.num_classes:
+                cmap = self.embeds[i](index).to(h.dtype)
+                h = torch.einsum("bchw,bc->bhw", h, cmap) * self.cmap_dim**-0.5
+            logits.append(h.flatten(1))
+        return torch.cat(logits, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, num_logits={self.num_logits}, num_classes={self.num_classes}"

@@ -1,0 +1,118 @@
+"""Adversarial losses: hinge (Projected GAN's), non-saturating logistic and least squares.
+
+Every loss splits the discriminator objective into a real and a fake term, because the trainer
+sends reals and fakes through D in separate passes (BatchNorm sees them apart, as in the paper)
+and may backpropagate them separately; ``d_loss`` is their sum.
+
+Each term returns ``(loss, logs)``: a 0-dim float32 tensor to backpropagate and a dict of
+detached 0-dim tensors for logging. Nothing calls ``.item()``, so the training loop can aggregate
+on the device. Logits are ``(B, N)`` (any shape with at least one dimension works); every mean
+runs over the batch and all logits. Logits are cast to float32 first, so bf16 logits are fine.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from projected_gan.registry import LOSSES
+
+__all__ = ["AdversarialLoss", "HingeLoss", "LSGANLoss", "LossOutput", "NonSaturatingLoss"]
+
+LossOutput = tuple[Tensor, dict[str, Tensor]]
+
+
+def _float_logits(logits: object, name: str) -> Tensor:
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape (B, N), got {logits!r}")
+    if logits.dim() == 0 or logits.numel() == 0:
+        raise ValueError(f"{name} must have shape (B, N) with B, N >= 1, got {tuple(logits.shape)}")
+    return logits.float()
+
+
+class AdversarialLoss:
+    """Base class: subclasses give the per-logit terms, means and logging are shared here."""
+
+    def real_term(self, logits: Tensor) -> Tensor:
+        """D's per-logit loss on reals (float32 logits in, same shape out)."""
+        raise NotImplementedError
+
+    def fake_term(self, logits: Tensor) -> Tensor:
+        """D's per-logit loss on fakes."""
+        raise NotImplementedError
+
+    def generator_term(self, logits: Tensor) -> Tensor:
+        """G's per-logit loss on fakes."""
+        raise NotImplementedError
+
+    def d_loss_real(self, real_logits: Tensor) -> LossOutput:
+        """D's loss on real logits ``(B, N)``: ``(scalar, {"d_real", "logits_real"})``."""
+        logits = _float_logits(real_logits, "real_logits")
+        loss = self.real_term(logits).mean()
+        return loss, {"d_real": loss.detach(), "logits_real": logits.detach().mean()}
+
+    def d_loss_fake(self, fake_logits: Tensor) -> LossOutput:
+        """D's loss on fake logits ``(B, N)``: ``(scalar, {"d_fake", "logits_fake"})``."""
+        logits = _float_logits(fake_logits, "fake_logits")
+        loss = self.fake_term(logits).mean()
+        return loss, {"d_fake": loss.detach(), "logits_fake": logits.detach().mean()}
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> LossOutput:
+        """D's total loss, the sum of :meth:`d_loss_real` and :meth:`d_loss_fake`."""
+        real, real_logs = self.d_loss_real(real_logits)
+        fake, fake_logs = self.d_loss_fake(fake_logits)
+        total = real + fake
+        return total, {"d_loss": total.detach(), **real_logs, **fake_logs}
+
+    def g_loss(self, fake_logits: Tensor) -> LossOutput:
+        """G's loss on D's logits for fakes ``(B, N)``: ``(scalar, {"g_loss", "logits_gen"})``."""
+        logits = _float_logits(fake_logits, "fake_logits")
+        loss = self.generator_term(logits).mean()
+        return loss, {"g_loss": loss.detach(), "logits_gen": logits.detach().mean()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@LOSSES.register("hinge", tags=("adversarial",))
+class HingeLoss(AdversarialLoss):
+    """Hinge loss (Projected GAN default): D relu(1 - real) + relu(1 + fake), G -fake."""
+
+    def real_term(self, logits: Tensor) -> Tensor:
+        return F.relu(1.0 - logits)
+
+    def fake_term(self, logits: Tensor) -> Tensor:
+        return F.relu(1.0 + logits)
+
+    def generator_term(self, logits: Tensor) -> Tensor:
+        return -logits
+
+
+@LOSSES.register("nonsaturating", aliases=("logistic",), tags=("adversarial",))
+class NonSaturatingLoss(AdversarialLoss):
+    """Non-saturating logistic loss: D softplus(-real) + softplus(fake), G softplus(-fake)."""
+
+    # softplus(-l) = -log(sigmoid(l)), written this way so large |logits| never give inf.
+    def real_term(self, logits: Tensor) -> Tensor:
+        return F.softplus(-logits)
+
+    def fake_term(self, logits: Tensor) -> Tensor:
+        return F.softplus(logits)
+
+    def generator_term(self, logits: Tensor) -> Tensor:
+        return F.softplus(-logits)
+
+
+@LOSSES.register("lsgan", tags=("adversarial",))
+class LSGANLoss(AdversarialLoss):
+    """Least-squares GAN loss (Mao et al.): D (real-1)^2/2 + fake^2/2, G (fake-1)^2/2."""
+
+    def real_term(self, logits: Tensor) -> Tensor:
+        return 0.5 * torch.square(logits - 1.0)
+
+    def fake_term(self, logits: Tensor) -> Tensor:
+        return 0.5 * torch.square(logits)
+
+    def generator_term(self, logits: Tensor) -> Tensor:
+        return 0.5 * torch.square(logits - 1.0)

@@ -1,0 +1,348 @@
+"""Evaluate a generator against a dataset: batched features, cached real statistics, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from projected_gan.registry import METRICS
+from projected_gan.training.metrics.base import FeatureExtractor, Metric
+from projected_gan.training.metrics.features import as_uint8_rgb
+from projected_gan.training.metrics.stats import FeatureStats
+from projected_gan.training.metrics.stats_cache import StatsCache
+
+__all__ = ["GeneratorFn", "build_metrics", "compare_images", "evaluate", "evaluate_real_split"]
+
+GeneratorFn = Callable[[int, "torch.Tensor | None"], torch.Tensor]
+"""``generator_fn(n_batch, labels) -> (n_batch, 3, R, R)`` float images in ~[-1, 1]."""
+
+
+def _params(name: str) -> set[str]:
+    """Keyword names a metric factory accepts (``{"**"}`` if it takes any)."""
+    params = inspect.signature(METRICS.get(name)).parameters.values()
+    return {"**" if p.kind is p.VAR_KEYWORD else p.name for p in params}
+
+
+def build_metrics(
+    metrics: str | Sequence[str | Metric] = ("fd",), **metric_options: Any
+) -> list[Metric]:
+    """Metric objects from registry names (``"fd,kid"`` or a list; instances pass through).
+
+    Options are routed by name:
+
+    - ``fid={"weights": path}`` or ``fid_weights=path`` (``<metric>_<argument>``) go to that
+      metric only;
+    - a plain option such as ``feature_network="..."`` goes to every requested metric whose
+      factory accepts it.
+
+    Options meant for registered metrics that were not requested are ignored (a trainer can pass
+    its whole metrics config); an option that no metric accepts raises ``TypeError``.
+    """
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not metrics:
+        raise ValueError("metrics must name at least one metric, e.g. ('fd',)")
+    requested = [m for m in metrics if isinstance(m, str)]
+    known = list(dict.fromkeys([*METRICS.names(plugins=False), *requested]))
+    per_metric: dict[str, dict[str, Any]] = {}
+    shared: dict[str, Any] = {}
+    for key, value in metric_options.items():
+        if isinstance(value, dict) and key in METRICS:
+            per_metric.setdefault(key, {}).update(value)
+            continue
+        owner = next(
+            (n for n in known if key.startswith(n + "_") and key[len(n) + 1 :] in _params(n)),
+            None,
+        )
+        if owner is not None:
+            per_metric.setdefault(owner, {})[key[len(owner) + 1 :]] = value
+        else:
+            shared[key] = value
+    unknown = sorted(k for k in shared if not any(k in _params(n) for n in known))
+    if unknown:
+        raise TypeError(
+            f"metric option(s) {unknown} are not accepted by any metric ({', '.join(known)}); "
+            "see `projected-gan describe metrics NAME` for each metric's options"
+        )
+    built: list[Metric] = []
+    for item in metrics:
+        if isinstance(item, Metric):
+            built.append(item)
+            continue
+        accepts = _params(item)
+        kwargs = {k: v for k, v in shared.items() if "**" in accepts or k in accepts}
+        built.append(METRICS.get(item)(**{**kwargs, **per_metric.get(item, {})}))
+    return built
+
+
+@dataclass
+class _Group:
+    """Metrics that share one feature extractor, hence one pass over each image set."""
+
+    extractor: FeatureExtractor
+    metrics: list[Metric] = field(default_factory=list)
+
+    @property
+    def max_items(self) -> int:
+        return max(m.max_items for m in self.metrics)
+
+
+def _group(metrics: list[Metric], device: torch.device) -> list[_Group]:
+    groups: dict[str, _Group] = {}
+    for metric in metrics:
+        key = metric.extractor_key()
+        if key not in groups:
+            groups[key] = _Group(metric.extractor().to(device))
+        groups[key].metrics.append(metric)
+    return list(groups.values())
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _feature_pass(
+    groups: list[_Group], batches: Iterable[torch.Tensor], device: torch.device
+) -> list[FeatureStats]:
+    """Stream uint8 batches through every group's extractor (float32: autocast is switched off)."""
+    stats = [FeatureStats(max_items=g.max_items) for g in groups]
+    with torch.autocast(device_type=device.type, enabled=False):
+        for batch in batches:
+            for group, s in zip(groups, stats):
+                s.append(group.extractor(batch))
+    return stats
+
+
+def _image_batches(
+    images: torch.Tensor, batch_size: int, device: torch.device, mirror: bool = False
+) -> Iterator[torch.Tensor]:
+    for start in range(0, images.shape[0], batch_size):
+        batch = as_uint8_rgb(images[start : start + batch_size]).to(device, non_blocking=True)
+        yield batch
+        if mirror:
+            yield batch.flip(3)
+
+
+def _compute(
+    groups: list[_Group], real: list[FeatureStats], fake: list[FeatureStats], seed: int
+) -> dict[str, float]:
+    results: dict[str, float] = {}
+    for group, r, f in zip(groups, real, fake):
+        for metric in group.metrics:
+            results.update(metric.compute(r, f, seed=seed))
+    return results
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def _as_images(images: Any, name: str) -> torch.Tensor:
+    images = torch.as_tensor(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 2:
+        raise ValueError(f"{name} must be (N >= 2, 1 or 3, H, W) images, got {tuple(images.shape)}")
+    return images
+
+
+def compare_images(
+    images_a: torch.Tensor,
+    images_b: torch.Tensor,
+    metrics: str | Sequence[str | Metric] = ("fd",),
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    **metric_options: Any,
+) -> dict[str, float]:
+    """Metrics between two image sets ``(N, 3 | 1, H, W)``, uint8 or float in [-1, 1] (no cache).
+
+    ``images_a`` plays the real side, ``images_b`` the generated one.
+    """
+    _check_batch_size(batch_size)
+    images_a, images_b = _as_images(images_a, "images_a"), _as_images(images_b, "images_b")
+    device = _resolve_device(device)
+    groups = _group(build_metrics(metrics, **metric_options), device)
+    with torch.inference_mode():
+        real = _feature_pass(groups, _image_batches(images_a, batch_size, device), device)
+        fake = _feature_pass(groups, _image_batches(images_b, batch_size, device), device)
+        return _compute(groups, real, fake, seed)
+
+
+def evaluate_real_split(
+    dataset: Any,
+    metrics: str | Sequence[str | Metric] = ("fd",),
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    **metric_options: Any,
+) -> dict[str, float]:
+    """Metrics between two random halves of ``dataset.images`` (a floor for generated sets).
+
+    The halves hold N // 2 images each, drawn with ``seed``; the result is the value a perfect
+    generator would get with N // 2 samples per side, and shows the metric's noise level.
+    """
+    images = _as_images(dataset.images, "dataset.images")
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
+    half = images.shape[0] // 2
+    return compare_images(
+        images[order[:half]],
+        images[order[half : 2 * half]],
+        metrics,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        **metric_options,
+    )
+
+
+def _dataset_fingerprint(dataset: Any, images: torch.Tensor) -> str:
+    """``dataset.fingerprint`` when present, else a sha256 of the image (and label) bytes."""
+    fingerprint = getattr(dataset, "fingerprint", None)
+    if fingerprint:
+        return str(fingerprint)
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes())
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        digest.update(torch.as_tensor(labels).contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def _fake_batches(
+    generator_fn: GeneratorFn,
+    num_images: int,
+    batch_size: int,
+    labels: torch.Tensor | None,
+    resolution: tuple[int, int],
+    device: torch.device,
+    seed: int,
+) -> Iterator[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, num_images, batch_size):
+        n = min(batch_size, num_images - start)
+        c = None
+        if labels is not None:  # the real label distribution, by drawing real examples' labels
+            c = labels[torch.randint(labels.shape[0], (n,), generator=gen)].to(device)
+        fakes = generator_fn(n, c)
+        ok = (
+            isinstance(fakes, torch.Tensor)
+            and fakes.is_floating_point()
+            and fakes.ndim == 4
+            and fakes.shape[0] == n
+            and fakes.shape[1] in (1, 3)
+            and tuple(fakes.shape[-2:]) == resolution
+        )
+        if not ok:
+            got = (
+                f"{tuple(fakes.shape)} {fakes.dtype}"
+                if isinstance(fakes, torch.Tensor)
+                else type(fakes).__name__
+            )
+            raise ValueError(
+                f"generator_fn(n_batch={n}, labels) must return float images "
+                f"({n}, 3, {resolution[0]}, {resolution[1]}) in [-1, 1] (the dataset's "
+                f"resolution), got {got}"
+            )
+        yield as_uint8_rgb(fakes.to(device))
+
+
+def evaluate(
+    generator_fn: GeneratorFn,
+    dataset: Any,
+    metrics: str | Sequence[str | Metric] = ("fd",),
+    num_images: int = 1000,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    *,
+    mirror: bool = False,
+    num_real: int | None = None,
+    use_cache: bool = True,
+    **metric_options: Any,
+) -> dict[str, float]:
+    """Metrics of ``num_images`` generated images against the real images of ``dataset``.
+
+    Args:
+        generator_fn: ``generator_fn(n_batch, labels) -> (n_batch, 3, R, R)`` float in
+            ~[-1, 1]; called under ``torch.inference_mode()``. ``labels`` is ``None`` for
+            unlabelled datasets, else ``dataset.labels`` rows drawn uniformly at random (so the
+            fakes follow the real label distribution), on ``device``. Outputs are clamped to
+            [-1, 1] and quantised to uint8 like the reals.
+        dataset: has ``images`` (uint8 ``(N, C, R, R)``, CPU), ``labels`` (``None`` or ``(N, ...)``)
+            and ideally ``fingerprint`` (content hash; computed from the bytes if absent).
+        metrics: registry names (``"fd,kid"``, ``("fd", "fid")``) or :class:`Metric` objects.
+        num_images: generated images.
+        batch_size: images per extractor call (reals and fakes).
+        device: where features are computed; default CUDA when available.
+        cache_dir: real-statistics cache (default: ``metrics/`` in the package cache,
+            ``$PROJECTED_GAN_CACHE`` or ``~/.cache/projected_gan``).
+        seed: label draws and KID subsets.
+        mirror: add x-flipped reals (as when training with ``mirror``); part of the cache key.
+        num_real: use a fixed random subset of this many reals (default: all).
+        use_cache: read and write cached real statistics.
+        **metric_options: routed to the metrics, see :func:`build_metrics`.
+
+    Returns:
+        ``{"fd": ..., "kid": ..., "kid_std": ..., "fid": ...}`` for the requested metrics.
+    """
+    _check_batch_size(batch_size)
+    if not isinstance(num_images, int) or num_images < 2:
+        raise ValueError(f"num_images must be an int >= 2, got {num_images!r}")
+    images = _as_images(dataset.images, "dataset.images")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"dataset.images must be uint8, got {images.dtype}")
+    if num_real is not None:
+        if not isinstance(num_real, int) or not 2 <= num_real <= images.shape[0]:
+            raise ValueError(f"num_real must be in [2, {images.shape[0]}], got {num_real!r}")
+        subset = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+        images = images[subset[:num_real].sort().values]
+    labels = getattr(dataset, "labels", None)
+    labels = None if labels is None else torch.as_tensor(labels)
+    if labels is not None and labels.numel() == 0:
+        labels = None
+    device = _resolve_device(device)
+    groups = _group(build_metrics(metrics, **metric_options), device)
+    cache = StatsCache(cache_dir) if use_cache else None
+    fingerprint = _dataset_fingerprint(dataset, images) if cache else ""
+    resolution = (int(images.shape[-2]), int(images.shape[-1]))
+
+    with torch.inference_mode():
+        real: list[FeatureStats | None] = [None] * len(groups)
+        keys: list[dict[str, Any]] = []
+        for i, group in enumerate(groups):
+            keys.append(
+                {
+                    "dataset": fingerprint,
+                    "resolution": resolution[-1],
+                    "kind": "moments" + (f"+features{group.max_items}" if group.max_items else ""),
+                    "extractor": group.extractor.identity,
+                    "mirror": mirror,
+                    "num_real": int(images.shape[0]),
+                }
+            )
+            if cache is not None:
+                real[i] = cache.load(keys[i], device=device)
+        missing = [i for i, r in enumerate(real) if r is None]
+        if missing:
+            fresh = _feature_pass(
+                [groups[i] for i in missing],
+                _image_batches(images, batch_size, device, mirror=mirror),
+                device,
+            )
+            for i, stats in zip(missing, fresh):
+                real[i] = stats
+                if cache is not None:
+                    cache.save(keys[i], stats)
+        fakes = _fake_batches(
+            generator_fn, num_images, batch_size, labels, resolution, device, seed
+        )
+        fake = _feature_pass(groups, fakes, device)
+        return _compute(groups, real, fake, seed)

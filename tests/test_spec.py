@@ -1,0 +1,191 @@
+"""The experiment spec: validation messages, files, presets, overrides, fuzzing."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from projected_gan.training.spec import ExperimentSpec, SpecError, apply_overrides, list_presets
+
+
+def problems(raw):
+    with pytest.raises(SpecError) as info:
+        ExperimentSpec.validate_dict(raw)
+    return str(info.value)
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path):
+    spec = ExperimentSpec()
+    spec.check()
+    for suffix in (".yaml", ".json"):
+        path = tmp_path / f"spec{suffix}"
+        if suffix == ".json":
+            path.write_text(json.dumps(spec.to_dict()))
+        else:
+            spec.save(path)
+        again = ExperimentSpec.from_file(path)
+        assert again == spec
+
+
+def test_misspelled_part_names_field_and_suggestion():
+    msg = problems({"generator": {"name": "fastgun"}})
+    assert "generator.name: 'fastgun' is not a registered generator; did you mean 'fastgan'" in msg
+    msg = problems({"discriminator": {"feature_network": {"name": "tf_efficientnet_lite9"}}})
+    assert msg.startswith("discriminator.feature_network.name:")
+
+
+def test_unknown_fields_and_part_arguments_are_named():
+    msg = problems({"train": {"bach": 4}})
+    assert "train.bach: unknown field; did you mean 'batch'?" in msg
+    msg = problems({"generator": {"name": "fastgan_lite", "ngff": 32}})
+    assert "generator.ngff: 'fastgan_lite' has no argument 'ngff'" in msg and "ngf" in msg
+    msg = problems({"generator": {"name": "fastgan_lite", "img_resolution": 32}})
+    assert "generator.img_resolution: is set by the pipeline itself" in msg
+
+
+@pytest.mark.parametrize(
+    "raw, where",
+    [
+        ({"train": {"batch": 0}}, "train.batch"),
+        ({"train": {"batch": "many"}}, "train.batch"),
+        ({"data": {"resolution": 100}}, "data.resolution"),
+        ({"data": {"resolution": 8}}, "data.resolution"),
+        ({"optim": {"lr": 0}}, "optim.lr"),
+        ({"optim": {"d_lr": -1e-4}}, "optim.d_lr"),
+        ({"train": {"precision": "fp8"}}, "train.precision"),
+        ({"train": {"device": "tpu"}}, "train.device"),
+        ({"loss": {"name": "hinj"}}, "loss.name"),
+        ({"metrics": {"names": ["fdd"]}}, "metrics.names.0"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_field_path(raw, where):
+    assert where in problems(raw)
+
+
+def test_per_network_lr_overrides_are_used():
+    spec = ExperimentSpec.validate_dict({"optim": {"lr": 1e-3, "d_lr": 5e-4}})
+    assert spec.optim.generator_lr == 1e-3
+    assert spec.optim.discriminator_lr == 5e-4
+
+
+def test_presets_load_and_overrides_parse_types():
+    assert {"minimal_cpu", "fastgan_lite_256", "fastgan_256", "stylegan2_256"} <= set(
+        list_presets()
+    )
+    for name in list_presets():
+        ExperimentSpec.preset(name)
+    spec = ExperimentSpec.load(
+        preset="minimal_cpu",
+        overrides=["train.batch=6", "data.mirror=false", "optim.betas=[0.5, 0.9]"],
+        data="/some/folder",
+    )
+    assert spec.train.batch == 6 and spec.data.mirror is False
+    assert spec.optim.betas == (0.5, 0.9)
+    assert spec.data.path == "/some/folder"
+    with pytest.raises(SpecError, match="--set: expected KEY=VALUE"):
+        apply_overrides({}, ["train.batch"])
+    with pytest.raises(SpecError, match="'minimal_gpu' is not a preset; did you mean 'minimal_cpu'"):
+        ExperimentSpec.preset("minimal_gpu")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        ExperimentSpec.from_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        ExperimentSpec.from_file(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="mapping"):
+        ExperimentSpec.from_file(listy)
+
+
+def test_cli_spec_error_exits_2_without_traceback():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "projected_gan",
+            "train",
+            "--preset",
+            "minimal_cpu",
+            "--set",
+            "generator.name=fastgun",
+            "--set",
+            "train.bach=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "generator.name: 'fastgun' is not a registered generator" in out.stderr
+    assert "train.bach: unknown field" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _mutate(raw: dict, rng: random.Random) -> dict:
+    """One random edit of a valid spec: drop, retype, or invent a field somewhere."""
+    raw = json.loads(json.dumps(raw))
+    path = []
+    node = raw
+    while isinstance(node, dict) and node and rng.random() < 0.7:
+        key = rng.choice(list(node))
+        if not isinstance(node[key], dict):
+            break
+        path.append(key)
+        node = node[key]
+    if not isinstance(node, dict) or not node:
+        return raw
+    key = rng.choice(list(node))
+    junk = [
+        None,
+        -1,
+        0,
+        3.5,
+        "x",
+        "",
+        [],
+        {},
+        [1, "a"],
+        {"name": "nope"},
+        1e300,
+        True,
+        "fastgan",
+        "../../etc",
+    ]
+    op = rng.randrange(4)
+    if op == 0:
+        del node[key]
+    elif op == 1:
+        node[key] = rng.choice(junk)
+    elif op == 2:
+        node[key + rng.choice(["_", "x", "s"])] = rng.choice(junk)
+    else:
+        node[key] = {"name": rng.choice(["fastgan", "hinge", "ccm", "zzz"]), "w": 1}
+    return raw
+
+
+def test_fuzzed_specs_validate_or_fail_with_spec_error():
+    base = ExperimentSpec.preset("minimal_cpu").to_dict()
+    rng = random.Random(0)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(200):
+        raw = _mutate(base, rng)
+        try:
+            ExperimentSpec.validate_dict(raw)
+            outcomes["ok"] += 1
+        except SpecError as exc:
+            assert exc.problems and all(isinstance(p, tuple) for p in exc.problems)
+            outcomes["error"] += 1
+        # anything else propagates and fails the test
+    assert outcomes["error"] > 50 and outcomes["ok"] > 5, outcomes
+
+
+def test_yaml_dump_is_plain_data():
+    text = ExperimentSpec().to_yaml()
+    assert isinstance(yaml.safe_load(text), dict)
