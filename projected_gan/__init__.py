@@ -5,7 +5,16 @@ The registries (``FEATURE_NETWORKS``, ``PROJECTION_HEADS``, ``DISCRIMINATORS``, 
 is imported; plugins from other distributions are found lazily through entry points.
 """
 
+# Importing the part subpackages registers the built-ins.
+from projected_gan import (
+    discriminators,
+    generators,
+    losses,
+    projectors,
+    training,
+)
 from projected_gan._version import __version__
+from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.registry import (
     AUGMENTATIONS,
     DISCRIMINATORS,
@@ -23,12 +32,7 @@ from projected_gan.registry import (
     get_registry,
     list_parts,
 )
-
-# Importing the part subpackages registers the built-ins.
-from projected_gan import discriminators, generators, losses, projectors  # noqa: E402, I001
-from projected_gan import training  # noqa: E402
-from projected_gan.discriminators import ProjectedDiscriminator  # noqa: E402
-from projected_gan.training import (  # noqa: E402
+from projected_gan.training import (
     ExperimentSpec,
     SpecError,
     Trainer,

@@ -344,8 +344,7 @@ class Registry:
         found = {
             n
             for n, e in self._entries.items()
-            if not (e.is_plugin and (not plugins or self._disabled(e)))
-            and wanted <= set(e.tags)
+            if not (e.is_plugin and (not plugins or self._disabled(e))) and wanted <= set(e.tags)
         }
         if plugins and not wanted:
             found |= set(self._plugin_slots())

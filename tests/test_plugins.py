@@ -73,7 +73,7 @@ def test_non_callable_plugin_is_refused(plugin_dist):
         {"odd_pg.__init__": "", "odd_pg.things": "NUMBER = 42\n"},
         {"projected_gan.generators": {"not_callable": "odd_pg.things:NUMBER"}},
     )
-    with pytest.raises(PluginError, match="not callable.*odd-plugin"):
+    with pytest.raises(PluginError, match=r"not callable.*odd-plugin"):
         projected_gan.GENERATORS.get("not_callable")
 
 

@@ -87,7 +87,9 @@ def test_presets_load_and_overrides_parse_types():
     assert spec.data.path == "/some/folder"
     with pytest.raises(SpecError, match="--set: expected KEY=VALUE"):
         apply_overrides({}, ["train.batch"])
-    with pytest.raises(SpecError, match="'minimal_gpu' is not a preset; did you mean 'minimal_cpu'"):
+    with pytest.raises(
+        SpecError, match="'minimal_gpu' is not a preset; did you mean 'minimal_cpu'"
+    ):
         ExperimentSpec.preset("minimal_gpu")
 
 

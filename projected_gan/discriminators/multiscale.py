@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from projected_gan.registry import DISCRIMINATORS
+from projected_gan.spectral_norm import spectral_norm
 
 __all__ = [
     "CHANNEL_TABLE",

@@ -13,7 +13,6 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from projected_gan.generators.layers import (
     Generator,
@@ -22,6 +21,7 @@ from projected_gan.generators.layers import (
     normalize_2nd_moment,
 )
 from projected_gan.registry import GENERATORS
+from projected_gan.spectral_norm import spectral_norm
 
 __all__ = [
     "ConditionalBatchNorm2d",

@@ -107,7 +107,9 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
             img_resolution=spec.data.resolution,
         )
     except (TypeError, ValueError) as exc:
-        raise SpecError([("discriminator", str(exc))]) from None
+        # Maps too small for the heads come from the feature network's input rule.
+        field = "discriminator.feature_network" if "below 4" in str(exc) else "discriminator"
+        raise SpecError([(field, str(exc))]) from None
 
 
 def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
@@ -123,7 +125,9 @@ def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
         opts["fid"] = {"weights": m.fid_weights}
 
     def run(G_ema: torch.nn.Module) -> dict[str, float]:
-        gen = torch.Generator(device=device).manual_seed(spec.train.seed + 777)
+        # Each rank draws its own latents (seeds differ per rank), the same ones at every call.
+        seed = (spec.train.seed + 777) * info.world_size + info.rank
+        gen = torch.Generator(device=device).manual_seed(seed)
 
         @torch.no_grad()
         def generate(n: int, labels: torch.Tensor | None) -> torch.Tensor:
@@ -140,6 +144,7 @@ def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
             device=device,
             seed=spec.train.seed,
             mirror=spec.data.mirror,
+            distributed=info.enabled,
             **opts,
         )
 
@@ -172,7 +177,12 @@ def build_from_spec(
         )
     configure_torch(spec, dev)
 
+    # Rank 0 decodes and caches the data first; the other ranks then read its cache.
+    if info.enabled and not info.is_main:
+        distributed.barrier()
     dataset = load_dataset(spec)
+    if info.enabled and info.is_main:
+        distributed.barrier()
     num_classes = dataset.num_classes if spec.data.conditional else 0
     if spec.data.conditional and num_classes < 2:
         raise SpecError(
@@ -187,7 +197,11 @@ def build_from_spec(
     if spec.loss.r1_gamma > 0:
         r1 = create("losses", "r1", gamma=spec.loss.r1_gamma, interval=spec.loss.r1_interval)
     if spec.train.sync_batchnorm and info.enabled:
-        D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        if dev.type != "cuda":
+            raise SpecError(
+                [("train.sync_batchnorm", f"SyncBatchNorm needs CUDA devices; this run uses {dev}")]
+            )
+        D = distributed.sync_batchnorm_heads(D)  # the heads only: the projector stays frozen
 
     from projected_gan.training.data import InfiniteBatches
 

@@ -28,24 +28,38 @@ def train(
     from projected_gan.training.build import build_from_spec
     from projected_gan.training.loop import Trainer
 
-    if resume is not None:
-        if spec_file or preset or data:
-            raise ValueError(
-                "--resume takes the spec from the run folder; drop SPEC/--preset/--data"
-            )
-        trainer = Trainer.resume(resume, overrides=overrides, device=device)
-        if trainer.is_main:
-            print(f"resuming {trainer.run_dir} at kimg {trainer.nimg / 1000:.3f}", file=sys.stderr)
-    else:
-        spec = ExperimentSpec.load(spec_file, preset=preset, overrides=overrides, data=data)
-        if dry_run:
-            print(spec.to_yaml())
-            return None
-        trainer = build_from_spec(spec, device=device)
+    info = distributed.dist_info()  # from torchrun's environment
     try:
+        if resume is not None:
+            if spec_file or preset or data:
+                raise ValueError(
+                    "--resume takes the spec from the run folder; drop SPEC/--preset/--data"
+                )
+            trainer = Trainer.resume(resume, overrides=overrides, device=device)
+            if trainer.is_main:
+                print(
+                    f"resuming {trainer.run_dir} at kimg {trainer.nimg / 1000:.3f}",
+                    file=sys.stderr,
+                )
+        else:
+            spec = ExperimentSpec.load(spec_file, preset=preset, overrides=overrides, data=data)
+            if dry_run:
+                print(spec.to_yaml())
+                return None
+            trainer = build_from_spec(spec, device=device)
         run_dir = trainer.fit(progress=progress)
-    finally:
-        distributed.shutdown()
+    except BaseException as exc:
+        # No orderly shutdown here: the other ranks may be waiting in a collective. This rank
+        # exits non-zero, torchrun stops the others; the message says which rank failed.
+        if info.enabled:
+            print(
+                f"projected-gan train: rank {info.rank} of {info.world_size} failed: "
+                f"{type(exc).__name__}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise
+    distributed.shutdown()
     if trainer.is_main:
         print(f"run folder: {run_dir}")
     return run_dir

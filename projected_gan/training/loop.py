@@ -41,6 +41,8 @@ __all__ = ["Trainer", "TrainingStopped", "ema_beta", "new_run_dir"]
 
 # Model-defining spec fields: a checkpoint made with other values cannot be loaded.
 ARCHITECTURE_FIELDS = ("data.resolution", "data.conditional", "generator", "discriminator")
+# The latents' generator is seeded apart from the global RNG, so their streams never coincide.
+LATENT_SEED_OFFSET = 1_000_003
 
 
 class TrainingStopped(RuntimeError):
@@ -158,6 +160,9 @@ class Trainer:
         self._count = 0
         self._grid_z, self._grid_c = self._grid_latents()
         self._logger: RunLogger | None = None
+        # Training latents and fake labels: one stream shared by all ranks (see _z).
+        self._latents = torch.Generator(device=self.device)
+        self._latents.manual_seed(t.seed + LATENT_SEED_OFFSET)
 
     # ------------------------------------------------------------------------ one step
     def _autocast(self):
@@ -166,11 +171,18 @@ class Trainer:
     def _fake_labels(self, n: int) -> torch.Tensor | None:
         if self.label_pool is None or getattr(self.G, "c_dim", 0) == 0:
             return None
-        idx = torch.randint(len(self.label_pool), (n,), device=self.device)
-        return self.label_pool[idx]
+        w, r = self.dist.world_size, self.dist.rank
+        idx = torch.randint(
+            len(self.label_pool), (n * w,), device=self.device, generator=self._latents
+        )
+        return self.label_pool[idx[r::w]]
 
     def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.G.z_dim, device=self.device)
+        # Every rank draws the latents of the whole global batch and keeps its share, as with
+        # the real images: a step's fakes are the same whatever the number of processes.
+        w, r = self.dist.world_size, self.dist.rank
+        z = torch.randn(n * w, self.G.z_dim, device=self.device, generator=self._latents)
+        return z[r::w].contiguous()
 
     def _optimizer_step(self, name: str, opt: Any, params: list[nn.Parameter]) -> torch.Tensor:
         distributed.all_reduce_grads(params, self.dist.world_size)
@@ -212,7 +224,7 @@ class Trainer:
         bad_g = self._optimizer_step("G", self.g_opt, self.g_params)
         self._update_ema()
         logs["loss_g"] = loss_g.detach()
-        logs.update({f"g/{k}": v for k, v in g_logs.items()})
+        logs.update(_logit_stats(g_logs))
 
         # D step: fakes made without autograd, so the projector runs without it too.
         for p in self.d_params:
@@ -242,7 +254,7 @@ class Trainer:
         logs["loss_d"] = loss_fake.detach() + loss_real.detach()
         logs["loss_d_real"] = loss_real.detach()
         logs["loss_d_fake"] = loss_fake.detach()
-        logs.update({f"d/{k}": v for k, v in {**fake_logs, **real_logs}.items()})
+        logs.update(_logit_stats({**fake_logs, **real_logs}))
 
         bad = torch.maximum(bad_g, bad_d)
         self._bad_run.mul_(bad).add_(bad)  # reset on a good step, +1 on a bad one
@@ -300,6 +312,8 @@ class Trainer:
         return self.dist.is_main
 
     def _ensure_run_dir(self) -> Path:
+        if not self.is_main:
+            raise RuntimeError(f"rank {self.dist.rank} must not write files; rank 0 writes the run")
         if self.run_dir is None:
             name = self.spec.output.name or _default_run_name(self.spec)
             self.run_dir = new_run_dir(self.spec.output.dir, name)
@@ -317,7 +331,9 @@ class Trainer:
         return self._logger
 
     def save_samples(self, name: str | None = None) -> Path | None:
-        """Write the fixed-latent grid of G_ema to ``samples/``; warns instead of failing."""
+        """Write the fixed-latent grid of G_ema to ``samples/`` (rank 0); warns, never fails."""
+        if not self.is_main:
+            return None
         run = self._ensure_run_dir()
         path = run / "samples" / (name or f"fakes{self.nimg // 1000:06d}.png")
         try:
@@ -330,6 +346,8 @@ class Trainer:
         return path
 
     def save_reals(self, images_u8: torch.Tensor) -> None:
+        if not self.is_main:
+            return
         path = self._ensure_run_dir() / "samples" / "reals.png"
         if not path.exists():
             try:
@@ -356,13 +374,26 @@ class Trainer:
         }
 
     def _rng_tensors(self) -> dict[str, torch.Tensor]:
-        rng = {"rng.torch": torch.get_rng_state()}
+        """RNG states: the shared latents' and every rank's own (``rng.torch.<rank>``, 0: none).
+
+        Collective when distributed: every rank sends its states to rank 0.
+        """
+        own = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
-            rng["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            own["cuda"] = torch.cuda.get_rng_state(self.device)
+        rng = {"rng.latents": self._latents.get_state()}
+        gathered = distributed.all_gather_objects(own) if self.dist.enabled else [own]
+        for rank, states in enumerate(gathered):
+            for key, state in states.items():
+                rng[f"rng.{key}" + (f".{rank}" if rank else "")] = state
         return rng
 
     def save(self, path: str | Path | None = None, before_replace=None) -> Path | None:
-        """Write a checkpoint (rank 0 only), keep the newest K plus the best; atomic."""
+        """Write a checkpoint (rank 0 writes), keep the newest K plus the best; atomic.
+
+        Distributed, every rank calls it at the same step (it gathers their RNG states).
+        """
+        rng = self._rng_tensors()
         if not self.is_main:
             return None
         folder = self._ensure_run_dir() / "checkpoints"
@@ -372,7 +403,7 @@ class Trainer:
                 path,
                 models={"G": self.G, "G_ema": self.G_ema, "D": self.D},
                 optimizers={"G": self.g_opt, "D": self.d_opt},
-                extra=self._rng_tensors(),
+                extra=rng,
                 meta=self.state_meta(),
                 before_replace=before_replace,
             )
@@ -426,10 +457,21 @@ class Trainer:
         self.elapsed = float(m.get("elapsed", 0.0))
         if hasattr(self.batches, "load_state_dict") and m.get("loader"):
             self.batches.load_state_dict(m["loader"])
-        if restore_rng and "rng.torch" in ckpt.extra:
-            torch.set_rng_state(ckpt.extra["rng.torch"])
-            if self.device.type == "cuda" and "rng.cuda" in ckpt.extra:
-                torch.cuda.set_rng_state(ckpt.extra["rng.cuda"], self.device)
+        if restore_rng:
+            self._restore_rng(ckpt, int(m.get("world_size", 1)))
+
+    def _restore_rng(self, ckpt: Checkpoint, saved_world_size: int) -> None:
+        extra, rank = ckpt.extra, self.dist.rank
+        if "rng.latents" in extra:
+            self._latents.set_state(extra["rng.latents"])
+        suffix = f".{rank}" if rank else ""
+        if saved_world_size == self.dist.world_size and f"rng.torch{suffix}" in extra:
+            torch.set_rng_state(extra[f"rng.torch{suffix}"])
+            if self.device.type == "cuda" and f"rng.cuda{suffix}" in extra:
+                torch.cuda.set_rng_state(extra[f"rng.cuda{suffix}"], self.device)
+        else:  # another number of processes: fresh, distinct streams per rank (augmentation)
+            w = self.dist.world_size
+            torch.manual_seed((self.spec.train.seed * w + rank) * 1_000_003 + self.step_index)
 
     @classmethod
     def resume(
@@ -472,6 +514,9 @@ class Trainer:
         # The only host sync of a tick: all accumulated device scalars in one transfer.
         keys = list(self._sums)
         values = torch.stack([self._sums[k] for k in keys] + [self._bad_tick, self._bad_run])
+        # Losses averaged over ranks (the bad-step counts agree: gradients were all-reduced).
+        if self.dist.enabled:
+            distributed.average_(values)
         values = values.tolist()
         bad_tick, bad_run = int(values[-2]), int(values[-1])
         record: dict[str, Any] = {
@@ -532,17 +577,24 @@ class Trainer:
         """Train until ``kimg`` thousand images (default ``spec.train.kimg``); return the run dir.
 
         Ctrl-C (SIGINT) and SIGTERM finish the current step, save a checkpoint and return.
+        Distributed, call it on every rank: rank 0 makes the run folder and tells the others,
+        and a signal on any rank stops all of them after the same step (one step later).
         """
         t = self.spec.train
         total = int(round((kimg if kimg is not None else t.kimg) * 1000))
         if self.is_main:
             self._ensure_run_dir()
+        if self.dist.enabled:
+            self.run_dir = distributed.broadcast_object(self.run_dir)
         stop = {"signal": None}
+        vote = distributed.StopVote(self.device, self.dist.world_size)
 
         def on_signal(signum, _frame):
-            if stop["signal"] is not None:  # second Ctrl-C: leave immediately
+            # A second Ctrl-C leaves at once; not under torchrun, which forwards the terminal's
+            # Ctrl-C to ranks that already got it, and kills them itself if they linger.
+            if stop["signal"] is not None and not self.dist.enabled:
                 raise KeyboardInterrupt
-            stop["signal"] = signum
+            stop["signal"] = stop["signal"] or signum
 
         handlers = {}
         if _in_main_thread():
@@ -552,8 +604,10 @@ class Trainer:
         if progress and self.is_main:
             from tqdm.auto import tqdm
 
+            global_batch = self.batch * self.dist.world_size
+            last = max(self.nimg, -(-total // global_batch) * global_batch)  # nimg at the end
             bar = tqdm(
-                total=total / 1000,
+                total=last / 1000,
                 initial=self.nimg / 1000,
                 unit="kimg",
                 bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} kimg "
@@ -569,9 +623,11 @@ class Trainer:
             if self.nimg == 0 and self.evaluate is not None and t.metrics_every > 0:
                 self.run_metrics()
             tick_start, tick_nimg = time.perf_counter(), self.nimg
-            while self.nimg < total and stop["signal"] is None:
+            stopping = not self.dist.enabled and stop["signal"] is not None
+            while self.nimg < total and not stopping:
                 prev = self.nimg
                 self.step()
+                stopping = vote(stop["signal"] is not None)  # the same answer on every rank
                 now = self.nimg
                 done = now >= total
                 if _crossed(prev, now, t.tick) or done:
@@ -594,11 +650,12 @@ class Trainer:
                     self.run_metrics()
                 if _crossed(prev, now, t.snapshot_every) or done:
                     self.save()
-            if stop["signal"] is not None:
+            if stopping:
                 self.save()
                 if self.is_main:
+                    why = f"signal {stop['signal']}" if stop["signal"] else "another rank's signal"
                     print(
-                        f"\nstopped by signal {stop['signal']} at kimg {self.nimg / 1000:.3f}; "
+                        f"\nstopped by {why} at kimg {self.nimg / 1000:.3f}; "
                         "checkpoint saved. Resume with: "
                         f"projected-gan train --resume {self.run_dir}"
                     )
@@ -621,6 +678,11 @@ class Trainer:
         if state is not None:
             self.batches.load_state_dict(state)
         return batch
+
+
+def _logit_stats(loss_logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean-logit entries of a loss's log dict (its loss values are logged already)."""
+    return {k: v for k, v in loss_logs.items() if k.startswith("logits")}
 
 
 def _match_state_layout(opt: torch.optim.Optimizer) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from projected_gan.registry import METRICS
+from projected_gan.training.distributed import all_gather_rows, broadcast_object, is_active
 from projected_gan.training.metrics.base import FeatureExtractor, Metric
 from projected_gan.training.metrics.features import as_uint8_rgb
 from projected_gan.training.metrics.stats import FeatureStats
@@ -110,25 +111,66 @@ def _resolve_device(device: torch.device | str | None) -> torch.device:
 
 
 def _feature_pass(
-    groups: list[_Group], batches: Iterable[torch.Tensor], device: torch.device
+    groups: list[_Group],
+    batches: Iterable[torch.Tensor | None],
+    device: torch.device,
+    world: int = 1,
 ) -> list[FeatureStats]:
-    """Stream uint8 batches through every group's extractor (float32: autocast is switched off)."""
+    """Stream uint8 batches through every group's extractor (float32: autocast is switched off).
+
+    Distributed (``world > 1``, every rank calling): ``batches`` is the same global sequence on
+    every rank, ``None`` where another rank embeds the batch (batch ``j`` is rank
+    ``j % world``'s). Each round of ``world`` batches is embedded in parallel and gathered to
+    rank 0, whose statistics see the features in the single-process order; the statistics of
+    the other ranks stay empty.
+    """
     stats = [FeatureStats(max_items=g.max_items) for g in groups]
     with torch.autocast(device_type=device.type, enabled=False):
-        for batch in batches:
+        if world == 1:
+            for batch in batches:
+                for group, s in zip(groups, stats):
+                    s.append(group.extractor(batch))
+            return stats
+        rank = torch.distributed.get_rank()
+        for round_ in _rounds(batches, world):
+            own = round_[rank]
             for group, s in zip(groups, stats):
-                s.append(group.extractor(batch))
+                parts = all_gather_rows(None if own is None else group.extractor(own), device)
+                for part in parts if rank == 0 else ():
+                    s.append(part)
     return stats
 
 
+def _rounds(items: Iterable[torch.Tensor | None], world: int) -> Iterator[list]:
+    """``items`` in groups of ``world`` (the last one padded with None)."""
+    round_: list = []
+    for item in items:
+        round_.append(item)
+        if len(round_) == world:
+            yield round_
+            round_ = []
+    if round_:
+        yield round_ + [None] * (world - len(round_))
+
+
 def _image_batches(
-    images: torch.Tensor, batch_size: int, device: torch.device, mirror: bool = False
-) -> Iterator[torch.Tensor]:
-    for start in range(0, images.shape[0], batch_size):
-        batch = as_uint8_rgb(images[start : start + batch_size]).to(device, non_blocking=True)
-        yield batch
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    mirror: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[torch.Tensor | None]:
+    """Batches of ``images`` (each followed by its mirror image); None for other ranks' ones."""
+    copies = 2 if mirror else 1
+    for k, start in enumerate(range(0, images.shape[0], batch_size)):
+        mine = [(k * copies + i) % world == rank for i in range(copies)]
+        batch = None
+        if any(mine):
+            batch = as_uint8_rgb(images[start : start + batch_size]).to(device, non_blocking=True)
+        yield batch if mine[0] else None
         if mirror:
-            yield batch.flip(3)
+            yield batch.flip(3) if mine[1] else None
 
 
 def _compute(
@@ -223,14 +265,19 @@ def _fake_batches(
     resolution: tuple[int, int],
     device: torch.device,
     seed: int,
-) -> Iterator[torch.Tensor]:
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[torch.Tensor | None]:
     gen = torch.Generator().manual_seed(seed)
-    for start in range(0, num_images, batch_size):
+    for k, start in enumerate(range(0, num_images, batch_size)):
         n = min(batch_size, num_images - start)
         c = None
         if labels is not None:  # the real label distribution, by drawing real examples' labels
-            c = labels[torch.randint(labels.shape[0], (n,), generator=gen)].to(device)
-        fakes = generator_fn(n, c)
+            c = labels[torch.randint(labels.shape[0], (n,), generator=gen)]
+        if k % world != rank:  # another rank's batch (its labels were drawn all the same)
+            yield None
+            continue
+        fakes = generator_fn(n, None if c is None else c.to(device))
         ok = (
             isinstance(fakes, torch.Tensor)
             and fakes.is_floating_point()
@@ -266,6 +313,7 @@ def evaluate(
     mirror: bool = False,
     num_real: int | None = None,
     use_cache: bool = True,
+    distributed: bool = False,
     **metric_options: Any,
 ) -> dict[str, float]:
     """Metrics of ``num_images`` generated images against the real images of ``dataset``.
@@ -288,6 +336,11 @@ def evaluate(
         mirror: add x-flipped reals (as when training with ``mirror``); part of the cache key.
         num_real: use a fixed random subset of this many reals (default: all).
         use_cache: read and write cached real statistics.
+        distributed: inside a ``torch.distributed`` process group, every rank calls
+            ``evaluate`` with the same arguments; each embeds its share of the batches (reals
+            and fakes, batch ``j`` on rank ``j % world_size``, so give each rank's
+            ``generator_fn`` its own latents), rank 0 gathers the features, reads and writes
+            the cache and computes, and every rank returns rank 0's results.
         **metric_options: routed to the metrics, see :func:`build_metrics`.
 
     Returns:
@@ -309,8 +362,11 @@ def evaluate(
     if labels is not None and labels.numel() == 0:
         labels = None
     device = _resolve_device(device)
+    rank, world = 0, 1
+    if distributed and is_active():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     groups = _group(build_metrics(metrics, **metric_options), device)
-    cache = StatsCache(cache_dir) if use_cache else None
+    cache = StatsCache(cache_dir) if use_cache and rank == 0 else None
     fingerprint = _dataset_fingerprint(dataset, images) if cache else ""
     resolution = (int(images.shape[-2]), int(images.shape[-1]))
 
@@ -331,18 +387,22 @@ def evaluate(
             if cache is not None:
                 real[i] = cache.load(keys[i], device=device)
         missing = [i for i, r in enumerate(real) if r is None]
+        if world > 1:
+            missing = broadcast_object(missing)  # rank 0's cache decides
         if missing:
             fresh = _feature_pass(
                 [groups[i] for i in missing],
-                _image_batches(images, batch_size, device, mirror=mirror),
+                _image_batches(images, batch_size, device, mirror, rank, world),
                 device,
+                world,
             )
             for i, stats in zip(missing, fresh):
                 real[i] = stats
                 if cache is not None:
                     cache.save(keys[i], stats)
         fakes = _fake_batches(
-            generator_fn, num_images, batch_size, labels, resolution, device, seed
+            generator_fn, num_images, batch_size, labels, resolution, device, seed, rank, world
         )
-        fake = _feature_pass(groups, fakes, device)
-        return _compute(groups, real, fake, seed)
+        fake = _feature_pass(groups, fakes, device, world)
+        results = _compute(groups, real, fake, seed) if rank == 0 else None
+    return broadcast_object(results) if world > 1 else results
