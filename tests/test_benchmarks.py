@@ -85,3 +85,27 @@ def test_random_data_replaces_files_only_inside_the_block():
         assert ds.images.shape[1:] == (3, 32, 32) and ds.source == "<random>"
         assert len(ds) >= spec.train.batch
     assert build.load_dataset is original
+
+
+def test_a_measured_trainer_is_freed_before_the_next_one_is_built():
+    """The baseline's peak memory must not include the first configuration's weights."""
+    import weakref
+
+    import torch
+
+    bench = _load_script()
+    args = bench.parse_args(TINY)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as --threads 1: robust on a busy shared CPU
+    try:
+        trainer = bench.build_trainer(bench.make_spec(args), random_data=True)
+        result = bench.measure(trainer, iters=1, warmup=1, t_start=0.0)
+        assert result["img_per_s"] > 0 and result["startup_s"] > 0
+        assert bench.count_step_flops(trainer) > 0
+        alive = weakref.ref(trainer)
+        device = trainer.device
+        del trainer
+        bench.release(device, compiled=False)
+        assert alive() is None
+    finally:
+        torch.set_num_threads(threads)

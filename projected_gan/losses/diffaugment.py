@@ -484,6 +484,10 @@ class DiffAugment(nn.Module):
     def __init__(self, policy: str | Sequence[str | nn.Module] = DEFAULT_POLICY) -> None:
         super().__init__()
         self.ops = nn.ModuleList(parse_policy(policy))
+        # Runs of same-family ops, grouped once here: forward stays free of graph breaks.
+        self._runs = [
+            (family, list(group)) for family, group in itertools.groupby(self.ops, key=_family)
+        ]
 
     @property
     def policy(self) -> str:
@@ -492,8 +496,7 @@ class DiffAugment(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment ``x`` ``(B, C, H, W)``; one fused pass per run of colour / geometric ops."""
         _check_images(x)
-        for family, group in itertools.groupby(self.ops, key=_family):
-            run = list(group)
+        for family, run in self._runs:
             if family is ColorOp:
                 x = _recolor(x, run, generator)
             elif family is GeometricOp:
