@@ -29,3 +29,13 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_readme_main_command_runs_the_minimal_example():
     assert "examples/train_minimal.py" in README
     assert (ROOT / "examples" / "train_minimal.py").is_file()
+
+
+def test_readme_python_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert blocks, "README lost its Python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    g_loss = namespace["g_loss"]
+    assert g_loss.ndim == 0 and g_loss.requires_grad
+    assert sum(p.numel() for p in namespace["D"].trainable_parameters()) > 1_000_000
