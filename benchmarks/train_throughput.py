@@ -255,6 +255,30 @@ def measure(
     return result
 
 
+def augment_cost(trainer: Trainer, repeats: int = 5) -> float | None:
+    """Seconds per image of D's augmentation alone, on one training batch (best of ``repeats``).
+
+    In a step it runs three times per image (G step, D step fakes and reals), plus a backward in
+    the G step; this is one forward.
+    """
+    augment = getattr(trainer.D, "augment", None)
+    if augment is None:
+        return None
+    device, batch = trainer.device, trainer.batch
+    res = trainer.spec.data.resolution
+    x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    x = x.contiguous(memory_format=trainer.memory_format)
+    best = float("inf")
+    with torch.no_grad(), trainer._autocast():
+        for _ in range(repeats + 1):  # the first is a warm-up
+            sync(device)
+            begin = time.perf_counter()
+            augment(x)
+            sync(device)
+            best = min(best, time.perf_counter() - begin)
+    return best / batch
+
+
 def settings(trainer: Trainer, spec: ExperimentSpec) -> dict[str, Any]:
     t = spec.train
     return {
@@ -351,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run["build_done_s"] = build_age
     # Counted after timing so the counter's overhead never lands in a timed or startup figure.
     flops_per_img = count_step_flops(trainer) / spec.train.batch
+    aug_s_per_img = augment_cost(trainer)
     run_settings = settings(trainer, spec)
     del trainer
     release(device, spec.train.compile)
@@ -368,6 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "startup_s": run["startup_s"],
         "compile_warmup_s": run["compile_warmup_s"],
         "flops_per_img": flops_per_img,
+        "augment_s_per_img": aug_s_per_img,
         "tflops": tflops,
         "matmul_peak_tflops": peak_tflops,
         "matmul_peak": peak_label,
@@ -398,6 +424,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{100 * result['peak_fraction']:.1f}% of a measured {peak_label} "
         f"({peak_tflops:.2f} TFLOP/s)"
     )
+
+    if aug_s_per_img is not None:
+        share = 3 * aug_s_per_img * run["img_per_s"]
+        print(
+            f"  DiffAugment: {aug_s_per_img * 1e3:.3f} ms/img per forward "
+            f"(x3 per step: {100 * share:.1f}% of the step time)"
+        )
 
     if args.baseline:
         base_spec = make_spec(args, BASELINE_OVERRIDES)

@@ -43,9 +43,11 @@ def test_cpu_run_with_baseline_writes_json(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "img/s" in proc.stdout and "speed-up" in proc.stdout
+    assert "DiffAugment:" in proc.stdout and "ms/img" in proc.stdout
 
     r = json.loads(out.read_text())
-    for key in ("img_per_s", "baseline_img_per_s", "peak_mem_bytes", "speedup", "flops_per_img"):
+    keys = ("img_per_s", "baseline_img_per_s", "peak_mem_bytes", "speedup", "flops_per_img")
+    for key in (*keys, "augment_s_per_img"):
         assert r[key] > 0, key
     assert r["device"] == "cpu" and r["torch"] and r["date"]
     assert r["settings"]["batch"] == 4 and r["settings"]["resolution"] == 32
