@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from projected_gan.losses import DiffAugment, parse_policy
+from projected_gan.augmentations import DiffAugment, parse_policy
 
 
 def _sync(device: torch.device) -> None:

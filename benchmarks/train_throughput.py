@@ -35,8 +35,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import projected_gan
+from projected_gan.data import ImageDataset
 from projected_gan.training import build
-from projected_gan.training.data import ImageDataset
 from projected_gan.training.loop import Trainer
 from projected_gan.training.spec import ExperimentSpec
 

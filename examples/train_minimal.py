@@ -18,7 +18,7 @@ import sys
 import torch
 
 from projected_gan import ExperimentSpec, build_from_spec
-from projected_gan.training.commands import generate
+from projected_gan.commands import generate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,17 @@ is imported; plugins from other distributions are found lazily through entry poi
 
 # Importing the part subpackages registers the built-ins.
 from projected_gan import (
+    augmentations,
+    data,
     discriminators,
     generators,
     losses,
+    metrics,
     projectors,
     training,
 )
 from projected_gan._version import __version__
+from projected_gan.data import InfiniteBatches, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.registry import (
     AUGMENTATIONS,
@@ -49,6 +53,7 @@ __all__ = [
     "PROJECTION_HEADS",
     "REGISTRIES",
     "ExperimentSpec",
+    "InfiniteBatches",
     "PluginError",
     "PluginWarning",
     "ProjectedDiscriminator",
@@ -57,13 +62,17 @@ __all__ = [
     "Trainer",
     "UnknownPartError",
     "__version__",
+    "augmentations",
     "build_from_spec",
     "create",
+    "data",
     "discriminators",
     "generators",
     "get_registry",
     "list_parts",
+    "load_image_dataset",
     "losses",
+    "metrics",
     "projectors",
     "training",
 ]

@@ -94,7 +94,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 @command("train", "train a Projected GAN from a spec or preset, or resume a run", _train_args)
 def _run_train(args: argparse.Namespace) -> int:
-    from projected_gan.training.commands import train
+    from projected_gan.commands import train
 
     train(
         args.spec,
@@ -122,7 +122,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "generate images for fixed seeds from a checkpoint", _generate_args)
 def _run_generate(args: argparse.Namespace) -> int:
-    from projected_gan.training.commands import generate
+    from projected_gan.commands import generate
 
     generate(
         args.checkpoint,
@@ -151,7 +151,7 @@ def _interpolate_args(p: argparse.ArgumentParser) -> None:
 
 @command("interpolate", "animate a loop through the latents of some seeds", _interpolate_args)
 def _run_interpolate(args: argparse.Namespace) -> int:
-    from projected_gan.training.commands import interpolate
+    from projected_gan.commands import interpolate
 
     interpolate(
         args.checkpoint,
@@ -181,7 +181,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 @command("eval", "compute FD / KID / FID of a checkpoint against real images", _eval_args)
 def _run_eval(args: argparse.Namespace) -> int:
-    from projected_gan.training.commands import evaluate_checkpoint
+    from projected_gan.commands import evaluate_checkpoint
 
     evaluate_checkpoint(
         args.checkpoint,
@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     import projected_gan  # noqa: F401  (registers the built-in parts)
-    from projected_gan.training.checkpoint import CheckpointError
+    from projected_gan.checkpoint import CheckpointError
+    from projected_gan.metrics import MetricWeightsError
     from projected_gan.training.loop import TrainingStopped
-    from projected_gan.training.metrics import MetricWeightsError
     from projected_gan.training.spec import SpecError
 
     parser = build_parser()

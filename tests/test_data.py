@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from projected_gan.training import data as data_module
-from projected_gan.training.data import (
+from projected_gan.data import (
     DataError,
     DataWarning,
     ImageDataset,
@@ -24,6 +23,7 @@ from projected_gan.training.data import (
     load_image_dataset,
     to_float,
 )
+from projected_gan.data import datasets as data_module
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import projected_gan
-from projected_gan.losses import (
+from projected_gan.augmentations import (
     Brightness,
     Color,
     Contrast,

@@ -17,7 +17,7 @@ from projected_gan.discriminators import (
     ProjectedDiscriminator,
     ScaleDiscriminator,
 )
-from projected_gan.losses import DiffAugment
+from projected_gan.augmentations import DiffAugment
 from projected_gan.projectors import CCM, CCMCSM, NoProjection, Projector
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -59,7 +59,7 @@ class TinyFeatures(nn.Module):
 
 def metric_inputs():
     """A labelled 16 px dataset and a generator whose images depend on the labels only."""
-    from projected_gan.training.data import ImageDataset
+    from projected_gan.data import ImageDataset
 
     gen = torch.Generator().manual_seed(3)
     images = torch.randint(0, 256, (16, 3, 16, 16), generator=gen, dtype=torch.uint8)
@@ -136,10 +136,10 @@ def _watch_writes(roots: list[str], seen: list[str]) -> None:
 def _worker(workdir: Path) -> None:
     import torch.distributed as dist
 
-    from projected_gan import ExperimentSpec, build_from_spec
+    from projected_gan import ExperimentSpec, build_from_spec, distributed
     from projected_gan.cli import main as cli_main
-    from projected_gan.training import Trainer, distributed
-    from projected_gan.training.metrics import evaluate
+    from projected_gan.metrics import evaluate
+    from projected_gan.training import Trainer
     from projected_gan.training.spec import SpecError
 
     rank = int(os.environ["RANK"])
@@ -224,7 +224,7 @@ def _failing_worker(workdir: Path) -> None:
 
 def _hanging_worker() -> None:
     """Rank 1 never arrives at the barrier: rank 0 must give up after the timeout."""
-    from projected_gan.training import distributed
+    from projected_gan import distributed
 
     distributed.init_distributed(torch.device("cpu"))
     if int(os.environ["RANK"]) == 1:
@@ -272,7 +272,7 @@ def test_stop_vote_agrees_one_step_late_and_rows_gather_unevenly(launch):
 
 
 def test_distributed_metrics_equal_single_process(launch):
-    from projected_gan.training.metrics import evaluate
+    from projected_gan.metrics import evaluate
 
     dataset, generator_fn = metric_inputs()
     alone = evaluate(
@@ -344,7 +344,7 @@ def test_only_rank_zero_writes_and_all_agree_on_the_run_folder(launch):
 
 
 def test_signal_on_one_rank_stops_every_rank_after_the_same_step(launch):
-    from projected_gan.training.checkpoint import find_checkpoints, load_checkpoint
+    from projected_gan.checkpoint import find_checkpoints, load_checkpoint
 
     rank0, rank1 = launch["reports"]
     assert rank0["exit_code"] == rank1["exit_code"] == 0
@@ -359,9 +359,9 @@ def test_signal_on_one_rank_stops_every_rank_after_the_same_step(launch):
 
 
 def test_resume_with_one_process_continues_the_same_counters(launch):
+    from projected_gan.data import InfiniteBatches
     from projected_gan.training import Trainer
     from projected_gan.training.build import load_dataset
-    from projected_gan.training.data import InfiniteBatches
 
     run_dir = launch["reports"][0]["run_dir"]
     with one_thread():
@@ -391,7 +391,7 @@ def test_a_failing_rank_is_named_and_ends_the_job(tmp_path):
 
 
 def test_collectives_time_out_after_the_configured_seconds(tmp_path):
-    from projected_gan.training.distributed import TIMEOUT_ENV
+    from projected_gan.distributed import TIMEOUT_ENV
 
     proc = torchrun(__file__, str(tmp_path), "hang", timeout=120, **{TIMEOUT_ENV: "3"})
     assert proc.returncode != 0
@@ -405,7 +405,7 @@ def test_collectives_time_out_after_the_configured_seconds(tmp_path):
 
 
 def test_collective_timeout_reads_the_environment(monkeypatch):
-    from projected_gan.training.distributed import TIMEOUT_ENV, collective_timeout
+    from projected_gan.distributed import TIMEOUT_ENV, collective_timeout
 
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
     assert collective_timeout() == 600
@@ -419,7 +419,7 @@ def test_collective_timeout_reads_the_environment(monkeypatch):
 
 def test_sync_batchnorm_converts_the_heads_only():
     from projected_gan.discriminators import ProjectedDiscriminator
-    from projected_gan.training.distributed import sync_batchnorm_heads
+    from projected_gan.distributed import sync_batchnorm_heads
 
     D = ProjectedDiscriminator(
         feature_network={"name": "tf_efficientnet_lite0", "pretrained": False, "input_size": 64},

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import projected_gan
-from projected_gan.training.metrics import (
+from projected_gan.metrics import (
     INCEPTION_URL,
     INCEPTION_WEIGHTS_ENV,
     FeatureStats,
@@ -355,7 +355,7 @@ def test_real_halves_are_closer_than_real_vs_fake_with_stand_in_network():
 
 @pytest.mark.slow
 def test_flowers_real_halves_much_closer_than_untrained_generator(tmp_path):
-    from projected_gan.training.data import default_dataset_path, load_image_dataset
+    from projected_gan.data import default_dataset_path, load_image_dataset
 
     flowers = load_image_dataset(default_dataset_path(), 64, cache_dir=tmp_path)
     pick = torch.randperm(len(flowers), generator=torch.Generator().manual_seed(0))[:64]

@@ -1,4 +1,10 @@
-"""Adversarial losses, the R1 regulariser and DiffAugment; importing this registers them."""
+"""Adversarial losses and the R1 regulariser; importing this registers them.
+
+DiffAugment moved to :mod:`projected_gan.augmentations`; its names are still reachable here for
+one release (with a DeprecationWarning).
+"""
+
+import warnings as _warnings
 
 from projected_gan.losses.adversarial import (
     AdversarialLoss,
@@ -7,49 +13,27 @@ from projected_gan.losses.adversarial import (
     LSGANLoss,
     NonSaturatingLoss,
 )
-from projected_gan.losses.diffaugment import (
-    DEFAULT_POLICY,
-    Brightness,
-    Color,
-    ColorOp,
-    Contrast,
-    Cutout,
-    DiffAugment,
-    GeometricOp,
-    Offset,
-    PixelAffine,
-    Saturation,
-    SourceMap,
-    Translation,
-    cut_out,
-    diffaugment_ops,
-    parse_policy,
-    translate,
-)
 from projected_gan.losses.r1 import R1Penalty
 
 __all__ = [
-    "DEFAULT_POLICY",
     "AdversarialLoss",
-    "Brightness",
-    "Color",
-    "ColorOp",
-    "Contrast",
-    "Cutout",
-    "DiffAugment",
-    "GeometricOp",
     "HingeLoss",
     "LSGANLoss",
     "LossOutput",
     "NonSaturatingLoss",
-    "Offset",
-    "PixelAffine",
     "R1Penalty",
-    "Saturation",
-    "SourceMap",
-    "Translation",
-    "cut_out",
-    "diffaugment_ops",
-    "parse_policy",
-    "translate",
 ]
+
+
+def __getattr__(name: str):
+    from projected_gan import augmentations
+
+    if name in augmentations.__all__:
+        _warnings.warn(
+            f"projected_gan.losses.{name} moved to projected_gan.augmentations.{name}; "
+            "the old path will be removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(augmentations, name)
+    raise AttributeError(f"module 'projected_gan.losses' has no attribute {name!r}")

@@ -1,15 +1,14 @@
-"""The training pipeline: spec, build_from_spec, data, loop, checkpoints, metrics, logs."""
+"""The training pipeline: spec, build_from_spec, the step, the fit loop, run folder and logs."""
 
-from projected_gan.training import metrics  # registers fd, kid, fid
-from projected_gan.training.build import build_from_spec
-from projected_gan.training.checkpoint import CheckpointError, load_checkpoint
-from projected_gan.training.data import (
+from projected_gan.checkpoint import CheckpointError, load_checkpoint
+from projected_gan.data import (
     DataError,
     ImageDataset,
     InfiniteBatches,
     default_dataset_path,
     load_image_dataset,
 )
+from projected_gan.training.build import build_from_spec
 from projected_gan.training.loop import Trainer, TrainingStopped
 from projected_gan.training.spec import ExperimentSpec, SpecError, list_presets
 
@@ -27,5 +26,4 @@ __all__ = [
     "list_presets",
     "load_checkpoint",
     "load_image_dataset",
-    "metrics",
 ]

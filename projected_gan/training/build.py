@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from projected_gan import distributed
 from projected_gan.registry import create
-from projected_gan.training import distributed
 from projected_gan.training.loop import Trainer
 from projected_gan.training.spec import ExperimentSpec, SpecError
 
@@ -57,7 +57,7 @@ def configure_torch(spec: ExperimentSpec, device: torch.device) -> None:
 
 def load_dataset(spec: ExperimentSpec) -> Any:
     """The spec's image dataset (or the shipped flowers64); data errors name ``data.*`` fields."""
-    from projected_gan.training.data import DataError, default_dataset_path, load_image_dataset
+    from projected_gan.data import DataError, default_dataset_path, load_image_dataset
 
     d = spec.data
     path = Path(d.path) if d.path else default_dataset_path()
@@ -115,7 +115,7 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
 def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
     if not spec.metrics.names:
         return None
-    from projected_gan.training.metrics import evaluate
+    from projected_gan.metrics import evaluate
 
     m = spec.metrics
     opts: dict[str, Any] = {}
@@ -203,7 +203,7 @@ def build_from_spec(
             )
         D = distributed.sync_batchnorm_heads(D)  # the heads only: the projector stays frozen
 
-    from projected_gan.training.data import InfiniteBatches
+    from projected_gan.data import InfiniteBatches
 
     batches = InfiniteBatches(
         dataset,

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from projected_gan import distributed
 from projected_gan._version import __version__
-from projected_gan.training import distributed
-from projected_gan.training.checkpoint import (
+from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
     find_checkpoints,
@@ -33,7 +33,7 @@ from projected_gan.training.checkpoint import (
     save_checkpoint,
     snapshot_path,
 )
-from projected_gan.training.images import save_image_grid
+from projected_gan.images import save_image_grid
 from projected_gan.training.run_log import RunLogger
 from projected_gan.training.spec import ExperimentSpec
 

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from projected_gan.training.atomic import atomic_write_bytes
+from projected_gan.atomic import atomic_write_bytes
 
 __all__ = ["RunLogger", "read_jsonl"]
 

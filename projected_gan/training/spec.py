@@ -344,7 +344,7 @@ class ExperimentSpec(_Strict):
 
     def save(self, path: str | Path) -> None:
         """Write the resolved spec as YAML (atomically)."""
-        from projected_gan.training.atomic import atomic_write_text
+        from projected_gan.atomic import atomic_write_text
 
         atomic_write_text(Path(path), self.to_yaml())
 

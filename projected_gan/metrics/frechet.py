@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from projected_gan.metrics.features import FeatureNetworkMetric
+from projected_gan.metrics.stats import FeatureStats
 from projected_gan.registry import METRICS
-from projected_gan.training.metrics.features import FeatureNetworkMetric
-from projected_gan.training.metrics.stats import FeatureStats
 
 __all__ = ["FrechetDistance", "frechet_distance"]
 

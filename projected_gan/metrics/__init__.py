@@ -1,6 +1,6 @@
 """Metrics for generators: ``fd`` and ``kid`` in any feature network's space, standard ``fid``.
 
-    >>> from projected_gan.training.metrics import evaluate
+    >>> from projected_gan.metrics import evaluate
     >>> evaluate(lambda n, c: G_ema(torch.randn(n, 256, device="cuda"), c), dataset,
     ...          metrics=("fd", "kid"), num_images=5000)           # doctest: +SKIP
     {'fd': 12.3, 'kid': 0.004, 'kid_std': 0.0002}
@@ -8,22 +8,22 @@
 Importing this package registers ``fd``, ``kid`` and ``fid`` in ``projected_gan.METRICS``.
 """
 
-from projected_gan.training.metrics.base import FeatureExtractor, Metric, module_fingerprint
-from projected_gan.training.metrics.evaluate import (
+from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
+from projected_gan.metrics.evaluate import (
     GeneratorFn,
     build_metrics,
     compare_images,
     evaluate,
     evaluate_real_split,
 )
-from projected_gan.training.metrics.features import (
+from projected_gan.metrics.features import (
     FeatureNetworkMetric,
     PooledFeatures,
     as_uint8_rgb,
     quantize_images,
 )
-from projected_gan.training.metrics.frechet import FrechetDistance, frechet_distance
-from projected_gan.training.metrics.inception import (
+from projected_gan.metrics.frechet import FrechetDistance, frechet_distance
+from projected_gan.metrics.inception import (
     INCEPTION_URL,
     INCEPTION_WEIGHTS_ENV,
     FrechetInceptionDistance,
@@ -31,9 +31,9 @@ from projected_gan.training.metrics.inception import (
     MetricWeightsError,
     resolve_inception_weights,
 )
-from projected_gan.training.metrics.kid import KernelDistance, kid
-from projected_gan.training.metrics.stats import FeatureStats
-from projected_gan.training.metrics.stats_cache import CACHE_ENV, StatsCache, default_cache_dir
+from projected_gan.metrics.kid import KernelDistance, kid
+from projected_gan.metrics.stats import FeatureStats
+from projected_gan.metrics.stats_cache import CACHE_ENV, StatsCache, default_cache_dir
 
 __all__ = [
     "CACHE_ENV",

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
 from projected_gan.registry import FEATURE_NETWORKS
-from projected_gan.training.metrics.base import FeatureExtractor, Metric, module_fingerprint
 
 __all__ = [
     "FeatureNetworkMetric",

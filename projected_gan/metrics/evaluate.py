@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
+from projected_gan.distributed import all_gather_rows, broadcast_object, is_active
+from projected_gan.metrics.base import FeatureExtractor, Metric
+from projected_gan.metrics.features import as_uint8_rgb
+from projected_gan.metrics.stats import FeatureStats
+from projected_gan.metrics.stats_cache import StatsCache
 from projected_gan.registry import METRICS
-from projected_gan.training.distributed import all_gather_rows, broadcast_object, is_active
-from projected_gan.training.metrics.base import FeatureExtractor, Metric
-from projected_gan.training.metrics.features import as_uint8_rgb
-from projected_gan.training.metrics.stats import FeatureStats
-from projected_gan.training.metrics.stats_cache import StatsCache
 
 __all__ = ["GeneratorFn", "build_metrics", "compare_images", "evaluate", "evaluate_real_split"]
 

@@ -2,11 +2,11 @@
 
 Exact preprocessing, identical to torch-fidelity's ``inception-v3-compat`` (and so to the
 original TensorFlow FID): images are **uint8** (generated ones quantised by rounding
-``(x + 1) * 127.5``, see :func:`~projected_gan.training.metrics.features.quantize_images`),
+``(x + 1) * 127.5``, see :func:`~projected_gan.metrics.features.quantize_images`),
 resized to 299 x 299 with TensorFlow-1.x bilinear interpolation (align_corners=False, **no
 antialiasing**; torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x``), scaled by
 ``(x - 128) / 128`` and passed through the network in float32; the 2048-d average-pooled
-features feed :func:`~projected_gan.training.metrics.frechet.frechet_distance`.
+features feed :func:`~projected_gan.metrics.frechet.frechet_distance`.
 
 Weights (``weights-inception-2015-12-05-6726825d.pth``, 95 MB) are found, in order: the
 ``weights=`` argument (spec ``metrics.fid_weights``, CLI ``--inception-weights``), the
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
+from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
+from projected_gan.metrics.frechet import frechet_distance
+from projected_gan.metrics.stats import FeatureStats
 from projected_gan.registry import METRICS
-from projected_gan.training.metrics.base import FeatureExtractor, Metric, module_fingerprint
-from projected_gan.training.metrics.frechet import frechet_distance
-from projected_gan.training.metrics.stats import FeatureStats
 
 __all__ = [
     "INCEPTION_URL",

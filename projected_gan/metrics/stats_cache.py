@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from projected_gan.training.atomic import atomic_write
-from projected_gan.training.image_files import CACHE_ENV
-from projected_gan.training.image_files import default_cache_dir as package_cache_dir
-from projected_gan.training.metrics.stats import FeatureStats
+from projected_gan.atomic import atomic_write
+from projected_gan.data.files import CACHE_ENV
+from projected_gan.data.files import default_cache_dir as package_cache_dir
+from projected_gan.metrics.stats import FeatureStats
 
 __all__ = ["CACHE_ENV", "StatsCache", "default_cache_dir"]
 

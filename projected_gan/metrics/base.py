@@ -7,7 +7,7 @@ import hashlib
 import torch
 from torch import nn
 
-from projected_gan.training.metrics.stats import FeatureStats
+from projected_gan.metrics.stats import FeatureStats
 
 __all__ = ["FeatureExtractor", "Metric", "module_fingerprint"]
 

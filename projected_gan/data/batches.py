@@ -1,0 +1,180 @@
+"""Endless, deterministic, resumable batches of a uint8 :class:`ImageDataset` on a device."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from projected_gan.data.datasets import GPU_CACHE_BYTES, ImageDataset, _check_int
+from projected_gan.data.files import DataError
+
+__all__ = ["InfiniteBatches"]
+
+
+class InfiniteBatches:
+    """Endless, deterministic, resumable batches: ``next(it) -> (images, labels)``.
+
+    ``images`` is uint8 ``(batch_size, C, R, R)`` on ``device``; ``labels`` int64
+    ``(batch_size,)`` on ``device``, or None for an unlabelled dataset.
+
+    Order. Epoch ``e`` visits ``torch.randperm(M, generator=manual_seed(seed + e))``, where
+    ``M = N``, or ``2N`` with ``mirror`` (index ``i >= N`` is the x-flipped copy of ``i - N``,
+    as the official ``--mirror`` doubles the dataset). The order is cut into *global batches*
+    of ``world_size * batch_size`` consecutive indices, and rank ``r`` takes elements
+    ``r, r + W, r + 2W, ...`` of each global batch. So ranks see disjoint samples, and together
+    exactly the batch that a single process with ``batch_size * W`` sees at the same step:
+    ``global[r::W] == rank_r_batch``. Every rank must get the same ``seed``.
+
+    ``drop_last=True`` drops each epoch's tail shorter than a global batch; ``False`` completes
+    it from the next epoch, so no sample is dropped and every batch is full.
+
+    Memory. The whole uint8 dataset is kept on ``device`` when it takes at most
+    ``gpu_cache_bytes`` (default 2 GiB); otherwise each batch is gathered on the host into
+    pinned memory and copied asynchronously, one batch ahead on a side CUDA stream. Flips run
+    on the device as one ``torch.where`` over the batch.
+
+    Resume. :meth:`state_dict` gives ``{"epoch", "position"}`` (position in the global order of
+    that epoch) after the last batch returned; a new iterator given it via
+    :meth:`load_state_dict` continues with exactly the next batch.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        mirror: bool = False,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        gpu_cache_bytes: int = GPU_CACHE_BYTES,
+    ) -> None:
+        self.batch_size = _check_int("batch_size", batch_size, low=1)
+        self.world_size = _check_int("world_size", world_size, low=1)
+        self.rank = _check_int("rank", rank, low=0)
+        if self.rank >= self.world_size:
+            raise DataError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
+        self.seed = int(seed)
+        self.mirror = bool(mirror)
+        self.drop_last = bool(drop_last)
+        self.device = torch.device(device)
+        self._n = len(dataset)
+        self._m = self._n * (2 if self.mirror else 1)
+        if self.drop_last and self._m < self.global_batch:
+            raise DataError(
+                f"batch_size: the dataset has {self._m} samples{' with mirror' if mirror else ''},"
+                f" fewer than one global batch of {self.global_batch}; lower the batch or pass "
+                f"drop_last=False"
+            )
+        images, labels = dataset.images, dataset.labels
+        nbytes = images.numel() + (0 if labels is None else labels.numel() * 8)
+        self.resident = nbytes <= gpu_cache_bytes
+        cuda = self.device.type == "cuda"
+        if self.resident:  # index straight on the device
+            self._images = images.to(self.device)
+            self._labels = None if labels is None else labels.to(self.device)
+        else:  # gather on the host, copy a batch at a time
+            self._images, self._labels = images, labels
+        self._pin = cuda and not self.resident
+        self._stream = torch.cuda.Stream(self.device) if self._pin else None
+        self._orders: dict[int, torch.Tensor] = {}
+        self._cursor = (0, 0)  # (epoch, position) after the last batch prepared
+        self._state = (0, 0)  # ... after the last batch returned
+        self._pending: tuple | None = None  # the prefetched batch (side stream only)
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per step over all ranks: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples per epoch: N, or 2N with mirror."""
+        return self._m
+
+    def __iter__(self) -> InfiniteBatches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pending = self._pending if self._pending is not None else self._prepare()
+        self._pending = None
+        images, labels, flip, self._state = pending
+        if self._stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self._stream)  # only this batch's copy is queued there so far
+            for t in (images, labels, flip):
+                if t is not None:
+                    t.record_stream(current)
+            self._pending = self._prepare()  # the next copy overlaps with this step's compute
+        if flip is not None:
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+        return images, labels
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "position": p}`` after the last batch returned."""
+        return {"epoch": self._state[0], "position": self._state[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after the batch that ``state`` was taken at."""
+        epoch, position = state.get("epoch"), state.get("position")
+        if not (isinstance(epoch, int) and isinstance(position, int)):
+            raise DataError(f"state: expected integers 'epoch' and 'position', got {state!r}")
+        if epoch < 0 or not 0 <= position <= self._m:
+            raise DataError(f"state: position must lie in [0, {self._m}], got {state!r}")
+        self._cursor = self._state = (epoch, position)
+        self._pending = None
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self._m, generator=g)
+            if self.resident and self.device.type != "cpu":
+                order = order.pin_memory() if self.device.type == "cuda" else order
+                order = order.to(self.device, non_blocking=True)
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
+
+    def _next_indices(self) -> torch.Tensor:
+        """This rank's indices in ``[0, M)`` for the next step; advances the cursor."""
+        epoch, pos = self._cursor
+        need = self.global_batch
+        if self.drop_last and pos + need > self._m:
+            epoch, pos = epoch + 1, 0
+        pieces = []
+        while need:
+            if pos >= self._m:
+                epoch, pos = epoch + 1, 0
+            take = min(need, self._m - pos)
+            pieces.append(self._order(epoch)[pos : pos + take])
+            pos, need = pos + take, need - take
+        self._cursor = (epoch, pos)
+        steps = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        return steps[self.rank :: self.world_size]
+
+    def _prepare(self) -> tuple:
+        idx = self._next_indices()
+        flip = idx >= self._n if self.mirror else None
+        base = idx - self._n * flip if flip is not None else idx
+        if self.resident:
+            images = self._images.index_select(0, base)
+            labels = None if self._labels is None else self._labels.index_select(0, base)
+            return images, labels, flip, self._cursor
+        shape = (len(base), *self._images.shape[1:])
+        host = torch.empty(shape, dtype=torch.uint8, pin_memory=self._pin)
+        torch.index_select(self._images, 0, base, out=host)
+        extras = [None if self._labels is None else self._labels.index_select(0, base), flip]
+        if self._pin:
+            extras = [None if t is None else t.pin_memory() for t in extras]
+        side = contextlib.nullcontext() if self._stream is None else torch.cuda.stream(self._stream)
+        with side:
+            images, labels, flip = (
+                None if t is None else t.to(self.device, non_blocking=self._pin)
+                for t in (host, *extras)
+            )
+        return images, labels, flip, self._cursor

@@ -1,0 +1,59 @@
+"""Image grids and PNG files: what the user sees of a run."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from projected_gan.atomic import atomic_write_bytes
+
+__all__ = ["grid_shape", "make_grid", "save_image", "save_image_grid", "to_uint8"]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` floats in [-1, 1] -> uint8 in [0, 255] (clamped, rounded), on CPU."""
+    return (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, cols) of the most square grid that holds ``n`` images."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    return math.ceil(n / cols), cols
+
+
+def make_grid(images: torch.Tensor, cols: int | None = None) -> torch.Tensor:
+    """Tile ``(B, C, H, W)`` uint8 images into one ``(C, rows*H, cols*W)`` image, row-major."""
+    b, c, h, w = images.shape
+    rows, auto_cols = grid_shape(b)
+    cols = cols or auto_cols
+    rows = math.ceil(b / cols)
+    pad = rows * cols - b
+    if pad:
+        images = torch.cat([images, images.new_zeros(pad, c, h, w)])
+    return images.reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
+
+
+def _png_bytes(image: torch.Tensor) -> bytes:
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> None:
+    """Write one ``(C, H, W)`` uint8 image (or float in [-1, 1]) as PNG, atomically."""
+    if image.dtype != torch.uint8:
+        image = to_uint8(image[None])[0]
+    atomic_write_bytes(path, _png_bytes(image.cpu()))
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, cols: int | None = None) -> None:
+    """Write ``(B, C, H, W)`` images (uint8, or float in [-1, 1]) as one PNG grid, atomically."""
+    if images.dtype != torch.uint8:
+        images = to_uint8(images)
+    save_image(make_grid(images.cpu(), cols), path)
