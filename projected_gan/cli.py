@@ -57,10 +57,24 @@ def _run_list(args: argparse.Namespace) -> int:
     for kind in kinds:
         registry = REGISTRIES[kind]
         print(f"{kind}:")
-        for name in registry.names(args.pattern):
-            dist = registry.plugin_distribution(name)
-            print(f"  {name}" + (f"  [plugin: {dist}]" if dist else ""))
+        names = registry.names(args.pattern)
+        width = max((len(n) for n in names), default=0)
+        for name in names:
+            print("  " + _list_line(registry, name, width))
     return 0
+
+
+def _list_line(registry, name: str, width: int) -> str:
+    """``name  summary  (alias: ...)`` for a built-in; ``name  [plugin: dist version]`` for a
+    plugin, whose module is not imported just to be listed."""
+    dist = registry.plugin_distribution(name)
+    if dist:
+        return f"{name}  [plugin: {dist}]"
+    entry = registry.entry(name)
+    line = f"{name:<{width}}  {entry.summary}"
+    if entry.aliases:
+        line += f"  (alias: {', '.join(entry.aliases)})"
+    return line.rstrip()
 
 
 def _describe_args(p: argparse.ArgumentParser) -> None:

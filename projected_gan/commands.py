@@ -92,7 +92,9 @@ def generate(
     G, _ = load_generator(checkpoint, ema=ema, device=_device(device))
     images = generate_images(G, seed_list, class_idx=class_idx, truncation_psi=truncation_psi)
     written = write_images(images, seed_list, grid=grid, outdir=outdir)
-    print(f"wrote {len(seed_list)} image(s): " + ", ".join(str(p) for p in written[:3]))
+    shown = ", ".join(str(p) for p in written[:3])
+    more = f", ... (+{len(written) - 3} more)" if len(written) > 3 else ""
+    print(f"wrote {len(written)} file(s): {shown}{more}")
     return written
 
 

@@ -135,6 +135,45 @@ def _disabled_plugins() -> tuple[bool, set[str]]:
     return False, {part.strip() for part in raw.split(",") if part.strip()}
 
 
+_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
+_ARG_LINE = re.compile(r"^(\s*)(\*{0,2}\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
+
+
+def argument_docs(factory: Callable[..., Any]) -> dict[str, str]:
+    """``{argument: one-line meaning}`` from the ``Args:`` sections of a part's docstrings.
+
+    Reads Google-style sections of the factory's docstring (and, for a class, of ``__init__``);
+    an argument's continuation lines are joined to its first line.
+    """
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    docs = [inspect.getdoc(target) or ""]
+    if inspect.isclass(target):
+        docs.append(inspect.getdoc(target.__init__) or "")
+    found: dict[str, str] = {}
+    for doc in docs:
+        in_args, indent, current = False, None, None
+        for line in doc.splitlines():
+            if _ARGS_HEADER.match(line):
+                in_args, indent, current = True, None, None
+                continue
+            if not in_args:
+                continue
+            if not line.strip():
+                continue
+            m = _ARG_LINE.match(line)
+            depth = len(line) - len(line.lstrip())
+            if indent is None and m:
+                indent = depth
+            if m and depth == indent:
+                current = m.group(2).lstrip("*")
+                found.setdefault(current, m.group(3).strip())
+            elif indent is not None and depth > indent and current is not None:
+                found[current] = (found[current] + " " + line.strip()).strip()
+            else:
+                in_args = False  # dedent: the section ended
+    return found
+
+
 class Registry:
     """Name -> factory table for one kind of part, plus that kind's entry-point group.
 
@@ -377,6 +416,7 @@ class Registry:
         if e.tags:
             lines.append(f"  tags:     {', '.join(e.tags)}")
         if sig is not None:
+            docs = argument_docs(e.factory)
             lines.append("  arguments:")
             for p in sig.parameters.values():
                 if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -384,12 +424,26 @@ class Registry:
                     continue
                 default = "(required)" if p.default is p.empty else f"= {p.default!r}"
                 lines.append(f"    {p.name} {default}")
+                if p.name in docs:
+                    lines.append(f"        {docs[p.name]}")
         return "\n".join(lines)
 
     def _unknown(self, name: str) -> UnknownPartError:
         candidates = list(self._entries) + list(self._aliases) + list(self._plugin_slots())
         close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+        everything_off, off = _disabled_plugins()
+        hidden = (self._plugins or {}).get(name)
+        if hidden is not None:
+            hint += (
+                f" A plugin from {hidden.distribution!r} provides it, but "
+                f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV)!r} disables it."
+            )
+        elif everything_off or off:
+            hint += (
+                f" Note: {DISABLE_ENV}={os.environ.get(DISABLE_ENV)!r} disables plugins, so a "
+                "plugin's parts are not visible."
+            )
         return UnknownPartError(
             f"{name!r} is not a registered {self.singular}{hint} "
             f"See all with `projected-gan list {self.kind}` "

@@ -62,6 +62,21 @@ def test_list_and_describe(capsys):
     assert "ngf = 128" in out and "z_dim = 256" in out and "built-in" in out
 
 
+def test_list_shows_summaries_and_aliases(capsys):
+    code, out, _ = run_main(capsys, "list", "losses")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.strip().startswith("nonsaturating"))
+    assert "Non-saturating logistic loss" in line and "(alias: logistic)" in line
+
+
+def test_describe_shows_what_each_argument_means(capsys):
+    code, out, _ = run_main(capsys, "describe", "discriminators", "multiscale")
+    assert code == 0
+    lines = out.splitlines()
+    i = next(k for k, x in enumerate(lines) if x.strip().startswith("norm = "))
+    assert "official" in lines[i + 1]  # the docstring's sentence for `norm`, under its default
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("cli_runs")
@@ -87,6 +102,8 @@ def test_generate_grid_and_files_are_reproducible(trained_run, tmp_path):
         str(tmp_path / "each"),
     )
     assert out.returncode == 0, out.stderr
+    # The grid and the 5 files: 6 paths written, 3 named, the rest counted.
+    assert "wrote 6 file(s): " in out.stdout and "(+3 more)" in out.stdout, out.stdout
     grid = Image.open(tmp_path / "g.png")
     assert grid.size == (3 * 32, 2 * 32)  # 5 images -> 2 rows of 3
     files = sorted(p.name for p in (tmp_path / "each").iterdir())

@@ -156,3 +156,25 @@ def test_warnings_are_not_raised_for_plain_listing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         projected_gan.list_parts()
+
+
+def test_unknown_name_says_plugins_are_disabled(plugin_dist, monkeypatch):
+    plugin_dist(
+        "my-pg-plugin",
+        "0.3.1",
+        GOOD,
+        {"projected_gan.feature_networks": {"my_net": "my_pg_plugin.nets:build"}},
+    )
+    reg = projected_gan.FEATURE_NETWORKS
+    reg.names()  # read the entry points once, as any listing does
+    monkeypatch.setenv("PROJECTED_GAN_DISABLE_PLUGINS", "1")
+    with pytest.raises(projected_gan.UnknownPartError) as info:
+        reg.entry("my_net")
+    assert "my-pg-plugin" in str(info.value) and "PROJECTED_GAN_DISABLE_PLUGINS" in str(info.value)
+    with pytest.raises(projected_gan.UnknownPartError) as info:
+        reg.entry("no_such_net")
+    assert "disables plugins" in str(info.value)
+    monkeypatch.delenv("PROJECTED_GAN_DISABLE_PLUGINS")
+    with pytest.raises(projected_gan.UnknownPartError) as info:
+        reg.entry("no_such_net")
+    assert "PROJECTED_GAN_DISABLE_PLUGINS" not in str(info.value)
