@@ -59,6 +59,7 @@ SPEC = [
     "metrics.names=[]",
     "output.tensorboard=false",
 ]
+MOMENTS = ("startup", "training", "checkpoint_write")
 RESUMING_RE = re.compile(r"resuming .* at kimg ([0-9.]+)")
 REMOVED_RE = re.compile(r"removed (\d+) partial file")
 
@@ -67,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, required=True, help="signals to send (>= 1)")
     p.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
+    p.add_argument(
+        "--moments",
+        default=",".join(MOMENTS),
+        help=f"SIGKILL moments to draw from, comma list of {', '.join(MOMENTS)} (default all)",
+    )
     p.add_argument("--kimg", type=float, default=0.4, help="length of the run (default 0.4)")
     p.add_argument("--max-wait", type=float, default=6.0, help="longest wait after the first step")
     p.add_argument("--write-delay", type=float, default=3.0, help="seconds of the write pause")
@@ -82,6 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"{flag} must be >= 1, got {value}")
     if args.kimg * 1000 < 2 * SNAPSHOT_IMAGES:
         p.error(f"--kimg must cover at least two checkpoints ({2 * SNAPSHOT_IMAGES / 1000})")
+    args.moments = [m.strip() for m in args.moments.split(",") if m.strip()]
+    bad = [m for m in args.moments if m not in MOMENTS]
+    if bad or not args.moments:
+        p.error(f"--moments: unknown {', '.join(bad) or '(empty)'}; choose from {MOMENTS}")
     return args
 
 
@@ -207,7 +217,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             last = i == args.kills
             kind = "end" if last else "training"
             if not last and sig == signal.SIGKILL:
-                kind = rng.choice(["startup", "training", "checkpoint_write"])
+                kind = rng.choice(args.moments)
             child_env = dict(env)
             if kind == "checkpoint_write":
                 child_env[WRITE_DELAY_ENV] = str(args.write_delay)
