@@ -24,6 +24,7 @@ from torch import nn
 
 from projected_gan import distributed
 from projected_gan._version import __version__
+from projected_gan.atomic import remove_partial_writes
 from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -583,7 +584,7 @@ class Trainer:
         t = self.spec.train
         total = int(round((kimg if kimg is not None else t.kimg) * 1000))
         if self.is_main:
-            self._ensure_run_dir()
+            remove_partial_writes(self._ensure_run_dir(), report=print)  # temp files of a kill
         if self.dist.enabled:
             self.run_dir = distributed.broadcast_object(self.run_dir)
         stop = {"signal": None}

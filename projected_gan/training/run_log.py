@@ -18,6 +18,8 @@ from projected_gan.atomic import atomic_write_bytes
 __all__ = ["RunLogger", "read_jsonl"]
 
 LOSS_KEYS = ("loss_g", "loss_d", "loss_d_real", "loss_d_fake", "loss_r1")
+# Up to this many ticks each point gets a marker: a line through one point draws nothing.
+MARKER_MAX_POINTS = 30
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -31,6 +33,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def loss_figure(records: list[dict[str, Any]]) -> Any:
+    """A matplotlib figure of each loss in ``LOSS_KEYS`` against kimg, one point per tick record."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    kimg = [r["kimg"] for r in records]
+    marker = "o" if len(records) <= MARKER_MAX_POINTS else None
+    for key in LOSS_KEYS:
+        values = [r.get(key) for r in records]
+        if any(v is not None and math.isfinite(v) for v in values):
+            y = [math.nan if v is None else v for v in values]
+            ax.plot(kimg, y, marker=marker, markersize=4, label=key)
+    ax.set_xlabel("kimg")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 class RunLogger:
@@ -104,25 +129,8 @@ class RunLogger:
 
     def _plot_losses(self) -> None:
         records = [r for r in self.ticks if "kimg" in r and "event" not in r]
-        if not records:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        kimg = [r["kimg"] for r in records]
-        for key in LOSS_KEYS:
-            values = [r.get(key) for r in records]
-            if any(v is not None and math.isfinite(v) for v in values):
-                ax.plot(kimg, [math.nan if v is None else v for v in values], label=key)
-        ax.set_xlabel("kimg")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
-        self._save_figure(fig, "losses.png")
+        if records:
+            self._save_figure(loss_figure(records), "losses.png")
 
     def _plot_metrics(self) -> None:
         if not self.metrics:
