@@ -198,7 +198,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from projected_gan import __version__
+    from projected_gan._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="projected-gan",
@@ -218,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import projected_gan  # noqa: F401  (registers the built-in parts)
     from projected_gan.checkpoint import CheckpointError
     from projected_gan.metrics import MetricWeightsError
-    from projected_gan.training.loop import TrainingStopped
     from projected_gan.training.spec import SpecError
+    from projected_gan.training.state import TrainingStopped
 
     parser = build_parser()
     args = parser.parse_args(argv)

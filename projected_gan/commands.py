@@ -26,7 +26,7 @@ def train(
 ) -> Path | None:
     """Train from a spec file / preset (+ overrides), or resume a run folder; return the run dir."""
     from projected_gan.training.build import build_from_spec
-    from projected_gan.training.loop import Trainer
+    from projected_gan.training.trainer import Trainer
 
     info = distributed.dist_info()  # from torchrun's environment
     try:

@@ -12,12 +12,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import projected_gan
+from projected_gan.augmentations import DiffAugment
 from projected_gan.discriminators import (
     MultiScaleDiscriminator,
     ProjectedDiscriminator,
     ScaleDiscriminator,
 )
-from projected_gan.augmentations import DiffAugment
 from projected_gan.projectors import CCM, CCMCSM, NoProjection, Projector
 
 ROOT = Path(__file__).resolve().parents[1]

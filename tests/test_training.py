@@ -15,7 +15,8 @@ import torch
 from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.checkpoint import find_checkpoints, load_checkpoint
 from projected_gan.training import CheckpointError, Trainer, TrainingStopped
-from projected_gan.training.loop import ema_beta
+from projected_gan.training.fit import tick_record
+from projected_gan.training.step import ema_beta
 from tests.conftest import tiny_overrides
 
 
@@ -112,7 +113,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.G_ema.parameters())
     trainer.step()
     with pytest.warns(UserWarning, match="1 step"):
-        record = trainer._read_tick(1.0, 12)
+        record = tick_record(trainer, 1.0, 12)
     assert record["bad_steps"] == 1
 
 
@@ -164,7 +165,8 @@ def test_foreign_and_mismatched_checkpoints_are_refused(tmp_path):
 
 
 def test_failed_sample_write_warns_and_failed_checkpoint_stops(tmp_path, monkeypatch):
-    import projected_gan.training.loop as loop
+    import projected_gan.training.run_dir as run_dir
+    import projected_gan.training.state as state
 
     trainer = build_from_spec(tiny_spec(tmp_path))
     trainer.step()
@@ -173,10 +175,10 @@ def test_failed_sample_write_warns_and_failed_checkpoint_stops(tmp_path, monkeyp
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(loop, "save_image_grid", disk_full)
+    monkeypatch.setattr(run_dir, "save_image_grid", disk_full)
     with pytest.warns(UserWarning, match="could not write sample grid"):
         assert trainer.save_samples() is None
-    monkeypatch.setattr(loop, "save_checkpoint", disk_full)
+    monkeypatch.setattr(state, "save_checkpoint", disk_full)
     trainer.step()
     with pytest.raises(TrainingStopped, match="previous checkpoints are kept"):
         trainer.save()
