@@ -350,3 +350,41 @@ def test_hand_assembled_trainer(tmp_path):
     logs = trainer.step()
     assert torch.isfinite(logs["loss_g"]) and trainer.nimg == 4
     assert Path(trainer.save()).is_file()
+
+
+def _hand_built_parts():
+    from projected_gan import ProjectedDiscriminator, create
+    from projected_gan.data import default_dataset_path, load_image_dataset
+
+    data = load_image_dataset(default_dataset_path(), 32, max_images=32)
+    G = create("generators", "fastgan_lite", img_resolution=32, ngf=8)
+    D = ProjectedDiscriminator(
+        feature_network={"name": "tf_efficientnet_lite0", "input_size": 64},
+        img_resolution=32,
+    )
+    return data, G, D
+
+
+def test_hand_built_trainer_takes_its_batch_from_the_batches(tmp_path):
+    """Batches of 8 and no spec: 8 fakes per phase, 8 images counted per step."""
+    from projected_gan import InfiniteBatches, create
+
+    data, G, D = _hand_built_parts()
+    fakes_per_call = []
+    G.register_forward_hook(lambda _m, args, _out: fakes_per_call.append(args[0].shape[0]))
+    trainer = Trainer(G, D, loss=create("losses", "hinge"), batches=InfiniteBatches(data, 8))
+    assert trainer.spec.train.batch == 8
+    trainer.step()
+    assert fakes_per_call == [8, 8]  # G phase, D phase
+    assert trainer.nimg == 8
+    trainer.step()
+    assert trainer.nimg == 16
+
+
+def test_spec_batch_disagreeing_with_the_batches_is_an_error(tmp_path):
+    from projected_gan import InfiniteBatches, SpecError, create
+
+    data, G, D = _hand_built_parts()
+    spec = ExperimentSpec.validate_dict({"train": {"batch": 16}})
+    with pytest.raises(SpecError, match=r"^train\.batch: 16, but the batches hold 8 images"):
+        Trainer(G, D, loss=create("losses", "hinge"), batches=InfiniteBatches(data, 8), spec=spec)

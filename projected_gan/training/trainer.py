@@ -36,7 +36,7 @@ from projected_gan.training.run_dir import (
     write_grid,
 )
 from projected_gan.training.run_log import RunLogger
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.training.spec import ExperimentSpec, SpecError
 from projected_gan.training.state import (
     Counters,
     architecture_differences,
@@ -63,8 +63,11 @@ class Trainer:
         G: generator ``G(z, c) -> (B, C, R, R)`` with ``z_dim``/``c_dim``/``img_resolution``.
         D: discriminator with ``forward(images, labels) -> (B, N)`` and ``trainable_parameters()``.
         loss: object with ``g_loss(fake)`` and ``d_loss_real(real)`` / ``d_loss_fake(fake)``.
-        batches: iterator of ``(uint8 images (B, C, R, R) on device, labels or None)``.
+        batches: iterator of ``(uint8 images (B, C, R, R) on device, labels or None)``; its
+            ``batch_size`` (e.g. :class:`~projected_gan.data.InfiniteBatches`) is the
+            per-process batch: G draws as many fakes per step, ``nimg`` counts them.
         spec: the experiment spec (defaults for everything not passed; saved with checkpoints).
+            Its ``train.batch`` must equal the batches' size times the processes.
         run_dir: output folder; created under ``spec.output.dir`` on the first write if None.
         device: where to train (default: where G's parameters are).
         label_pool: int labels of the real data, to draw fake labels from (conditional only).
@@ -88,14 +91,8 @@ class Trainer:
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         dist_info: distributed.DistInfo | None = None,
     ) -> None:
-        self.spec = spec or ExperimentSpec()
         self.dist = dist_info or distributed.DistInfo()
-        t = self.spec.train
-        self.batch = t.batch // self.dist.world_size
-        if self.batch * self.dist.world_size != t.batch:
-            raise ValueError(
-                f"train.batch={t.batch} must be divisible by the {self.dist.world_size} processes"
-            )
+        self.spec, self.batch = _spec_and_batch(spec, batches, self.dist.world_size)
         self.device = torch.device(device) if device is not None else _param_device(G)
         self.core = TrainingStep(
             G,
@@ -393,6 +390,42 @@ class Trainer:
         if overrides and trainer.is_main:
             spec.save(spec_file)
         return trainer
+
+
+def _spec_and_batch(
+    spec: ExperimentSpec | None, batches: Any, world_size: int
+) -> tuple[ExperimentSpec, int]:
+    """The run's spec and per-process batch, which the batches handed in decide.
+
+    Without a spec, ``train.batch`` is the batches' ``batch_size`` times the processes; with
+    one, the two must agree (a silent mismatch would draw and count the wrong number of fakes).
+    """
+    per_rank = getattr(batches, "batch_size", None)
+    if spec is None:
+        if per_rank is None:
+            raise TypeError(
+                "batches has no batch_size: pass spec= with train.batch (the global batch)"
+            )
+        spec = ExperimentSpec()
+        spec.train.batch = per_rank * world_size
+        return spec, per_rank
+    t = spec.train
+    if per_rank is not None and per_rank * world_size != t.batch:
+        processes = f" x {world_size} processes" if world_size > 1 else ""
+        raise SpecError(
+            [
+                (
+                    "train.batch",
+                    f"{t.batch}, but the batches hold {per_rank} images{processes} per step; "
+                    "make them agree (or pass no spec to take the batches' size)",
+                )
+            ]
+        )
+    if t.batch % world_size:
+        raise SpecError(
+            [("train.batch", f"{t.batch} is not divisible by the {world_size} processes")]
+        )
+    return spec, t.batch // world_size
 
 
 def _param_device(module: nn.Module) -> torch.device:
