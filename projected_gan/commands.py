@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from projected_gan import distributed
+from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
 __all__ = ["evaluate_checkpoint", "generate", "interpolate", "train"]
@@ -89,7 +90,7 @@ def generate(
     if grid is None and outdir is None:
         raise ValueError("say where the images go: --grid OUT.png and/or --outdir DIR")
     seed_list = parse_seeds(seeds)
-    G, _ = load_generator(checkpoint, ema=ema, device=_device(device))
+    G = load_generator(checkpoint, ema=ema, device=_device(device))
     images = generate_images(G, seed_list, class_idx=class_idx, truncation_psi=truncation_psi)
     written = write_images(images, seed_list, grid=grid, outdir=outdir)
     print(f"wrote {len(seed_list)} image(s): " + ", ".join(str(p) for p in written[:3]))
@@ -112,7 +113,7 @@ def interpolate(
     from projected_gan.generators.sampling import parse_seeds
     from projected_gan.inference import load_generator, write_animation
 
-    G, _ = load_generator(checkpoint, device=_device(device))
+    G = load_generator(checkpoint, device=_device(device))
     path = write_animation(
         G,
         parse_seeds(seeds),
@@ -142,14 +143,15 @@ def evaluate_checkpoint(
     """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data)."""
     import torch
 
-    from projected_gan.inference import load_generator
+    from projected_gan.inference import generator_from_checkpoint, resolve_checkpoint
     from projected_gan.metrics import evaluate
     from projected_gan.training.build import load_dataset
 
     dev = _device(device)
-    G, spec = load_generator(checkpoint, device=dev)
-    if data is not None:
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": data})})
+    ckpt = resolve_checkpoint(checkpoint)
+    G = generator_from_checkpoint(ckpt, device=dev)
+    spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
+    spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})
     dataset = load_dataset(spec)
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     options: dict[str, Any] = {}
@@ -189,3 +191,30 @@ def evaluate_checkpoint(
         }
         atomic_write_text(Path(json_out), json.dumps(record, indent=2) + "\n")
     return results
+
+
+def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: Any) -> Any:
+    """The data section to evaluate against: the run's own data (a hand-built run's recorded
+    data), or ``path`` at the generator's resolution."""
+    d = spec.data
+    recorded = meta.get("data")
+    if not meta.get("built_from_spec", True):
+        if recorded:
+            d = d.model_copy(
+                update={
+                    "path": recorded["path"],
+                    "conditional": recorded["use_labels"],
+                    "max_images": recorded["max_images"],
+                    "mirror": recorded["mirror"],
+                }
+            )
+        elif path is None:
+            raise UsageError(
+                "--data: this checkpoint comes from a hand-built run that recorded no data; "
+                "say which images to compare with",
+                field="--data",
+            )
+    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", d.resolution))}
+    if path is not None:
+        update["path"] = path
+    return d.model_copy(update=update)

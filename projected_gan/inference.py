@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,12 +18,19 @@ from projected_gan.checkpoint import (
     load_checkpoint,
     load_module_state,
 )
+from projected_gan.configs import PIPELINE_ARGS
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
-from projected_gan.training.build import build_generator
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.registry import create_from_config
 
-__all__ = ["generate_images", "load_generator", "resolve_checkpoint", "write_animation"]
+__all__ = [
+    "generate_images",
+    "generator_config",
+    "generator_from_checkpoint",
+    "load_generator",
+    "resolve_checkpoint",
+    "write_animation",
+]
 
 
 def resolve_checkpoint(path: str | Path) -> Checkpoint:
@@ -33,18 +41,51 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
     return load_checkpoint(path)
 
 
-def load_generator(
-    path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, ExperimentSpec]:
-    """Rebuild the generator of a run (G_ema by default) in eval mode on ``device``."""
-    ckpt = resolve_checkpoint(path)
-    spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
-    G = build_generator(spec, int(ckpt.meta.get("num_classes", 0)))
+def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
+    """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
+    config = (ckpt.meta.get("parts") or {}).get("G")
+    if config:
+        return config
+    spec = ckpt.meta.get("spec") or {}
+    generator = spec.get("generator")
+    recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
+    if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:
+        raise CheckpointError(
+            f"{ckpt.path} does not record how to build its generator (it was not built "
+            "through the registry); build the same module and load its weights with "
+            "projected_gan.checkpoint.load_module_state"
+        )
+    # Older spec-built checkpoints: the spec's section plus what the pipeline filled in.
+    known = {
+        "img_resolution": (spec.get("data") or {}).get("resolution", 64),
+        "c_dim": int(ckpt.meta.get("num_classes", 0)),
+    }
+    filled = {arg: known[arg] for arg in PIPELINE_ARGS["generators"]}
+    kwargs = {k: v for k, v in generator.items() if k != "name"}
+    return {"kind": "generators", "name": generator["name"], "kwargs": {**kwargs, **filled}}
+
+
+def generator_from_checkpoint(
+    ckpt: Checkpoint, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The generator of a loaded checkpoint (G_ema by default), in eval mode on ``device``."""
     key = "G_ema" if ema else "G"
     if key not in ckpt.models:
         raise CheckpointError(f"{ckpt.path} has no {key} weights")
+    G = create_from_config(generator_config(ckpt))
     load_module_state(G, ckpt.models[key], f"{ckpt.path} [{key}]")
-    return G.eval().requires_grad_(False).to(device), spec
+    return G.eval().requires_grad_(False).to(device)
+
+
+def load_generator(
+    path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the generator of a run folder or checkpoint file from the checkpoint alone.
+
+    Works for spec-built and hand-built runs alike (the checkpoint records the generator's
+    registered name and arguments); needs no spec and does not import the trainer.
+    """
+    return generator_from_checkpoint(resolve_checkpoint(path), ema=ema, device=device)
 
 
 @torch.no_grad()

@@ -69,6 +69,9 @@ class InfiniteBatches:
                 f" fewer than one global batch of {self.global_batch}; lower the batch or pass "
                 f"drop_last=False"
             )
+        # How to load the dataset again (a resumed hand-built run needs it), and what it was.
+        self.dataset_args = getattr(dataset, "load_args", None)
+        self.dataset_fingerprint = getattr(dataset, "fingerprint", "")
         images, labels = dataset.images, dataset.labels
         nbytes = images.numel() + (0 if labels is None else labels.numel() * 8)
         self.resident = nbytes <= gpu_cache_bytes

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,8 @@ class ImageDataset:
         self.fingerprint = fingerprint
         self.source = source
         self.skipped = list(skipped)
+        # The load_image_dataset arguments that give this dataset again (None: made in memory).
+        self.load_args: dict[str, Any] | None = None
 
     @property
     def resolution(self) -> int:
@@ -263,7 +266,7 @@ def load_image_dataset(
     if use_labels:
         index = {c: k for k, c in enumerate(class_names)}
         labels = torch.tensor([index[n.partition("/")[0]] for n in decoded.names])
-    return ImageDataset(
+    dataset = ImageDataset(
         torch.from_numpy(decoded.images),
         labels,
         class_names=class_names,
@@ -271,6 +274,14 @@ def load_image_dataset(
         source=str(path.resolve()),
         skipped=[name for name, _ in skipped],
     )
+    dataset.load_args = {
+        "path": str(path.resolve()),
+        "resolution": resolution,
+        "use_labels": use_labels,
+        "channels": channels,
+        "max_images": max_images,
+    }
+    return dataset
 
 
 def _check_int(name: str, value: object, *, low: int) -> int:

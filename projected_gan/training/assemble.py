@@ -7,6 +7,8 @@ never repeats a channel count.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,11 @@ from typing import Any
 import torch
 
 from projected_gan import distributed
+from projected_gan.checkpoint import Checkpoint, CheckpointError
 from projected_gan.data import DataError, InfiniteBatches, default_dataset_path, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.metrics import evaluate
-from projected_gan.registry import create
+from projected_gan.registry import create, create_from_config
 from projected_gan.training.spec import ExperimentSpec, SpecError
 
 __all__ = [
@@ -26,8 +29,11 @@ __all__ = [
     "build_discriminator",
     "build_generator",
     "configure_torch",
+    "data_record",
     "load_dataset",
+    "reassemble",
     "resolve_device",
+    "spec_and_batch",
 ]
 
 
@@ -164,12 +170,10 @@ class Assembly:
     device: torch.device
 
 
-def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> Assembly:
-    """Data, G, D (projector + heads + augmentation), loss and R1 of ``spec``, on its device.
-
-    Joins the process group when launched by torchrun; every rank gets the same initial weights.
-    """
-    spec.check()
+def _start(
+    spec: ExperimentSpec, device: str | torch.device | None
+) -> tuple[torch.device, distributed.DistInfo]:
+    """This process's device, joined to the process group (torchrun), torch configured."""
     info = distributed.dist_info()
     dev = resolve_device(str(device) if device is not None else spec.train.device, info.local_rank)
     if dev.type == "cuda":
@@ -180,13 +184,27 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
             [("train.batch", f"{spec.train.batch} is not divisible by {info.world_size} processes")]
         )
     configure_torch(spec, dev)
+    return dev, info
 
-    # Rank 0 decodes and caches the data first; the other ranks then read its cache.
+
+def _rank0_first(info: distributed.DistInfo, load: Callable[[], Any]) -> Any:
+    """``load()`` on rank 0 first (it decodes and caches the data), then on the other ranks."""
     if info.enabled and not info.is_main:
         distributed.barrier()
-    dataset = load_dataset(spec)
+    result = load()
     if info.enabled and info.is_main:
         distributed.barrier()
+    return result
+
+
+def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> Assembly:
+    """Data, G, D (projector + heads + augmentation), loss and R1 of ``spec``, on its device.
+
+    Joins the process group when launched by torchrun; every rank gets the same initial weights.
+    """
+    spec.check()
+    dev, info = _start(spec, device)
+    dataset = _rank0_first(info, lambda: load_dataset(spec))
     num_classes = dataset.num_classes if spec.data.conditional else 0
     if spec.data.conditional and num_classes < 2:
         raise SpecError(
@@ -227,3 +245,118 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
         dist_info=info,
         device=dev,
     )
+
+
+def data_record(batches: Any) -> dict[str, Any] | None:
+    """How to load a hand-built run's data again: the dataset's loading arguments, the mirror
+    flag and seed of its batches, and its fingerprint; None for data made in memory."""
+    args = getattr(batches, "dataset_args", None)
+    if not args:
+        return None
+    return {
+        **args,
+        "mirror": bool(batches.mirror),
+        "seed": int(batches.seed),
+        "fingerprint": getattr(batches, "dataset_fingerprint", ""),
+    }
+
+
+def reassemble(
+    ckpt: Checkpoint, spec: ExperimentSpec, device: str | torch.device | None = None
+) -> Assembly:
+    """The parts of a hand-built run (``Trainer(G, D, ...)``), from what its checkpoint recorded:
+    the configs of G, D, loss and R1, and the data's loading arguments."""
+    parts = ckpt.meta.get("parts") or {}
+    missing = [name for name in ("G", "D", "loss") if not parts.get(name)]
+    if missing:
+        raise CheckpointError(
+            f"{ckpt.path} comes from a hand-built Trainer whose {', '.join(missing)} were not "
+            "built through the registries, so they cannot be rebuilt from the checkpoint. "
+            "Build the same modules, pass them to Trainer(..., run_dir=RUN) and call "
+            "trainer.load_latest()."
+        )
+    data = ckpt.meta.get("data")
+    if not data:
+        raise CheckpointError(
+            f"{ckpt.path} comes from a hand-built Trainer that recorded no data (its batches "
+            "were not InfiniteBatches over load_image_dataset(path, ...)), so the run cannot be "
+            "resumed by itself. Build the Trainer with your data, run_dir=RUN, and call "
+            "trainer.load_latest()."
+        )
+    dev, info = _start(spec, device)
+    dataset = _rank0_first(
+        info,
+        lambda: load_image_dataset(
+            data["path"],
+            data["resolution"],
+            use_labels=data["use_labels"],
+            channels=data["channels"],
+            max_images=data["max_images"],
+            cache_dir=spec.data.cache_dir,
+        ),
+    )
+    if data.get("fingerprint") and dataset.fingerprint != data["fingerprint"]:
+        warnings.warn(
+            f"the files in {data['path']} changed since the run was saved; resuming on them",
+            stacklevel=2,
+        )
+    torch.manual_seed(spec.train.seed)  # same initial weights on every rank
+    G = create_from_config(parts["G"])
+    D = create_from_config(parts["D"])
+    r1 = create_from_config(parts["r1"]) if parts.get("r1") else None
+    batches = InfiniteBatches(
+        dataset,
+        spec.train.batch // info.world_size,
+        seed=data["seed"],
+        mirror=data["mirror"],
+        device=dev,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    return Assembly(
+        G=G,
+        D=D,
+        loss=create_from_config(parts["loss"]),
+        r1=r1,
+        batches=batches,
+        label_pool=dataset.labels if getattr(G, "c_dim", 0) else None,
+        evaluate=None,
+        dist_info=info,
+        device=dev,
+    )
+
+
+def spec_and_batch(
+    spec: ExperimentSpec | None, batches: Any, world_size: int
+) -> tuple[ExperimentSpec, int]:
+    """The run's spec and per-process batch, which the batches handed in decide.
+
+    Without a spec, ``train.batch`` is the batches' ``batch_size`` times the processes; with
+    one, the two must agree (a silent mismatch would draw and count the wrong number of fakes).
+    """
+    per_rank = getattr(batches, "batch_size", None)
+    if spec is None:
+        if per_rank is None:
+            raise TypeError(
+                "batches has no batch_size: pass spec= with train.batch (the global batch)"
+            )
+        spec = ExperimentSpec()
+        spec.train.batch = per_rank * world_size
+        return spec, per_rank
+    t = spec.train
+    if per_rank is not None and per_rank * world_size != t.batch:
+        processes = f" x {world_size} processes" if world_size > 1 else ""
+        raise SpecError(
+            [
+                (
+                    "train.batch",
+                    f"{t.batch}, but the batches hold {per_rank} images{processes} per step; "
+                    "make them agree (or pass no spec to take the batches' size)",
+                )
+            ]
+        )
+    if t.batch % world_size:
+        raise SpecError(
+            [("train.batch", f"{t.batch} is not divisible by the {world_size} processes")]
+        )
+    return spec, t.batch // world_size

@@ -27,8 +27,15 @@ from projected_gan.checkpoint import (
     latest_valid_checkpoint,
     snapshot_path,
 )
+from projected_gan.configs import part_config
 from projected_gan.training import fit as fit_loop
-from projected_gan.training.assemble import assemble
+from projected_gan.training.assemble import (
+    Assembly,
+    assemble,
+    data_record,
+    reassemble,
+    spec_and_batch,
+)
 from projected_gan.training.run_dir import (
     default_run_name,
     grid_latents,
@@ -36,7 +43,7 @@ from projected_gan.training.run_dir import (
     write_grid,
 )
 from projected_gan.training.run_log import RunLogger
-from projected_gan.training.spec import ExperimentSpec, SpecError
+from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.state import (
     Counters,
     architecture_differences,
@@ -92,7 +99,7 @@ class Trainer:
         dist_info: distributed.DistInfo | None = None,
     ) -> None:
         self.dist = dist_info or distributed.DistInfo()
-        self.spec, self.batch = _spec_and_batch(spec, batches, self.dist.world_size)
+        self.spec, self.batch = spec_and_batch(spec, batches, self.dist.world_size)
         self.device = torch.device(device) if device is not None else _param_device(G)
         self.core = TrainingStep(
             G,
@@ -109,6 +116,7 @@ class Trainer:
         self.evaluate = evaluate
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.counters = Counters()
+        self.built_from_spec = False  # set by from_spec: resume rebuilds from spec.yaml
         self._grid_z, self._grid_c = grid_latents(G, self.spec.train.seed, self.device)
         self._logger: RunLogger | None = None
         self._session_start: float | None = None
@@ -279,7 +287,16 @@ class Trainer:
             "spec": self.spec.to_dict(),
             "num_classes": int(getattr(self.G, "c_dim", 0)),
             "world_size": self.dist.world_size,
+            # What the run is made of, to rebuild it without the code that built it.
+            "built_from_spec": self.built_from_spec,
+            "parts": self.part_configs(),
+            "data": None if self.built_from_spec else data_record(self.batches),
         }
+
+    def part_configs(self) -> dict[str, dict | None]:
+        """``part_config`` of G, D, the loss and R1 (None for parts not built by a registry)."""
+        parts = {"G": self.G, "D": self.D, "loss": self.loss, "r1": self.core.r1}
+        return {name: part_config(part) for name, part in parts.items()}
 
     def save(self, path: str | Path | None = None, before_replace=None) -> Path | None:
         """Write a checkpoint (rank 0 writes), keep the newest K plus the best; atomic.
@@ -306,6 +323,10 @@ class Trainer:
     def load_state(self, ckpt: Checkpoint, *, restore_rng: bool = True) -> None:
         """Restore weights, optimisers, counters, data position and RNG from ``ckpt``."""
         diffs = architecture_differences(ckpt.meta.get("spec", {}), self.spec.to_dict())
+        saved_parts, mine = ckpt.meta.get("parts") or {}, self.part_configs()
+        for name in ("G", "D"):
+            if saved_parts.get(name) and mine[name] and saved_parts[name] != mine[name]:
+                diffs.append(f"{name}: checkpoint {saved_parts[name]} vs now {mine[name]}")
         if diffs:
             raise CheckpointError(
                 f"{ckpt.path} was made with a different spec: " + "; ".join(diffs)
@@ -348,7 +369,12 @@ class Trainer:
         device: str | torch.device | None = None,
     ) -> Trainer:
         """Assemble data, G, D, loss, optimisers and EMA from ``spec`` (see ``build_from_spec``)."""
-        a = assemble(spec, device)
+        trainer = cls._from_assembly(assemble(spec, device), spec, run_dir)
+        trainer.built_from_spec = True
+        return trainer
+
+    @classmethod
+    def _from_assembly(cls, a: Assembly, spec: ExperimentSpec, run_dir: str | Path | None):
         trainer = cls(
             a.G,
             a.D,
@@ -362,9 +388,8 @@ class Trainer:
             evaluate=a.evaluate,
             dist_info=a.dist_info,
         )
-        distributed.broadcast_parameters(trainer.G)
-        distributed.broadcast_parameters(trainer.G_ema)
-        distributed.broadcast_parameters(trainer.D)
+        for module in (trainer.G, trainer.G_ema, trainer.D):
+            distributed.broadcast_parameters(module)
         info = a.dist_info
         torch.manual_seed(spec.train.seed * info.world_size + info.rank)
         return trainer
@@ -376,56 +401,26 @@ class Trainer:
         overrides: list[str] | tuple[str, ...] = (),
         device: str | torch.device | None = None,
     ) -> Trainer:
-        """Rebuild a run from ``run_dir/spec.yaml`` (+ overrides) and load its newest checkpoint.
+        """Rebuild a run from ``run_dir`` (+ overrides) and load its newest checkpoint.
 
-        Overrides may change the schedule (e.g. ``train.kimg=200``), never the architecture.
+        A spec-built run is rebuilt from its ``spec.yaml``; a hand-built one from the part
+        configs and data its checkpoint recorded. Overrides may change the schedule (e.g.
+        ``train.kimg=200``), never the architecture.
         """
         run_dir = Path(run_dir)
         spec_file = run_dir / "spec.yaml"
         if not spec_file.is_file():
             raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.yaml")
         spec = ExperimentSpec.load(spec_file, overrides=overrides)
-        trainer = cls.from_spec(spec, run_dir=run_dir, device=device)
-        trainer.load_latest()
+        ckpt = latest_valid_checkpoint(run_dir)
+        if ckpt.meta.get("built_from_spec", True):  # older checkpoints: all spec-built
+            trainer = cls.from_spec(spec, run_dir=run_dir, device=device)
+        else:
+            trainer = cls._from_assembly(reassemble(ckpt, spec, device), spec, run_dir)
+        trainer.load_state(ckpt)
         if overrides and trainer.is_main:
             spec.save(spec_file)
         return trainer
-
-
-def _spec_and_batch(
-    spec: ExperimentSpec | None, batches: Any, world_size: int
-) -> tuple[ExperimentSpec, int]:
-    """The run's spec and per-process batch, which the batches handed in decide.
-
-    Without a spec, ``train.batch`` is the batches' ``batch_size`` times the processes; with
-    one, the two must agree (a silent mismatch would draw and count the wrong number of fakes).
-    """
-    per_rank = getattr(batches, "batch_size", None)
-    if spec is None:
-        if per_rank is None:
-            raise TypeError(
-                "batches has no batch_size: pass spec= with train.batch (the global batch)"
-            )
-        spec = ExperimentSpec()
-        spec.train.batch = per_rank * world_size
-        return spec, per_rank
-    t = spec.train
-    if per_rank is not None and per_rank * world_size != t.batch:
-        processes = f" x {world_size} processes" if world_size > 1 else ""
-        raise SpecError(
-            [
-                (
-                    "train.batch",
-                    f"{t.batch}, but the batches hold {per_rank} images{processes} per step; "
-                    "make them agree (or pass no spec to take the batches' size)",
-                )
-            ]
-        )
-    if t.batch % world_size:
-        raise SpecError(
-            [("train.batch", f"{t.batch} is not divisible by the {world_size} processes")]
-        )
-    return spec, t.batch // world_size
 
 
 def _param_device(module: nn.Module) -> torch.device:
