@@ -214,9 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    Bad input (an invalid spec, unusable data, unknown parts, wrong flags) exits 2 with a
+    message; expected runtime failures (checkpoints, a stopped run, missing weights) exit 1 with
+    a message. Anything else is a bug: it propagates with its traceback (exit 1).
+    """
     import projected_gan  # noqa: F401  (registers the built-in parts)
     from projected_gan.checkpoint import CheckpointError
+    from projected_gan.errors import InputError
     from projected_gan.metrics import MetricWeightsError
     from projected_gan.training.spec import SpecError
     from projected_gan.training.state import TrainingStopped
@@ -229,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = "\n".join(f"  {line}" for line in str(exc).splitlines())
         print(f"projected-gan {args.command}: invalid spec:\n{lines}", file=sys.stderr)
         return EXIT_USAGE
-    except (UnknownPartError, PluginError, ValueError) as exc:
+    except (InputError, UnknownPartError, PluginError) as exc:
         print(f"projected-gan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (CheckpointError, TrainingStopped, MetricWeightsError) as exc:

@@ -33,8 +33,9 @@ def train(
     try:
         if resume is not None:
             if spec_file or preset or data:
-                raise ValueError(
-                    "--resume takes the spec from the run folder; drop SPEC/--preset/--data"
+                raise UsageError(
+                    "--resume takes the spec from the run folder; drop SPEC/--preset/--data",
+                    field="--resume",
                 )
             trainer = Trainer.resume(resume, overrides=overrides, device=device)
             if trainer.is_main:
@@ -88,7 +89,9 @@ def generate(
     from projected_gan.inference import generate_images, load_generator, write_images
 
     if grid is None and outdir is None:
-        raise ValueError("say where the images go: --grid OUT.png and/or --outdir DIR")
+        raise UsageError(
+            "say where the images go: --grid OUT.png and/or --outdir DIR", field="--grid"
+        )
     seed_list = parse_seeds(seeds)
     G = load_generator(checkpoint, ema=ema, device=_device(device))
     images = generate_images(G, seed_list, class_idx=class_idx, truncation_psi=truncation_psi)

@@ -19,6 +19,7 @@ from projected_gan.checkpoint import (
     load_module_state,
 )
 from projected_gan.configs import PIPELINE_ARGS
+from projected_gan.errors import UsageError
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
 from projected_gan.registry import create_from_config
@@ -103,10 +104,16 @@ def generate_images(
     c = None
     if getattr(G, "c_dim", 0):
         if class_idx is None:
-            raise ValueError(f"this generator is conditional ({G.c_dim} classes): pass --class K")
+            raise UsageError(
+                f"this generator is conditional ({G.c_dim} classes): pass --class K",
+                field="--class",
+            )
         c = torch.full((len(seeds),), class_idx, dtype=torch.long, device=device)
     elif class_idx is not None:
-        raise ValueError("--class given, but this generator is unconditional")
+        raise UsageError(
+            "--class given, but this generator is unconditional",
+            field="--class",
+        )
     out = []
     for i in range(0, len(seeds), batch_size):
         ci = None if c is None else c[i : i + batch_size]
@@ -151,7 +158,10 @@ def write_animation(
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in {".gif", ".mp4"}:
-        raise ValueError(f"output {out.name!r}: expected a .gif or .mp4 file name")
+        raise UsageError(
+            f"output {out.name!r}: expected a .gif or .mp4 file name",
+            field="out",
+        )
     frames = []
     for batch in interpolation_frames(
         G,
@@ -178,9 +188,10 @@ def write_animation(
         try:
             import imageio.v3 as iio
         except ImportError:
-            raise ValueError(
+            raise UsageError(
                 "writing .mp4 needs imageio with ffmpeg: pip install imageio imageio-ffmpeg "
-                "(or write a .gif)"
+                "(or write a .gif)",
+                field="out",
             ) from None
         import numpy as np
 

@@ -135,3 +135,29 @@ def test_eval_fd_writes_json_and_fid_without_weights_explains(trained_run, tmp_p
     out = cli("eval", str(trained_run), "--metrics", "fid", "--num", "16", env=env)
     assert out.returncode in (1, 2)
     assert "Inception" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_only_input_errors_exit_2_bugs_keep_their_traceback(capsys, monkeypatch):
+    import projected_gan.commands as commands
+    from projected_gan.cli import main
+    from projected_gan.data import DataError
+    from projected_gan.errors import UsageError
+
+    def raising(exc):
+        def command(*args, **kwargs):
+            raise exc
+
+        return command
+
+    argv = ["generate", "run", "--grid", "g.png"]
+    for exc in (UsageError("bad flag", field="--seeds"), DataError("no images")):
+        monkeypatch.setattr(commands, "generate", raising(exc))
+        code, _, err = run_main(capsys, *argv)
+        assert code == 2 and str(exc) in err
+    monkeypatch.setattr(commands, "generate", raising(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        main(argv)
+    # For real: bad seeds are a usage error, named.
+    monkeypatch.undo()
+    code, _, err = run_main(capsys, "generate", "nowhere", "--seeds", "3-1", "--grid", "g.png")
+    assert code == 2 and "seeds" in err

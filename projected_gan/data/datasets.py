@@ -81,22 +81,31 @@ class ImageDataset:
         skipped: Sequence[str] = (),
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            raise DataError(f"images: expected a uint8 tensor (N, C, R, R), got {_what(images)}")
+            raise DataError(
+                f"images: expected a uint8 tensor (N, C, R, R), got {_what(images)}", field="images"
+            )
         n, c, h, w = images.shape
         if h != w or c not in (1, 3) or n == 0:
             raise DataError(
                 f"images: expected N >= 1 square images with 1 or 3 channels, got shape "
-                f"{tuple(images.shape)}"
+                f"{tuple(images.shape)}",
+                field="images",
             )
         if labels is not None:
             if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
-                raise DataError(f"labels: expected an int64 tensor ({n},), got {_what(labels)}")
+                raise DataError(
+                    f"labels: expected an int64 tensor ({n},), got {_what(labels)}", field="labels"
+                )
             if labels.shape != (n,):
-                raise DataError(f"labels: expected shape ({n},), got {tuple(labels.shape)}")
+                raise DataError(
+                    f"labels: expected shape ({n},), got {tuple(labels.shape)}", field="labels"
+                )
             if class_names is None:
                 class_names = [str(k) for k in range(int(labels.max()) + 1)]
             if int(labels.min()) < 0 or int(labels.max()) >= len(class_names):
-                raise DataError(f"labels: values must lie in [0, {len(class_names)})")
+                raise DataError(
+                    f"labels: values must lie in [0, {len(class_names)})", field="labels"
+                )
             labels = labels.cpu().contiguous()
         self.images = images.cpu().contiguous()
         self.labels = labels
@@ -125,7 +134,7 @@ class ImageDataset:
     def label_distribution(self) -> torch.Tensor:
         """Class frequencies, float32 ``(num_classes,)`` summing to 1 (to draw fake labels)."""
         if self.labels is None:
-            raise DataError("label_distribution: this dataset has no labels")
+            raise DataError("label_distribution: this dataset has no labels", field="labels")
         counts = torch.bincount(self.labels, minlength=self.num_classes).float()
         return counts / counts.sum()
 
@@ -207,7 +216,7 @@ def load_image_dataset(
     if max_images is not None:
         max_images = _check_int("max_images", max_images, low=1)
     if channels not in (1, 3):
-        raise DataError(f"channels: expected 1 or 3, got {channels!r}")
+        raise DataError(f"channels: expected 1 or 3, got {channels!r}", field="channels")
     workers = _check_int("workers", (os.cpu_count() or 1) if workers is None else workers, low=1)
 
     path = Path(path).expanduser()
@@ -260,7 +269,8 @@ def load_image_dataset(
     if len(decoded.names) < min_images:
         raise DataError(
             f"only {len(decoded.names)} readable image(s) in {path} ({len(skipped)} skipped); "
-            f"min_images={min_images} are needed"
+            f"min_images={min_images} are needed",
+            field="min_images",
         )
     labels = None
     if use_labels:
@@ -286,7 +296,7 @@ def load_image_dataset(
 
 def _check_int(name: str, value: object, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise DataError(f"{name}: expected an integer >= {low}, got {value!r}")
+        raise DataError(f"{name}: expected an integer >= {low}, got {value!r}", field=name)
     return int(value)
 
 
@@ -300,12 +310,14 @@ def _class_names(source: Source, path: Path) -> list[str]:
     if loose:
         raise DataError(
             f"use_labels needs every image inside a class sub-folder of {path}, but "
-            f"{len(loose)} sit directly in it (e.g. {_examples(loose)})"
+            f"{len(loose)} sit directly in it (e.g. {_examples(loose)})",
+            field="use_labels",
         )
     names = sorted({m.folder for m in source.members if m.folder is not None})
     if len(names) < 2:
         raise DataError(
             f"use_labels needs at least two class sub-folders in {path}, found {names}; point "
-            f"the path at the folder that holds the class folders, or turn labels off"
+            f"the path at the folder that holds the class folders, or turn labels off",
+            field="use_labels",
         )
     return names

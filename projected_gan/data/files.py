@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from projected_gan.atomic import atomic_write
+from projected_gan.errors import InputError
 
 __all__ = [
     "CACHE_ENV",
@@ -50,8 +51,14 @@ CACHE_ENV = "PROJECTED_GAN_CACHE"
 CACHE_FORMAT = 1  # bump whenever decoding changes, so stale cache files are never reused
 
 
-class DataError(ValueError):
-    """A user-facing problem with the training data (bad path, no images, too few readable)."""
+class DataError(InputError):
+    """A user-facing problem with the training data (bad path, no images, too few readable).
+
+    ``field`` names the argument at fault (``"path"``, ``"use_labels"``, ``"min_images"``, ...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = "path") -> None:
+        super().__init__(message, field=field)
 
 
 class DataWarning(UserWarning):

@@ -17,8 +17,10 @@ import torch
 
 from projected_gan import distributed
 from projected_gan.checkpoint import Checkpoint, CheckpointError
+from projected_gan.configs import wire
 from projected_gan.data import DataError, InfiniteBatches, default_dataset_path, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.errors import PartBuildError
 from projected_gan.metrics import evaluate
 from projected_gan.registry import create, create_from_config
 from projected_gan.training.spec import ExperimentSpec, SpecError
@@ -28,6 +30,7 @@ __all__ = [
     "assemble",
     "build_discriminator",
     "build_generator",
+    "build_loss",
     "configure_torch",
     "data_record",
     "load_dataset",
@@ -65,6 +68,31 @@ def configure_torch(spec: ExperimentSpec, device: torch.device) -> None:
             torch.backends.cudnn.deterministic = True
 
 
+# The spec field behind each argument of load_image_dataset / InfiniteBatches.
+DATA_FIELDS = {
+    "path": "data.path",
+    "resolution": "data.resolution",
+    "use_labels": "data.conditional",
+    "min_images": "data.min_images",
+    "max_images": "data.max_images",
+    "workers": "data.workers",
+    "batch_size": "train.batch",
+}
+# The spec section that decides each argument the pipeline wires into D's heads.
+WIRED_FROM = {
+    "image_size": "discriminator.feature_network",  # its input size and resize rule
+    "channels": "discriminator.projection_head",
+    "reductions": "discriminator.projection_head",
+}
+
+
+def _field(section: str, field: str | None) -> str:
+    """``field`` (an argument, or a path inside ``section``) as a spec field path."""
+    if not field:
+        return section
+    return field if field.startswith(section) else f"{section}.{field}"
+
+
 def load_dataset(spec: ExperimentSpec) -> Any:
     """The spec's image dataset (or the shipped flowers64); data errors name ``data.*`` fields."""
     d = spec.data
@@ -81,19 +109,19 @@ def load_dataset(spec: ExperimentSpec) -> Any:
             workers=d.workers,
         )
     except DataError as exc:
-        field = "data.conditional" if d.conditional and "label" in str(exc).lower() else "data.path"
-        raise SpecError([(field, str(exc))]) from None
+        raise SpecError([(DATA_FIELDS.get(exc.field, "data.path"), str(exc))]) from None
 
 
 def build_generator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.Module:
     """The generator named by ``spec.generator`` at the data's resolution."""
     g = spec.generator
+    filled = {"img_resolution": spec.data.resolution, "c_dim": num_classes}
     try:
-        return create(
-            "generators", g.name, img_resolution=spec.data.resolution, c_dim=num_classes, **g.kwargs
-        )
-    except (TypeError, ValueError) as exc:
-        raise SpecError([("generator", f"{g.name!r} could not be built: {exc}")]) from None
+        return create("generators", g.name, **wire("generators", g.kwargs, filled, "generator"))
+    except PartBuildError as exc:
+        raise SpecError([(_field("generator", exc.field), str(exc))]) from None
+    except (TypeError, ValueError) as exc:  # the part refused what the spec gave it
+        raise SpecError([("generator", f"{g.name!r} could not be built: {exc}")]) from exc
 
 
 def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.Module:
@@ -112,10 +140,20 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
             num_classes=num_classes,
             img_resolution=spec.data.resolution,
         )
-    except (TypeError, ValueError) as exc:
-        # Maps too small for the heads come from the feature network's input rule.
-        field = "discriminator.feature_network" if "below 4" in str(exc) else "discriminator"
+    except PartBuildError as exc:
+        field = WIRED_FROM.get(exc.field) or _field("discriminator", exc.field)
         raise SpecError([(field, str(exc))]) from None
+    except (TypeError, ValueError) as exc:  # a part refused what the spec gave it
+        raise SpecError([("discriminator", str(exc))]) from exc
+
+
+def build_loss(spec: ExperimentSpec) -> tuple[Any, Any]:
+    """The adversarial loss ``spec.loss`` (with its arguments) and the R1 regulariser or None."""
+    loss = create("losses", spec.loss.name, **spec.loss.kwargs)
+    r1 = None
+    if spec.loss.r1_gamma > 0:
+        r1 = create("losses", "r1", gamma=spec.loss.r1_gamma, interval=spec.loss.r1_interval)
+    return loss, r1
 
 
 def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
@@ -214,10 +252,7 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
     torch.manual_seed(spec.train.seed)  # same initial weights on every rank
     G = build_generator(spec, num_classes)
     D = build_discriminator(spec, num_classes)
-    loss = create("losses", spec.loss.name)
-    r1 = None
-    if spec.loss.r1_gamma > 0:
-        r1 = create("losses", "r1", gamma=spec.loss.r1_gamma, interval=spec.loss.r1_interval)
+    loss, r1 = build_loss(spec)
     if spec.train.sync_batchnorm and info.enabled:
         if dev.type != "cuda":
             raise SpecError(
@@ -225,15 +260,18 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
             )
         D = distributed.sync_batchnorm_heads(D)  # the heads only: the projector stays frozen
 
-    batches = InfiniteBatches(
-        dataset,
-        spec.train.batch // info.world_size,
-        seed=spec.train.seed,
-        mirror=spec.data.mirror,
-        device=dev,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
+    try:
+        batches = InfiniteBatches(
+            dataset,
+            spec.train.batch // info.world_size,
+            seed=spec.train.seed,
+            mirror=spec.data.mirror,
+            device=dev,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+    except DataError as exc:
+        raise SpecError([(DATA_FIELDS.get(exc.field, "data.path"), str(exc))]) from None
     return Assembly(
         G=G,
         D=D,

@@ -9,6 +9,7 @@ signature, so a typo fails before any work with the field path in the message::
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from projected_gan.atomic import atomic_write_text
+from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.training.spec_checks import (
     PartSpec,
     SpecError,
@@ -69,17 +71,24 @@ class DataSpec(_Strict):
         return v
 
 
+# The discriminator's defaults are ProjectedDiscriminator's own (one place to change them).
+_D_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(ProjectedDiscriminator).parameters.items()
+}
+
+
 class DiscriminatorSpec(_Strict):
     """The Projected discriminator: feature network -> projection head -> multi-scale heads."""
 
-    feature_network: PartSpec = PartSpec(name="tf_efficientnet_lite0")
-    projection_head: PartSpec = PartSpec(name="ccm_csm")
-    discriminator: PartSpec = PartSpec(name="multiscale")
-    augment: PartSpec | None = PartSpec(name="diffaugment", policy="color,translation,cutout")
+    feature_network: PartSpec = PartSpec(name=_D_DEFAULTS["feature_network"])
+    projection_head: PartSpec = PartSpec(name=_D_DEFAULTS["projection_head"])
+    discriminator: PartSpec = PartSpec(name=_D_DEFAULTS["discriminator"])
+    augment: PartSpec | None = PartSpec(name="diffaugment", policy=_D_DEFAULTS["augment"])
 
 
-class LossSpec(_Strict):
-    """Adversarial loss and optional R1 penalty (off by default, as in Projected GAN)."""
+class LossSpec(PartSpec):
+    """Adversarial loss ``{name, **arguments}`` and optional R1 penalty (off by default, as in
+    Projected GAN). A plain string names the loss alone."""
 
     name: str = "hinge"
     r1_gamma: float = Field(0.0, ge=0, description="R1 weight; 0 = off")

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from projected_gan.configs import PIPELINE_ARGS
+from projected_gan.errors import InputError
 from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError
 
 __all__ = [
-    "INJECTED_ARGS",
     "NAME_FIELDS",
     "PART_FIELDS",
+    "PartField",
     "PartSpec",
     "SpecError",
     "check_part",
@@ -27,27 +30,28 @@ __all__ = [
 ]
 
 
-# Arguments build_from_spec supplies itself; a spec must not set them.
-INJECTED_ARGS: dict[str, tuple[str, ...]] = {
-    "generators": ("img_resolution", "c_dim"),
-    "projection_heads": ("channels", "reductions"),
-    "discriminators": ("channels", "reductions", "image_size", "num_classes"),
-}
-
-
-class SpecError(ValueError):
-    """An invalid spec. ``problems`` holds ``(field_path, message)`` pairs."""
+class SpecError(InputError):
+    """An invalid spec. ``problems`` holds ``(field_path, message)`` pairs; ``field`` the first."""
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
-        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
+        message = "\n".join(f"{path}: {msg}" if path else msg for path, msg in problems)
+        super().__init__(message, field=problems[0][0] if problems else None)
 
 
 class PartSpec(BaseModel):
-    """``{name: ..., **kwargs}`` for one registered part; the kwargs go to its factory."""
+    """``{name: ..., **kwargs}`` for one registered part; the kwargs go to its factory.
+
+    A plain string is short for ``{name: <string>}``.
+    """
 
     model_config = ConfigDict(extra="allow")
     name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -55,20 +59,28 @@ class PartSpec(BaseModel):
 
 
 def check_part(
-    kind: str, part: PartSpec, path: str, name_path: str | None = None
+    kind: str,
+    part: PartSpec,
+    path: str,
+    name_path: str | None = None,
+    field: PartField | None = None,
 ) -> list[tuple[str, str]]:
-    """Problems with ``part`` as a ``kind`` (unknown name, unknown or injected kwargs).
+    """Problems with ``part`` as a ``kind`` (unknown or refused name, unknown or pipeline kwargs).
 
     ``path`` is the section's field path; ``name_path`` where the name itself sits
-    (default ``<path>.name``).
+    (default ``<path>.name``); ``field`` what the section refuses (e.g. regularisers as a loss).
     """
+    name_path = name_path or f"{path}.name"
     registry = REGISTRIES[kind]
     try:
         entry = registry.entry(part.name)
     except (UnknownPartError, PluginError) as exc:
-        return [(name_path or f"{path}.name", str(exc))]
+        return [(name_path, str(exc))]
+    refused = sorted(set(entry.tags) & set(field.refuse_tags if field else ()))
+    if refused:
+        return [(name_path, f"{part.name!r} is a {refused[0]}, {field.hint}")]
     problems = []
-    injected = set(INJECTED_ARGS.get(kind, ()))
+    injected = set(PIPELINE_ARGS.get(kind, ()))
     for key in part.kwargs:
         if key in injected:
             problems.append((f"{path}.{key}", "is set by the pipeline itself; remove it"))
@@ -89,18 +101,37 @@ def check_part(
     return problems
 
 
-# Where parts sit in a spec, and their registry. Name-only parts are plain strings.
-PART_FIELDS: tuple[tuple[str, str], ...] = (
-    ("generator", "generators"),
-    ("discriminator.feature_network", "feature_networks"),
-    ("discriminator.projection_head", "projection_heads"),
-    ("discriminator.discriminator", "discriminators"),
-    ("discriminator.augment", "augmentations"),
+@dataclass(frozen=True)
+class PartField:
+    """Where a part sits in a spec, its registry, and what the field refuses.
+
+    ``own`` are the section's own fields (not the part's arguments); a registered name carrying
+    one of ``refuse_tags`` is refused with ``hint`` (e.g. R1, a regulariser, as the loss).
+    """
+
+    path: str
+    kind: str
+    own: tuple[str, ...] = ()
+    refuse_tags: tuple[str, ...] = ()
+    hint: str = ""
+
+
+PART_FIELDS: tuple[PartField, ...] = (
+    PartField("generator", "generators"),
+    PartField("discriminator.feature_network", "feature_networks"),
+    PartField("discriminator.projection_head", "projection_heads"),
+    PartField("discriminator.discriminator", "discriminators"),
+    PartField("discriminator.augment", "augmentations"),
+    PartField(
+        "loss",
+        "losses",
+        own=("r1_gamma", "r1_interval"),
+        refuse_tags=("regularizer",),
+        hint="not an adversarial loss; turn R1 on with loss.r1_gamma (and loss.r1_interval)",
+    ),
 )
-NAME_FIELDS: tuple[tuple[str, str], ...] = (
-    ("loss.name", "losses"),
-    ("metrics.feature_network", "feature_networks"),
-)
+# Fields holding just a registered name.
+NAME_FIELDS: tuple[tuple[str, str], ...] = (("metrics.feature_network", "feature_networks"),)
 
 
 def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
@@ -113,10 +144,13 @@ def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
         return node
 
     problems: list[tuple[str, str]] = []
-    for path, kind in PART_FIELDS:
-        node = get(path)
+    for field in PART_FIELDS:
+        node = get(field.path)
+        if isinstance(node, str):
+            node = {"name": node}
         if isinstance(node, dict) and isinstance(node.get("name"), str):
-            problems += check_part(kind, PartSpec.model_validate(node), path)
+            part = PartSpec.model_validate({k: v for k, v in node.items() if k not in field.own})
+            problems += check_part(field.kind, part, field.path, field=field)
     named = list(NAME_FIELDS)
     names = get("metrics.names")
     if isinstance(names, list):
