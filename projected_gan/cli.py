@@ -172,9 +172,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="real images (default: the run's own data)")
     p.add_argument("--metrics", default="fd,kid", help="comma list of fd, kid, fid")
     p.add_argument("--num", type=int, default=10_000, help="generated images")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, help="images per pass (default: the run's, as in training)")
     p.add_argument("--feature-network", help="space for fd/kid (default tf_efficientnet_lite1)")
     p.add_argument("--inception-weights", help="local Inception-v3 weights file for fid")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="precision of G (default: the run's train.precision, as in training)",
+    )
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the results")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
 
@@ -191,6 +196,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         batch=args.batch,
         feature_network=args.feature_network,
         inception_weights=args.inception_weights,
+        precision=args.precision,
         json_out=args.json_out,
         device=args.device,
     )

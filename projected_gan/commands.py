@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from projected_gan import distributed
+from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
@@ -67,12 +68,6 @@ def train(
     return run_dir
 
 
-def _device(name: str | None) -> Any:
-    from projected_gan.training.build import resolve_device
-
-    return resolve_device(name or "auto")
-
-
 def generate(
     checkpoint: str,
     seeds: str,
@@ -93,7 +88,7 @@ def generate(
             "say where the images go: --grid OUT.png and/or --outdir DIR", field="--grid"
         )
     seed_list = parse_seeds(seeds)
-    G = load_generator(checkpoint, ema=ema, device=_device(device))
+    G = load_generator(checkpoint, ema=ema, device=resolve_device(device))
     images = generate_images(G, seed_list, class_idx=class_idx, truncation_psi=truncation_psi)
     written = write_images(images, seed_list, grid=grid, outdir=outdir)
     print(f"wrote {len(seed_list)} image(s): " + ", ".join(str(p) for p in written[:3]))
@@ -116,7 +111,7 @@ def interpolate(
     from projected_gan.generators.sampling import parse_seeds
     from projected_gan.inference import load_generator, write_animation
 
-    G = load_generator(checkpoint, device=_device(device))
+    G = load_generator(checkpoint, device=resolve_device(device))
     path = write_animation(
         G,
         parse_seeds(seeds),
@@ -137,47 +132,46 @@ def evaluate_checkpoint(
     data: str | None = None,
     metrics: str = "fd,kid",
     num: int = 10_000,
-    batch: int = 64,
+    batch: int | None = None,
     feature_network: str | None = None,
     inception_weights: str | None = None,
+    precision: str | None = None,
     json_out: str | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data)."""
-    import torch
+    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data).
 
-    from projected_gan.inference import generator_from_checkpoint, resolve_checkpoint
-    from projected_gan.metrics import evaluate
+    Fakes are drawn as in training (same latents, the run's precision, the run's metric batch),
+    so ``--num`` equal to the run's ``metrics.num_images`` reproduces its logged scores.
+    """
+    from projected_gan.inference import (
+        evaluate_generator,
+        generator_from_checkpoint,
+        resolve_checkpoint,
+    )
+    from projected_gan.training.assemble import metric_batch
     from projected_gan.training.build import load_dataset
 
-    dev = _device(device)
+    if num < 2:
+        raise UsageError(f"--num must be at least 2, got {num}", field="--num")
+    dev = resolve_device(device)
     ckpt = resolve_checkpoint(checkpoint)
     G = generator_from_checkpoint(ckpt, device=dev)
     spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
     spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})
     dataset = load_dataset(spec)
-    names = [m.strip() for m in metrics.split(",") if m.strip()]
-    options: dict[str, Any] = {}
-    if any(n in ("fd", "kid") for n in names):
-        options["feature_network"] = feature_network or spec.metrics.feature_network
-    weights = inception_weights or spec.metrics.fid_weights
-    if "fid" in names and weights:
-        options["fid"] = {"weights": weights}
-
-    def generate_batch(n, labels):
-        z = torch.randn(n, G.z_dim, device=dev)
-        return G(z, labels)
-
-    torch.manual_seed(spec.train.seed)
-    results = evaluate(
-        generate_batch,
+    results = evaluate_generator(
+        G,
         dataset,
-        metrics=names,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
         num_images=num,
-        batch_size=batch,
+        batch_size=batch or metric_batch(spec),
         device=dev,
+        seed=spec.train.seed,
+        precision=precision or spec.train.precision,
         mirror=spec.data.mirror,
-        **options,
+        feature_network=feature_network or spec.metrics.feature_network,
+        fid_weights=inception_weights or spec.metrics.fid_weights,
     )
     width = max(len(k) for k in results)
     print(f"{'metric':<{width}}  value")

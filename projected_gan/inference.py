@@ -1,4 +1,5 @@
-"""Using a trained generator: load it from a checkpoint, draw fixed seeds, interpolate, animate."""
+"""Using a trained generator: load it from a checkpoint, draw fixed seeds, interpolate, animate,
+and measure it (the one generation path of training metrics and ``projected-gan eval``)."""
 
 from __future__ import annotations
 
@@ -19,16 +20,20 @@ from projected_gan.checkpoint import (
     load_module_state,
 )
 from projected_gan.configs import PIPELINE_ARGS
+from projected_gan.devices import autocast, uses_bf16
 from projected_gan.errors import UsageError
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
+from projected_gan.metrics import GeneratorFn, evaluate
 from projected_gan.registry import create_from_config
 
 __all__ = [
+    "evaluate_generator",
     "generate_images",
     "generator_config",
     "generator_from_checkpoint",
     "load_generator",
+    "metric_generator",
     "resolve_checkpoint",
     "write_animation",
 ]
@@ -117,7 +122,7 @@ def generate_images(
     out = []
     for i in range(0, len(seeds), batch_size):
         ci = None if c is None else c[i : i + batch_size]
-        out.append(to_uint8(G(z[i : i + batch_size], ci, truncation_psi=truncation_psi)))
+        out.append(to_uint8(G(z[i : i + batch_size], ci, truncation_psi=truncation_psi)).cpu())
     return torch.cat(out)
 
 
@@ -172,7 +177,7 @@ def write_animation(
         truncation_psi=truncation_psi,
         loop=loop,
     ):
-        frames += [make_grid(img[None]) for img in to_uint8(batch)]
+        frames += [make_grid(img[None]) for img in to_uint8(batch).cpu()]
     arrays = [f.permute(1, 2, 0).numpy() for f in frames]
     if suffix == ".gif":
         from PIL import Image
@@ -198,3 +203,74 @@ def write_animation(
         data = iio.imwrite("<bytes>", np.stack(arrays), extension=".mp4", fps=fps)
         atomic_write_bytes(out, data)
     return out
+
+
+def metric_generator(
+    G: nn.Module,
+    *,
+    device: torch.device,
+    seed: int,
+    precision: str = "auto",
+    rank: int = 0,
+    world_size: int = 1,
+) -> GeneratorFn:
+    """``fn(n, labels) -> (n, C, R, R)`` float32 in ~[-1, 1], as metrics draw fakes.
+
+    Latents come from a generator of their own, seeded from ``seed`` (and the rank: each rank
+    draws its own share), so the training random stream is untouched and a run's scores are
+    reproducible. G runs under the run's ``precision`` (``auto``: bf16 on CUDA), the same in
+    training and in ``projected-gan eval``: one checkpoint, one score.
+    """
+    gen = torch.Generator(device=device).manual_seed((seed + 777) * world_size + rank)
+    bf16 = uses_bf16(precision, device)
+
+    @torch.no_grad()
+    def generate(n: int, labels: torch.Tensor | None) -> torch.Tensor:
+        z = torch.randn(n, G.z_dim, device=device, generator=gen)
+        with autocast(device, bf16):
+            return G(z, labels).float()
+
+    return generate
+
+
+def evaluate_generator(
+    G: nn.Module,
+    dataset: Any,
+    *,
+    metrics: Sequence[str] = ("fd",),
+    num_images: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    precision: str = "auto",
+    mirror: bool = False,
+    feature_network: str | None = None,
+    fid_weights: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """Metrics of ``num_images`` fakes of ``G`` against ``dataset``, drawn by
+    :func:`metric_generator`; ``fd``/``kid`` in ``feature_network``'s space, ``fid`` with local
+    Inception weights ``fid_weights``. Distributed (``world_size > 1``), call it on every rank.
+    """
+    names = list(metrics)
+    options: dict[str, Any] = {}
+    if feature_network and {"fd", "kid"} & set(names):
+        options["feature_network"] = feature_network
+    if fid_weights and "fid" in names:
+        options["fid"] = {"weights": fid_weights}
+    generate = metric_generator(
+        G, device=device, seed=seed, precision=precision, rank=rank, world_size=world_size
+    )
+    return evaluate(
+        generate,
+        dataset,
+        metrics=names,
+        num_images=num_images,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        mirror=mirror,
+        distributed=world_size > 1,
+        **options,
+    )

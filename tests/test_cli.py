@@ -161,3 +161,25 @@ def test_only_input_errors_exit_2_bugs_keep_their_traceback(capsys, monkeypatch)
     monkeypatch.undo()
     code, _, err = run_main(capsys, "generate", "nowhere", "--seeds", "3-1", "--grid", "g.png")
     assert code == 2 and "seeds" in err
+
+
+def test_eval_reproduces_the_score_logged_in_training(tmp_path):
+    """One generation path: same latents, same precision (bf16 here) in training and eval."""
+    from projected_gan import ExperimentSpec, build_from_spec
+    from projected_gan.commands import evaluate_checkpoint
+
+    extra = [
+        "train.kimg=0.004",
+        "train.precision=bf16",
+        "metrics.names=[fd]",
+        "metrics.num_images=16",
+        "train.metrics_every=0.004",
+    ]
+    spec = ExperimentSpec.load(preset="minimal_cpu", overrides=[*tiny_overrides(tmp_path), *extra])
+    run = build_from_spec(spec).fit(progress=False)
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["kimg"] == 0.004
+    again = evaluate_checkpoint(str(run), metrics="fd", num=16)
+    assert again["fd"] == pytest.approx(logged["fd"], rel=1e-5)
+    fp32 = evaluate_checkpoint(str(run), metrics="fd", num=16, precision="fp32")
+    assert fp32["fd"] != pytest.approx(logged["fd"], rel=1e-5)  # precision does matter

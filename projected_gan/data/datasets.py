@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from projected_gan.atomic import atomic_write
+from projected_gan.cache import cache_dir
 from projected_gan.data.files import (
     CACHE_FORMAT,
     IMAGE_EXTENSIONS,
@@ -41,6 +42,7 @@ from projected_gan.data.files import (
     unreadable_message,
     write_cache,
 )
+from projected_gan.images import to_float
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -152,20 +154,12 @@ def _what(x: object) -> str:
     return type(x).__name__
 
 
-def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 images in [0, 255] -> ``dtype`` in [-1, 1] (``x / 127.5 - 1``); shape, device and
-    memory format are kept."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"to_float: images must be uint8, got {images.dtype}")
-    return images.to(dtype) / 127.5 - 1
-
-
 def default_dataset_path() -> Path:
     """``flowers64.zip`` in the package: 500 CC-BY 2.0 flower photos, 64x64, 5 class folders."""
     asset = resources.files("projected_gan") / "assets" / "flowers64.zip"
     if isinstance(asset, Path):
         return asset
-    out = default_cache_dir() / "assets" / "flowers64.zip"  # package inside a zip: copy once
+    out = cache_dir("assets") / "flowers64.zip"  # package inside a zip: copy once
     if not out.exists():
         with atomic_write(out) as f:
             f.write(asset.read_bytes())

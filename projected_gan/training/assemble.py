@@ -19,9 +19,10 @@ from projected_gan import distributed
 from projected_gan.checkpoint import Checkpoint, CheckpointError
 from projected_gan.configs import wire
 from projected_gan.data import DataError, InfiniteBatches, default_dataset_path, load_image_dataset
+from projected_gan.devices import resolve_device
 from projected_gan.discriminators import ProjectedDiscriminator
-from projected_gan.errors import PartBuildError
-from projected_gan.metrics import evaluate
+from projected_gan.errors import InputError, PartBuildError
+from projected_gan.inference import evaluate_generator
 from projected_gan.registry import create, create_from_config
 from projected_gan.training.spec import ExperimentSpec, SpecError
 
@@ -34,25 +35,11 @@ __all__ = [
     "configure_torch",
     "data_record",
     "load_dataset",
+    "metric_batch",
     "reassemble",
     "resolve_device",
     "spec_and_batch",
 ]
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU if there is one, else CPU; a clear error for a missing GPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SpecError([("train.device", f"{name!r} asked for, but no CUDA GPU is visible")])
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
 
 
 def configure_torch(spec: ExperimentSpec, device: torch.device) -> None:
@@ -156,38 +143,32 @@ def build_loss(spec: ExperimentSpec) -> tuple[Any, Any]:
     return loss, r1
 
 
+def metric_batch(spec: ExperimentSpec, world_size: int = 1) -> int:
+    """Images per metric forward pass of one process (the training batch, at least 8)."""
+    return max(spec.train.batch // world_size, 8)
+
+
 def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
     if not spec.metrics.names:
         return None
     m = spec.metrics
-    opts: dict[str, Any] = {}
-    if {"fd", "kid"} & set(m.names):
-        opts["feature_network"] = m.feature_network
-    if m.fid_weights:
-        opts["fid"] = {"weights": m.fid_weights}
 
     def run(G_ema: torch.nn.Module) -> dict[str, float]:
         # Each rank draws its own latents (seeds differ per rank), the same ones at every call.
-        seed = (spec.train.seed + 777) * info.world_size + info.rank
-        gen = torch.Generator(device=device).manual_seed(seed)
-
-        @torch.no_grad()
-        def generate(n: int, labels: torch.Tensor | None) -> torch.Tensor:
-            z = torch.randn(n, G_ema.z_dim, device=device, generator=gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                return G_ema(z, labels).float()
-
-        return evaluate(
-            generate,
+        return evaluate_generator(
+            G_ema,
             dataset,
-            metrics=tuple(m.names),
+            metrics=m.names,
             num_images=m.num_images,
-            batch_size=max(spec.train.batch // info.world_size, 8),
+            batch_size=metric_batch(spec, info.world_size),
             device=device,
             seed=spec.train.seed,
+            precision=spec.train.precision,
             mirror=spec.data.mirror,
-            distributed=info.enabled,
-            **opts,
+            feature_network=m.feature_network,
+            fid_weights=m.fid_weights,
+            rank=info.rank,
+            world_size=info.world_size,
         )
 
     return run
@@ -213,7 +194,10 @@ def _start(
 ) -> tuple[torch.device, distributed.DistInfo]:
     """This process's device, joined to the process group (torchrun), torch configured."""
     info = distributed.dist_info()
-    dev = resolve_device(str(device) if device is not None else spec.train.device, info.local_rank)
+    try:
+        dev = resolve_device(device if device is not None else spec.train.device, info.local_rank)
+    except InputError as exc:
+        raise SpecError([("train.device", str(exc))]) from None
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     info = distributed.init_distributed(dev)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,10 +24,13 @@ from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
     find_checkpoints,
+    latest_valid_checkpoint,
     load_module_state,
     save_checkpoint,
     snapshot_path,
 )
+from projected_gan.training.assemble import assemble, reassemble
+from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.step import match_state_layout
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "load_weights",
     "prune_checkpoints",
     "restore_rng_states",
+    "resume_run",
     "write_checkpoint",
 ]
 
@@ -64,6 +69,12 @@ class Counters:
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
 
+    def note_metric(self, value: float | None) -> None:
+        """Remember ``value`` (the first metric, lower is better) if it is the best so far."""
+        usable = value is not None and math.isfinite(value)
+        if usable and (self.best_metric is None or value < self.best_metric):
+            self.best_metric, self.best_nimg = value, self.nimg
+
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Counters:
         """The counters of a checkpoint's metadata (absent keys: zero)."""
@@ -85,13 +96,22 @@ def _get(tree: dict, dotted: str) -> Any:
     return node
 
 
-def architecture_differences(saved_spec: dict, spec: dict) -> list[str]:
-    """``field: checkpoint X vs now Y`` for each model-defining field that differs."""
-    return [
+def architecture_differences(
+    meta: Mapping[str, Any], spec: dict, parts: Mapping[str, dict | None]
+) -> list[str]:
+    """``field: checkpoint X vs now Y`` for each model-defining spec field, and each part
+    config of G and D, that differs between a checkpoint's ``meta`` and a trainer."""
+    saved_spec, saved_parts = meta.get("spec") or {}, meta.get("parts") or {}
+    diffs = [
         f"{f}: checkpoint {json.dumps(_get(saved_spec, f))} vs now {json.dumps(_get(spec, f))}"
         for f in ARCHITECTURE_FIELDS
         if _get(saved_spec, f) != _get(spec, f)
     ]
+    for name in ("G", "D"):
+        saved, mine = saved_parts.get(name), parts.get(name)
+        if saved and mine and saved != mine:
+            diffs.append(f"{name}: checkpoint {json.dumps(saved)} vs now {json.dumps(mine)}")
+    return diffs
 
 
 def load_weights(
@@ -187,3 +207,30 @@ def prune_checkpoints(folder: Path, keep: int, best_nimg: int | None) -> None:
         if old.name != best:
             with contextlib.suppress(OSError):
                 old.unlink()
+
+
+def resume_run(
+    make: Callable[..., Any],
+    run_dir: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    device: str | torch.device | None = None,
+) -> Any:
+    """Rebuild the run in ``run_dir`` and load its newest usable checkpoint.
+
+    A spec-built run is assembled from ``spec.yaml`` (+ ``overrides``); a hand-built one from
+    the part configs and data recorded in its checkpoint. ``make(assembly, spec, run_dir,
+    built_from_spec=...)`` makes the trainer (``Trainer.from_assembly``).
+    """
+    run_dir = Path(run_dir)
+    spec_file = run_dir / "spec.yaml"
+    if not spec_file.is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.yaml")
+    spec = ExperimentSpec.load(spec_file, overrides=overrides)
+    ckpt = latest_valid_checkpoint(run_dir)
+    from_spec = ckpt.meta.get("built_from_spec", True)  # older checkpoints: all spec-built
+    parts = assemble(spec, device) if from_spec else reassemble(ckpt, spec, device)
+    trainer = make(parts, spec, run_dir, built_from_spec=from_spec)
+    trainer.load_state(ckpt)
+    if overrides and trainer.is_main:
+        spec.save(spec_file)
+    return trainer

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from projected_gan import distributed
+from projected_gan.devices import autocast, uses_bf16
+from projected_gan.images import to_float
 from projected_gan.training.spec import ExperimentSpec
 
 __all__ = ["LATENT_SEED_OFFSET", "TrainingStep", "ema_beta", "match_state_layout"]
@@ -99,7 +101,7 @@ class TrainingStep:
         t, o = spec.train, spec.optim
         self.device = device
         self.dist = dist
-        self.amp = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+        self.amp = uses_bf16(t.precision, device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G = G.to(device, memory_format=self.memory_format).train()
         self.D = D.to(device, memory_format=self.memory_format).train()
@@ -128,7 +130,7 @@ class TrainingStep:
     # ------------------------------------------------------------------------ inputs
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when the run's precision asks for it, else a no-op."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        return autocast(self.device, self.amp)
 
     def fake_labels(self, n: int) -> torch.Tensor | None:
         """Labels ``(n,)`` drawn from the real label pool (None when unconditional)."""
@@ -194,7 +196,7 @@ class TrainingStep:
         with self.autocast():
             loss_fake, fake_logs = self.loss.d_loss_fake(self.d_forward(fakes, c))
         loss_fake.backward()
-        reals = (reals_u8.float() / 127.5 - 1).contiguous(memory_format=self.memory_format)
+        reals = to_float(reals_u8).contiguous(memory_format=self.memory_format)
         use_r1 = self.r1 is not None and self.r1.should_apply(step_index)
         if use_r1:
             reals.requires_grad_(True)

@@ -10,7 +10,6 @@ folder layout in :mod:`~projected_gan.training.run_dir`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,13 +28,7 @@ from projected_gan.checkpoint import (
 )
 from projected_gan.configs import part_config
 from projected_gan.training import fit as fit_loop
-from projected_gan.training.assemble import (
-    Assembly,
-    assemble,
-    data_record,
-    reassemble,
-    spec_and_batch,
-)
+from projected_gan.training.assemble import Assembly, assemble, data_record, spec_and_batch
 from projected_gan.training.run_dir import (
     default_run_name,
     grid_latents,
@@ -51,6 +44,7 @@ from projected_gan.training.state import (
     load_weights,
     prune_checkpoints,
     restore_rng_states,
+    resume_run,
     write_checkpoint,
 )
 from projected_gan.training.step import TrainingStep
@@ -128,13 +122,11 @@ class Trainer:
     g_opt = property(lambda self: self.core.g_opt)
     d_opt = property(lambda self: self.core.d_opt)
 
-    @property
-    def loss(self) -> Any:
-        return self.core.loss
-
-    @loss.setter
-    def loss(self, value: Any) -> None:
-        self.core.loss = value
+    loss = property(
+        lambda self: self.core.loss,
+        lambda self, value: setattr(self.core, "loss", value),
+        doc="The adversarial loss (assignable).",
+    )
 
     @property
     def global_batch(self) -> int:
@@ -147,18 +139,9 @@ class Trainer:
         return self.dist.is_main
 
     # ------------------------------------------------------------------- counters
-    @property
-    def nimg(self) -> int:
-        """Real images shown to D so far, all ranks together."""
-        return self.counters.nimg
-
-    @property
-    def step_index(self) -> int:
-        return self.counters.step
-
-    @property
-    def tick_index(self) -> int:
-        return self.counters.tick
+    nimg = property(lambda self: self.counters.nimg, doc="Real images shown to D, all ranks.")
+    step_index = property(lambda self: self.counters.step, doc="Training steps done.")
+    tick_index = property(lambda self: self.counters.tick, doc="Log lines (ticks) written.")
 
     # ------------------------------------------------------------------- one step
     def step(self) -> dict[str, torch.Tensor]:
@@ -269,10 +252,7 @@ class Trainer:
             **results,
         }
         self.logger.log_metrics(record)
-        first = next(iter(results.values()), None)
-        improved = first is not None and math.isfinite(first)
-        if improved and (c.best_metric is None or first < c.best_metric):
-            c.best_metric, c.best_nimg = first, c.nimg
+        c.note_metric(next(iter(results.values()), None))
         return results
 
     # ------------------------------------------------------------------- checkpoints
@@ -322,11 +302,7 @@ class Trainer:
 
     def load_state(self, ckpt: Checkpoint, *, restore_rng: bool = True) -> None:
         """Restore weights, optimisers, counters, data position and RNG from ``ckpt``."""
-        diffs = architecture_differences(ckpt.meta.get("spec", {}), self.spec.to_dict())
-        saved_parts, mine = ckpt.meta.get("parts") or {}, self.part_configs()
-        for name in ("G", "D"):
-            if saved_parts.get(name) and mine[name] and saved_parts[name] != mine[name]:
-                diffs.append(f"{name}: checkpoint {saved_parts[name]} vs now {mine[name]}")
+        diffs = architecture_differences(ckpt.meta, self.spec.to_dict(), self.part_configs())
         if diffs:
             raise CheckpointError(
                 f"{ckpt.path} was made with a different spec: " + "; ".join(diffs)
@@ -369,12 +345,18 @@ class Trainer:
         device: str | torch.device | None = None,
     ) -> Trainer:
         """Assemble data, G, D, loss, optimisers and EMA from ``spec`` (see ``build_from_spec``)."""
-        trainer = cls._from_assembly(assemble(spec, device), spec, run_dir)
-        trainer.built_from_spec = True
-        return trainer
+        return cls.from_assembly(assemble(spec, device), spec, run_dir, built_from_spec=True)
 
     @classmethod
-    def _from_assembly(cls, a: Assembly, spec: ExperimentSpec, run_dir: str | Path | None):
+    def from_assembly(
+        cls,
+        a: Assembly,
+        spec: ExperimentSpec,
+        run_dir: str | Path | None = None,
+        *,
+        built_from_spec: bool,
+    ) -> Trainer:
+        """A trainer of assembled parts, the same on every rank (weights broadcast)."""
         trainer = cls(
             a.G,
             a.D,
@@ -388,6 +370,7 @@ class Trainer:
             evaluate=a.evaluate,
             dist_info=a.dist_info,
         )
+        trainer.built_from_spec = built_from_spec
         for module in (trainer.G, trainer.G_ema, trainer.D):
             distributed.broadcast_parameters(module)
         info = a.dist_info
@@ -407,20 +390,7 @@ class Trainer:
         configs and data its checkpoint recorded. Overrides may change the schedule (e.g.
         ``train.kimg=200``), never the architecture.
         """
-        run_dir = Path(run_dir)
-        spec_file = run_dir / "spec.yaml"
-        if not spec_file.is_file():
-            raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.yaml")
-        spec = ExperimentSpec.load(spec_file, overrides=overrides)
-        ckpt = latest_valid_checkpoint(run_dir)
-        if ckpt.meta.get("built_from_spec", True):  # older checkpoints: all spec-built
-            trainer = cls.from_spec(spec, run_dir=run_dir, device=device)
-        else:
-            trainer = cls._from_assembly(reassemble(ckpt, spec, device), spec, run_dir)
-        trainer.load_state(ckpt)
-        if overrides and trainer.is_main:
-            spec.save(spec_file)
-        return trainer
+        return resume_run(cls.from_assembly, run_dir, overrides, device)
 
 
 def _param_device(module: nn.Module) -> torch.device:
