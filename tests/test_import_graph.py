@@ -8,6 +8,9 @@ alias module (``alias_module(old, new)``) depends on the module it forwards to.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,31 @@ def test_inference_does_not_import_training(graph):
     bad = [t for t in reachable(graph, "projected_gan.inference") if t.startswith(ABOVE_PARTS)]
     bad += [t for t in reachable(graph, "projected_gan.inference") if t == "projected_gan"]
     assert not bad, "\n".join(path_to(graph, "projected_gan.inference", t) for t in bad)
+
+
+def test_old_module_paths_still_import_with_a_deprecation_warning():
+    old_paths = [
+        m
+        for m, path in modules().items()
+        if "alias_module" in path.read_text() and m != "projected_gan._deprecated"
+    ] + ["projected_gan.training.loop"]
+    assert "projected_gan.training.images" in old_paths
+    code = (
+        "import importlib, json, sys, warnings\n"
+        "found = {}\n"
+        "for old in sys.argv[1:]:\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        importlib.import_module(old)\n"
+        "    found[old] = any(issubclass(w.category, DeprecationWarning) for w in caught)\n"
+        "from projected_gan.training.loop import Trainer, TrainingStopped, ema_beta\n"
+        "import projected_gan\n"
+        "assert Trainer is projected_gan.Trainer\n"
+        "print(json.dumps(found))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *old_paths], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    warned = json.loads(out.stdout)
+    assert warned == dict.fromkeys(old_paths, True)
