@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from projected_gan.configs import part_config
 from projected_gan.images import save_image_grid
 from projected_gan.training.spec import ExperimentSpec
 
@@ -37,10 +38,21 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     return run
 
 
-def default_run_name(spec: ExperimentSpec, generator: str | None = None) -> str:
-    """``<generator>-<data>-<resolution>-b<batch>``, safe as a folder name."""
-    data = Path(spec.data.path).stem if spec.data.path else "flowers64"
-    name = f"{generator or spec.generator.name}-{data}-{spec.data.resolution}-b{spec.train.batch}"
+def default_run_name(
+    spec: ExperimentSpec, G: torch.nn.Module | None = None, data: dict | None = None
+) -> str:
+    """``<generator>-<data>-<resolution>-b<batch>``, safe as a folder name.
+
+    From the spec, or for a hand-built run from its generator ``G`` and data record.
+    """
+    if G is None:
+        data_name = Path(spec.data.path).stem if spec.data.path else "flowers64"
+        generator, resolution = spec.generator.name, spec.data.resolution
+    else:
+        data_name = Path(data["path"]).stem if data else "memory"
+        generator = (part_config(G) or {}).get("name", type(G).__name__)
+        resolution = getattr(G, "img_resolution", "")
+    name = f"{generator}-{data_name}-{resolution}-b{spec.train.batch}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 

@@ -205,7 +205,10 @@ class Trainer:
         """The run folder, made with its sub-folders and spec.yaml on first use (rank 0 only)."""
         if not self.is_main:
             raise RuntimeError(f"rank {self.dist.rank} must not write files; rank 0 writes the run")
-        name = default_run_name(self.spec)
+        if self.built_from_spec:
+            name = default_run_name(self.spec)
+        else:
+            name = default_run_name(self.spec, self.G, data_record(self.batches))
         self.run_dir = prepare_run_dir(self.run_dir, self.spec, name)
         return self.run_dir
 
@@ -305,7 +308,7 @@ class Trainer:
         diffs = architecture_differences(ckpt.meta, self.spec.to_dict(), self.part_configs())
         if diffs:
             raise CheckpointError(
-                f"{ckpt.path} was made with a different spec: " + "; ".join(diffs)
+                f"{ckpt.path} was made with another architecture: " + "; ".join(diffs)
             )
         load_weights(
             ckpt,
