@@ -36,8 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import projected_gan
 from projected_gan.data import ImageDataset
-from projected_gan.training import build
-from projected_gan.training.loop import Trainer
+from projected_gan.training import Trainer, assemble
 from projected_gan.training.spec import ExperimentSpec
 
 # Our fp32 eager reference: every speed switch off.
@@ -117,12 +116,12 @@ def random_dataset(spec: ExperimentSpec) -> Iterator[None]:
     if spec.data.conditional:
         labels = torch.arange(n) % 10  # ten classes, balanced
     dataset = ImageDataset(images, labels, source="<random>")
-    original = build.load_dataset
-    build.load_dataset = lambda _spec: dataset
+    original = assemble.load_dataset
+    assemble.load_dataset = lambda _spec: dataset
     try:
         yield
     finally:
-        build.load_dataset = original
+        assemble.load_dataset = original
 
 
 def make_spec(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> ExperimentSpec:
@@ -143,13 +142,14 @@ def build_trainer(spec: ExperimentSpec, random_data: bool) -> Trainer:
 # ---------------------------------------------------------------------------------- measuring
 def count_step_flops(trainer: Trainer) -> int:
     """FLOPs of one training step, counted on the eager modules (the counter sees each aten op)."""
-    compiled = trainer.g_forward, trainer.d_forward
-    trainer.g_forward, trainer.d_forward = trainer.G, trainer.D
+    core = trainer.core
+    compiled = core.g_forward, core.d_forward
+    core.g_forward, core.d_forward = core.G, core.D
     try:
         with FlopCounterMode(display=False) as counter:
             trainer.step()
     finally:
-        trainer.g_forward, trainer.d_forward = compiled
+        core.g_forward, core.d_forward = compiled
     return int(counter.get_total_flops())
 
 
@@ -267,9 +267,9 @@ def augment_cost(trainer: Trainer, repeats: int = 5) -> float | None:
     device, batch = trainer.device, trainer.batch
     res = trainer.spec.data.resolution
     x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
-    x = x.contiguous(memory_format=trainer.memory_format)
+    x = x.contiguous(memory_format=trainer.core.memory_format)
     best = float("inf")
-    with torch.no_grad(), trainer._autocast():
+    with torch.no_grad(), trainer.core.autocast():
         for _ in range(repeats + 1):  # the first is a warm-up
             sync(device)
             begin = time.perf_counter()
@@ -285,7 +285,7 @@ def settings(trainer: Trainer, spec: ExperimentSpec) -> dict[str, Any]:
         "batch": t.batch,
         "resolution": spec.data.resolution,
         "generator": spec.generator.name,
-        "precision": "bf16" if trainer.amp else "fp32",
+        "precision": "bf16" if trainer.core.amp else "fp32",
         "tf32": t.tf32 and trainer.device.type == "cuda",
         "channels_last": t.channels_last,
         "compile": t.compile,

@@ -14,9 +14,9 @@ from projected_gan import (
     losses,
     metrics,
     projectors,
-    training,
 )
 from projected_gan._version import __version__
+from projected_gan.configs import part_config
 from projected_gan.data import InfiniteBatches, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.registry import (
@@ -33,15 +33,23 @@ from projected_gan.registry import (
     Registry,
     UnknownPartError,
     create,
+    create_from_config,
     get_registry,
     list_parts,
 )
-from projected_gan.training import (
-    ExperimentSpec,
-    SpecError,
-    Trainer,
-    build_from_spec,
-)
+
+# The training pipeline is imported on first use, so that using a trained generator
+# (projected_gan.inference) does not load the trainer.
+_TRAINING_NAMES = ("ExperimentSpec", "SpecError", "Trainer", "build_from_spec")
+
+
+def __getattr__(name: str):
+    if name == "training" or name in _TRAINING_NAMES:
+        import projected_gan.training as training
+
+        return training if name == "training" else getattr(training, name)
+    raise AttributeError(f"module 'projected_gan' has no attribute {name!r}")
+
 
 __all__ = [
     "AUGMENTATIONS",
@@ -65,6 +73,7 @@ __all__ = [
     "augmentations",
     "build_from_spec",
     "create",
+    "create_from_config",
     "data",
     "discriminators",
     "generators",
@@ -73,6 +82,7 @@ __all__ = [
     "load_image_dataset",
     "losses",
     "metrics",
+    "part_config",
     "projectors",
     "training",
 ]

@@ -186,9 +186,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="real images (default: the run's own data)")
     p.add_argument("--metrics", default="fd,kid", help="comma list of fd, kid, fid")
     p.add_argument("--num", type=int, default=10_000, help="generated images")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, help="images per pass (default: the run's, as in training)")
     p.add_argument("--feature-network", help="space for fd/kid (default tf_efficientnet_lite1)")
     p.add_argument("--inception-weights", help="local Inception-v3 weights file for fid")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="precision of G (default: the run's train.precision, as in training)",
+    )
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the results")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
 
@@ -205,6 +210,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         batch=args.batch,
         feature_network=args.feature_network,
         inception_weights=args.inception_weights,
+        precision=args.precision,
         json_out=args.json_out,
         device=args.device,
     )
@@ -212,7 +218,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from projected_gan import __version__
+    from projected_gan._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="projected-gan",
@@ -228,12 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    Bad input (an invalid spec, unusable data, unknown parts, wrong flags) exits 2 with a
+    message; expected runtime failures (checkpoints, a stopped run, missing weights) exit 1 with
+    a message. Anything else is a bug: it propagates with its traceback (exit 1).
+    """
     import projected_gan  # noqa: F401  (registers the built-in parts)
     from projected_gan.checkpoint import CheckpointError
+    from projected_gan.errors import InputError
     from projected_gan.metrics import MetricWeightsError
-    from projected_gan.training.loop import TrainingStopped
     from projected_gan.training.spec import SpecError
+    from projected_gan.training.state import TrainingStopped
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -243,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = "\n".join(f"  {line}" for line in str(exc).splitlines())
         print(f"projected-gan {args.command}: invalid spec:\n{lines}", file=sys.stderr)
         return EXIT_USAGE
-    except (UnknownPartError, PluginError, ValueError) as exc:
+    except (InputError, UnknownPartError, PluginError) as exc:
         print(f"projected-gan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (CheckpointError, TrainingStopped, MetricWeightsError) as exc:

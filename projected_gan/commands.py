@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from projected_gan import distributed
+from projected_gan.devices import resolve_device
+from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
 __all__ = ["evaluate_checkpoint", "generate", "interpolate", "train"]
@@ -26,14 +28,15 @@ def train(
 ) -> Path | None:
     """Train from a spec file / preset (+ overrides), or resume a run folder; return the run dir."""
     from projected_gan.training.build import build_from_spec
-    from projected_gan.training.loop import Trainer
+    from projected_gan.training.trainer import Trainer
 
     info = distributed.dist_info()  # from torchrun's environment
     try:
         if resume is not None:
             if spec_file or preset or data:
-                raise ValueError(
-                    "--resume takes the spec from the run folder; drop SPEC/--preset/--data"
+                raise UsageError(
+                    "--resume takes the spec from the run folder; drop SPEC/--preset/--data",
+                    field="--resume",
                 )
             trainer = Trainer.resume(resume, overrides=overrides, device=device)
             if trainer.is_main:
@@ -65,12 +68,6 @@ def train(
     return run_dir
 
 
-def _device(name: str | None) -> Any:
-    from projected_gan.training.build import resolve_device
-
-    return resolve_device(name or "auto")
-
-
 def generate(
     checkpoint: str,
     seeds: str,
@@ -87,9 +84,11 @@ def generate(
     from projected_gan.inference import generate_images, load_generator, write_images
 
     if grid is None and outdir is None:
-        raise ValueError("say where the images go: --grid OUT.png and/or --outdir DIR")
+        raise UsageError(
+            "say where the images go: --grid OUT.png and/or --outdir DIR", field="--grid"
+        )
     seed_list = parse_seeds(seeds)
-    G, _ = load_generator(checkpoint, ema=ema, device=_device(device))
+    G = load_generator(checkpoint, ema=ema, device=resolve_device(device))
     images = generate_images(G, seed_list, class_idx=class_idx, truncation_psi=truncation_psi)
     written = write_images(images, seed_list, grid=grid, outdir=outdir)
     shown = ", ".join(str(p) for p in written[:3])
@@ -114,7 +113,7 @@ def interpolate(
     from projected_gan.generators.sampling import parse_seeds
     from projected_gan.inference import load_generator, write_animation
 
-    G, _ = load_generator(checkpoint, device=_device(device))
+    G = load_generator(checkpoint, device=resolve_device(device))
     path = write_animation(
         G,
         parse_seeds(seeds),
@@ -135,46 +134,46 @@ def evaluate_checkpoint(
     data: str | None = None,
     metrics: str = "fd,kid",
     num: int = 10_000,
-    batch: int = 64,
+    batch: int | None = None,
     feature_network: str | None = None,
     inception_weights: str | None = None,
+    precision: str | None = None,
     json_out: str | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data)."""
-    import torch
+    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data).
 
-    from projected_gan.inference import load_generator
-    from projected_gan.metrics import evaluate
+    Fakes are drawn as in training (same latents, the run's precision, the run's metric batch),
+    so ``--num`` equal to the run's ``metrics.num_images`` reproduces its logged scores.
+    """
+    from projected_gan.inference import (
+        evaluate_generator,
+        generator_from_checkpoint,
+        resolve_checkpoint,
+    )
+    from projected_gan.training.assemble import metric_batch
     from projected_gan.training.build import load_dataset
 
-    dev = _device(device)
-    G, spec = load_generator(checkpoint, device=dev)
-    if data is not None:
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": data})})
+    if num < 2:
+        raise UsageError(f"--num must be at least 2, got {num}", field="--num")
+    dev = resolve_device(device)
+    ckpt = resolve_checkpoint(checkpoint)
+    G = generator_from_checkpoint(ckpt, device=dev)
+    spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
+    spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})
     dataset = load_dataset(spec)
-    names = [m.strip() for m in metrics.split(",") if m.strip()]
-    options: dict[str, Any] = {}
-    if any(n in ("fd", "kid") for n in names):
-        options["feature_network"] = feature_network or spec.metrics.feature_network
-    weights = inception_weights or spec.metrics.fid_weights
-    if "fid" in names and weights:
-        options["fid"] = {"weights": weights}
-
-    def generate_batch(n, labels):
-        z = torch.randn(n, G.z_dim, device=dev)
-        return G(z, labels)
-
-    torch.manual_seed(spec.train.seed)
-    results = evaluate(
-        generate_batch,
+    results = evaluate_generator(
+        G,
         dataset,
-        metrics=names,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
         num_images=num,
-        batch_size=batch,
+        batch_size=batch or metric_batch(spec),
         device=dev,
+        seed=spec.train.seed,
+        precision=precision or spec.train.precision,
         mirror=spec.data.mirror,
-        **options,
+        feature_network=feature_network or spec.metrics.feature_network,
+        fid_weights=inception_weights or spec.metrics.fid_weights,
     )
     width = max(len(k) for k in results)
     print(f"{'metric':<{width}}  value")
@@ -191,3 +190,30 @@ def evaluate_checkpoint(
         }
         atomic_write_text(Path(json_out), json.dumps(record, indent=2) + "\n")
     return results
+
+
+def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: Any) -> Any:
+    """The data section to evaluate against: the run's own data (a hand-built run's recorded
+    data), or ``path`` at the generator's resolution."""
+    d = spec.data
+    recorded = meta.get("data")
+    if not meta.get("built_from_spec", True):
+        if recorded:
+            d = d.model_copy(
+                update={
+                    "path": recorded["path"],
+                    "conditional": recorded["use_labels"],
+                    "max_images": recorded["max_images"],
+                    "mirror": recorded["mirror"],
+                }
+            )
+        elif path is None:
+            raise UsageError(
+                "--data: this checkpoint comes from a hand-built run that recorded no data; "
+                "say which images to compare with",
+                field="--data",
+            )
+    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", d.resolution))}
+    if path is not None:
+        update["path"] = path
+    return d.model_copy(update=update)

@@ -11,12 +11,25 @@ from PIL import Image
 
 from projected_gan.atomic import atomic_write_bytes
 
-__all__ = ["grid_shape", "make_grid", "save_image", "save_image_grid", "to_uint8"]
+__all__ = ["grid_shape", "make_grid", "save_image", "save_image_grid", "to_float", "to_uint8"]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` floats in [-1, 1] -> uint8 in [0, 255] (clamped, rounded), on CPU."""
-    return (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    """Float images ``(B, C, H, W)`` in [-1, 1] -> uint8 in [0, 255], as saving a PNG would.
+
+    Clamped to [-1, 1], mapped linearly (-1 -> 0, 1 -> 255) and rounded to the nearest integer;
+    same device. The inverse of :func:`to_float` on uint8 values. Metrics quantise generated
+    images with it too, so fakes are measured exactly as they would be saved.
+    """
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+
+
+def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images in [0, 255] -> ``dtype`` in [-1, 1] (``x / 127.5 - 1``); shape, device and
+    memory format are kept."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"to_float: images must be uint8, got {images.dtype}")
+    return images.to(dtype) / 127.5 - 1
 
 
 def grid_shape(n: int) -> tuple[int, int]:

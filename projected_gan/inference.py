@@ -1,10 +1,12 @@
-"""Using a trained generator: load it from a checkpoint, draw fixed seeds, interpolate, animate."""
+"""Using a trained generator: load it from a checkpoint, draw fixed seeds, interpolate, animate,
+and measure it (the one generation path of training metrics and ``projected-gan eval``)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,12 +19,24 @@ from projected_gan.checkpoint import (
     load_checkpoint,
     load_module_state,
 )
+from projected_gan.configs import PIPELINE_ARGS
+from projected_gan.devices import autocast, uses_bf16
+from projected_gan.errors import UsageError
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
-from projected_gan.training.build import build_generator
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.metrics import GeneratorFn, evaluate
+from projected_gan.registry import create_from_config
 
-__all__ = ["generate_images", "load_generator", "resolve_checkpoint", "write_animation"]
+__all__ = [
+    "evaluate_generator",
+    "generate_images",
+    "generator_config",
+    "generator_from_checkpoint",
+    "load_generator",
+    "metric_generator",
+    "resolve_checkpoint",
+    "write_animation",
+]
 
 
 def resolve_checkpoint(path: str | Path) -> Checkpoint:
@@ -33,18 +47,51 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
     return load_checkpoint(path)
 
 
-def load_generator(
-    path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, ExperimentSpec]:
-    """Rebuild the generator of a run (G_ema by default) in eval mode on ``device``."""
-    ckpt = resolve_checkpoint(path)
-    spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
-    G = build_generator(spec, int(ckpt.meta.get("num_classes", 0)))
+def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
+    """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
+    config = (ckpt.meta.get("parts") or {}).get("G")
+    if config:
+        return config
+    spec = ckpt.meta.get("spec") or {}
+    generator = spec.get("generator")
+    recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
+    if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:
+        raise CheckpointError(
+            f"{ckpt.path} does not record how to build its generator (it was not built "
+            "through the registry); build the same module and load its weights with "
+            "projected_gan.checkpoint.load_module_state"
+        )
+    # Older spec-built checkpoints: the spec's section plus what the pipeline filled in.
+    known = {
+        "img_resolution": (spec.get("data") or {}).get("resolution", 64),
+        "c_dim": int(ckpt.meta.get("num_classes", 0)),
+    }
+    filled = {arg: known[arg] for arg in PIPELINE_ARGS["generators"]}
+    kwargs = {k: v for k, v in generator.items() if k != "name"}
+    return {"kind": "generators", "name": generator["name"], "kwargs": {**kwargs, **filled}}
+
+
+def generator_from_checkpoint(
+    ckpt: Checkpoint, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The generator of a loaded checkpoint (G_ema by default), in eval mode on ``device``."""
     key = "G_ema" if ema else "G"
     if key not in ckpt.models:
         raise CheckpointError(f"{ckpt.path} has no {key} weights")
+    G = create_from_config(generator_config(ckpt))
     load_module_state(G, ckpt.models[key], f"{ckpt.path} [{key}]")
-    return G.eval().requires_grad_(False).to(device), spec
+    return G.eval().requires_grad_(False).to(device)
+
+
+def load_generator(
+    path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the generator of a run folder or checkpoint file from the checkpoint alone.
+
+    Works for spec-built and hand-built runs alike (the checkpoint records the generator's
+    registered name and arguments); needs no spec and does not import the trainer.
+    """
+    return generator_from_checkpoint(resolve_checkpoint(path), ema=ema, device=device)
 
 
 @torch.no_grad()
@@ -62,14 +109,20 @@ def generate_images(
     c = None
     if getattr(G, "c_dim", 0):
         if class_idx is None:
-            raise ValueError(f"this generator is conditional ({G.c_dim} classes): pass --class K")
+            raise UsageError(
+                f"this generator is conditional ({G.c_dim} classes): pass --class K",
+                field="--class",
+            )
         c = torch.full((len(seeds),), class_idx, dtype=torch.long, device=device)
     elif class_idx is not None:
-        raise ValueError("--class given, but this generator is unconditional")
+        raise UsageError(
+            "--class given, but this generator is unconditional",
+            field="--class",
+        )
     out = []
     for i in range(0, len(seeds), batch_size):
         ci = None if c is None else c[i : i + batch_size]
-        out.append(to_uint8(G(z[i : i + batch_size], ci, truncation_psi=truncation_psi)))
+        out.append(to_uint8(G(z[i : i + batch_size], ci, truncation_psi=truncation_psi)).cpu())
     return torch.cat(out)
 
 
@@ -110,7 +163,10 @@ def write_animation(
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in {".gif", ".mp4"}:
-        raise ValueError(f"output {out.name!r}: expected a .gif or .mp4 file name")
+        raise UsageError(
+            f"output {out.name!r}: expected a .gif or .mp4 file name",
+            field="out",
+        )
     frames = []
     for batch in interpolation_frames(
         G,
@@ -121,7 +177,7 @@ def write_animation(
         truncation_psi=truncation_psi,
         loop=loop,
     ):
-        frames += [make_grid(img[None]) for img in to_uint8(batch)]
+        frames += [make_grid(img[None]) for img in to_uint8(batch).cpu()]
     arrays = [f.permute(1, 2, 0).numpy() for f in frames]
     if suffix == ".gif":
         from PIL import Image
@@ -137,12 +193,84 @@ def write_animation(
         try:
             import imageio.v3 as iio
         except ImportError:
-            raise ValueError(
+            raise UsageError(
                 "writing .mp4 needs imageio with ffmpeg: pip install imageio imageio-ffmpeg "
-                "(or write a .gif)"
+                "(or write a .gif)",
+                field="out",
             ) from None
         import numpy as np
 
         data = iio.imwrite("<bytes>", np.stack(arrays), extension=".mp4", fps=fps)
         atomic_write_bytes(out, data)
     return out
+
+
+def metric_generator(
+    G: nn.Module,
+    *,
+    device: torch.device,
+    seed: int,
+    precision: str = "auto",
+    rank: int = 0,
+    world_size: int = 1,
+) -> GeneratorFn:
+    """``fn(n, labels) -> (n, C, R, R)`` float32 in ~[-1, 1], as metrics draw fakes.
+
+    Latents come from a generator of their own, seeded from ``seed`` (and the rank: each rank
+    draws its own share), so the training random stream is untouched and a run's scores are
+    reproducible. G runs under the run's ``precision`` (``auto``: bf16 on CUDA), the same in
+    training and in ``projected-gan eval``: one checkpoint, one score.
+    """
+    gen = torch.Generator(device=device).manual_seed((seed + 777) * world_size + rank)
+    bf16 = uses_bf16(precision, device)
+
+    @torch.no_grad()
+    def generate(n: int, labels: torch.Tensor | None) -> torch.Tensor:
+        z = torch.randn(n, G.z_dim, device=device, generator=gen)
+        with autocast(device, bf16):
+            return G(z, labels).float()
+
+    return generate
+
+
+def evaluate_generator(
+    G: nn.Module,
+    dataset: Any,
+    *,
+    metrics: Sequence[str] = ("fd",),
+    num_images: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    precision: str = "auto",
+    mirror: bool = False,
+    feature_network: str | None = None,
+    fid_weights: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """Metrics of ``num_images`` fakes of ``G`` against ``dataset``, drawn by
+    :func:`metric_generator`; ``fd``/``kid`` in ``feature_network``'s space, ``fid`` with local
+    Inception weights ``fid_weights``. Distributed (``world_size > 1``), call it on every rank.
+    """
+    names = list(metrics)
+    options: dict[str, Any] = {}
+    if feature_network and {"fd", "kid"} & set(names):
+        options["feature_network"] = feature_network
+    if fid_weights and "fid" in names:
+        options["fid"] = {"weights": fid_weights}
+    generate = metric_generator(
+        G, device=device, seed=seed, precision=precision, rank=rank, world_size=world_size
+    )
+    return evaluate(
+        generate,
+        dataset,
+        metrics=names,
+        num_images=num_images,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        mirror=mirror,
+        distributed=world_size > 1,
+        **options,
+    )

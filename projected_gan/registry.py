@@ -13,6 +13,7 @@ subpackage is imported; third-party distributions declare entry points in the gr
 
 from __future__ import annotations
 
+import copy
 import difflib
 import fnmatch
 import functools
@@ -24,6 +25,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any
+
+from projected_gan.configs import (
+    PartBuildError,
+    bound_arguments,
+    composite_class,
+    record_on_init,
+    record_part_config,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -40,6 +49,7 @@ __all__ = [
     "RegistryEntry",
     "UnknownPartError",
     "create",
+    "create_from_config",
     "get_registry",
     "list_parts",
 ]
@@ -226,6 +236,8 @@ class Registry:
             name=name, factory=factory, kind=self.kind, aliases=tuple(aliases), tags=tuple(tags)
         )
         self._insert(entry, override=override)
+        if inspect.isclass(factory):
+            record_on_init(factory, self.kind, name)
         return entry
 
     def _insert(self, entry: RegistryEntry, *, override: bool) -> None:
@@ -363,8 +375,12 @@ class Registry:
         return self.entry(name).factory
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Build the part ``name`` with ``kwargs``."""
-        return self.get(name)(**kwargs)
+        """Build the part ``name`` with ``kwargs``; the result remembers both (see
+        :func:`projected_gan.configs.part_config`)."""
+        entry = self.entry(name)
+        part = entry.factory(**kwargs)
+        record_part_config(part, self.kind, entry.name, bound_arguments(entry.factory, kwargs))
+        return part
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -498,3 +514,17 @@ def list_parts(kind: str | None = None, pattern: str = "*") -> dict[str, list[st
     if kind is not None:
         return get_registry(kind).names(pattern)
     return {k: r.names(pattern) for k, r in REGISTRIES.items()}
+
+
+def create_from_config(config: dict[str, Any]) -> Any:
+    """A new part from a :func:`~projected_gan.configs.part_config` (fresh weights: load a
+    state dict afterwards)."""
+    if not isinstance(config, dict) or not {"kind", "name", "kwargs"} <= set(config):
+        raise PartBuildError(
+            f"a part config is a mapping with kind, name and kwargs, got {config!r}",
+            field="config",
+        )
+    kind, name, kwargs = config["kind"], config["name"], copy.deepcopy(config["kwargs"])
+    if kind in REGISTRIES:
+        return REGISTRIES[kind].create(name, **kwargs)
+    return composite_class(kind, known=list(REGISTRIES))(**kwargs)

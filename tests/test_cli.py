@@ -152,3 +152,51 @@ def test_eval_fd_writes_json_and_fid_without_weights_explains(trained_run, tmp_p
     out = cli("eval", str(trained_run), "--metrics", "fid", "--num", "16", env=env)
     assert out.returncode in (1, 2)
     assert "Inception" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_only_input_errors_exit_2_bugs_keep_their_traceback(capsys, monkeypatch):
+    import projected_gan.commands as commands
+    from projected_gan.cli import main
+    from projected_gan.data import DataError
+    from projected_gan.errors import UsageError
+
+    def raising(exc):
+        def command(*args, **kwargs):
+            raise exc
+
+        return command
+
+    argv = ["generate", "run", "--grid", "g.png"]
+    for exc in (UsageError("bad flag", field="--seeds"), DataError("no images")):
+        monkeypatch.setattr(commands, "generate", raising(exc))
+        code, _, err = run_main(capsys, *argv)
+        assert code == 2 and str(exc) in err
+    monkeypatch.setattr(commands, "generate", raising(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        main(argv)
+    # For real: bad seeds are a usage error, named.
+    monkeypatch.undo()
+    code, _, err = run_main(capsys, "generate", "nowhere", "--seeds", "3-1", "--grid", "g.png")
+    assert code == 2 and "seeds" in err
+
+
+def test_eval_reproduces_the_score_logged_in_training(tmp_path):
+    """One generation path: same latents, same precision (bf16 here) in training and eval."""
+    from projected_gan import ExperimentSpec, build_from_spec
+    from projected_gan.commands import evaluate_checkpoint
+
+    extra = [
+        "train.kimg=0.004",
+        "train.precision=bf16",
+        "metrics.names=[fd]",
+        "metrics.num_images=16",
+        "train.metrics_every=0.004",
+    ]
+    spec = ExperimentSpec.load(preset="minimal_cpu", overrides=[*tiny_overrides(tmp_path), *extra])
+    run = build_from_spec(spec).fit(progress=False)
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["kimg"] == 0.004
+    again = evaluate_checkpoint(str(run), metrics="fd", num=16)
+    assert again["fd"] == pytest.approx(logged["fd"], rel=1e-5)
+    fp32 = evaluate_checkpoint(str(run), metrics="fd", num=16, precision="fp32")
+    assert fp32["fd"] != pytest.approx(logged["fd"], rel=1e-5)  # precision does matter

@@ -191,3 +191,51 @@ def test_fuzzed_specs_validate_or_fail_with_spec_error():
 def test_yaml_dump_is_plain_data():
     text = ExperimentSpec().to_yaml()
     assert isinstance(yaml.safe_load(text), dict)
+
+
+def test_r1_is_a_regulariser_not_a_loss():
+    msg = problems({"loss": {"name": "r1"}})
+    assert msg.startswith("loss.name: 'r1' is a regularizer, not an adversarial loss")
+    assert "loss.r1_gamma" in msg
+    assert problems({"loss": "r1"}).startswith("loss.name:")
+
+
+def test_loss_is_a_part_with_arguments_old_shape_and_string_accepted():
+    from projected_gan.registry import LOSSES
+    from projected_gan.training.assemble import build_loss
+
+    @LOSSES.register("margin_hinge_for_test", tags=("adversarial",))
+    class MarginHinge:
+        def __init__(self, margin: float = 1.0):
+            self.margin = margin
+
+    try:
+        spec = ExperimentSpec.validate_dict(
+            {"loss": {"name": "margin_hinge_for_test", "margin": 2.0, "r1_gamma": 1.0}}
+        )
+        assert spec.loss.kwargs == {"margin": 2.0}
+        loss, r1 = build_loss(spec)
+        assert loss.margin == 2.0 and r1.gamma == 1.0 and r1.interval == 16
+        msg = problems({"loss": {"name": "margin_hinge_for_test", "margn": 2.0}})
+        assert "loss.margn: 'margin_hinge_for_test' has no argument 'margn'" in msg
+    finally:
+        LOSSES.remove("margin_hinge_for_test")
+    old = ExperimentSpec.validate_dict({"loss": {"name": "hinge", "r1_gamma": 2, "r1_interval": 4}})
+    assert (old.loss.name, old.loss.r1_gamma, old.loss.r1_interval) == ("hinge", 2.0, 4)
+    assert ExperimentSpec.validate_dict({"loss": "lsgan"}).loss.name == "lsgan"
+    again = ExperimentSpec.validate_dict(old.to_dict())
+    assert again == old
+
+
+def test_dry_run_refuses_r1_as_the_loss():
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "projected_gan", "train", "--preset", "minimal_cpu"),
+            *("--dry-run", "--set", "loss.name=r1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert "loss.name: 'r1' is a regularizer" in out.stderr and "Traceback" not in out.stderr

@@ -15,7 +15,8 @@ import torch
 from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.checkpoint import find_checkpoints, load_checkpoint
 from projected_gan.training import CheckpointError, Trainer, TrainingStopped
-from projected_gan.training.loop import ema_beta
+from projected_gan.training.fit import tick_record
+from projected_gan.training.step import ema_beta
 from tests.conftest import tiny_overrides
 
 
@@ -112,7 +113,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.G_ema.parameters())
     trainer.step()
     with pytest.warns(UserWarning, match="1 step"):
-        record = trainer._read_tick(1.0, 12)
+        record = tick_record(trainer, 1.0, 12)
     assert record["bad_steps"] == 1
 
 
@@ -164,7 +165,8 @@ def test_foreign_and_mismatched_checkpoints_are_refused(tmp_path):
 
 
 def test_failed_sample_write_warns_and_failed_checkpoint_stops(tmp_path, monkeypatch):
-    import projected_gan.training.loop as loop
+    import projected_gan.training.run_dir as run_dir
+    import projected_gan.training.state as state
 
     trainer = build_from_spec(tiny_spec(tmp_path))
     trainer.step()
@@ -173,10 +175,10 @@ def test_failed_sample_write_warns_and_failed_checkpoint_stops(tmp_path, monkeyp
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(loop, "save_image_grid", disk_full)
+    monkeypatch.setattr(run_dir, "save_image_grid", disk_full)
     with pytest.warns(UserWarning, match="could not write sample grid"):
         assert trainer.save_samples() is None
-    monkeypatch.setattr(loop, "save_checkpoint", disk_full)
+    monkeypatch.setattr(state, "save_checkpoint", disk_full)
     trainer.step()
     with pytest.raises(TrainingStopped, match="previous checkpoints are kept"):
         trainer.save()
@@ -348,3 +350,41 @@ def test_hand_assembled_trainer(tmp_path):
     logs = trainer.step()
     assert torch.isfinite(logs["loss_g"]) and trainer.nimg == 4
     assert Path(trainer.save()).is_file()
+
+
+def _hand_built_parts():
+    from projected_gan import ProjectedDiscriminator, create
+    from projected_gan.data import default_dataset_path, load_image_dataset
+
+    data = load_image_dataset(default_dataset_path(), 32, max_images=32)
+    G = create("generators", "fastgan_lite", img_resolution=32, ngf=8)
+    D = ProjectedDiscriminator(
+        feature_network={"name": "tf_efficientnet_lite0", "input_size": 64},
+        img_resolution=32,
+    )
+    return data, G, D
+
+
+def test_hand_built_trainer_takes_its_batch_from_the_batches(tmp_path):
+    """Batches of 8 and no spec: 8 fakes per phase, 8 images counted per step."""
+    from projected_gan import InfiniteBatches, create
+
+    data, G, D = _hand_built_parts()
+    fakes_per_call = []
+    G.register_forward_hook(lambda _m, args, _out: fakes_per_call.append(args[0].shape[0]))
+    trainer = Trainer(G, D, loss=create("losses", "hinge"), batches=InfiniteBatches(data, 8))
+    assert trainer.spec.train.batch == 8
+    trainer.step()
+    assert fakes_per_call == [8, 8]  # G phase, D phase
+    assert trainer.nimg == 8
+    trainer.step()
+    assert trainer.nimg == 16
+
+
+def test_spec_batch_disagreeing_with_the_batches_is_an_error(tmp_path):
+    from projected_gan import InfiniteBatches, SpecError, create
+
+    data, G, D = _hand_built_parts()
+    spec = ExperimentSpec.validate_dict({"train": {"batch": 16}})
+    with pytest.raises(SpecError, match=r"^train\.batch: 16, but the batches hold 8 images"):
+        Trainer(G, D, loss=create("losses", "hinge"), batches=InfiniteBatches(data, 8), spec=spec)

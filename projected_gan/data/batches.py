@@ -56,7 +56,9 @@ class InfiniteBatches:
         self.world_size = _check_int("world_size", world_size, low=1)
         self.rank = _check_int("rank", rank, low=0)
         if self.rank >= self.world_size:
-            raise DataError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
+            raise DataError(
+                f"rank: expected 0 <= rank < world_size={world_size}, got {rank}", field="rank"
+            )
         self.seed = int(seed)
         self.mirror = bool(mirror)
         self.drop_last = bool(drop_last)
@@ -67,8 +69,12 @@ class InfiniteBatches:
             raise DataError(
                 f"batch_size: the dataset has {self._m} samples{' with mirror' if mirror else ''},"
                 f" fewer than one global batch of {self.global_batch}; lower the batch or pass "
-                f"drop_last=False"
+                f"drop_last=False",
+                field="batch_size",
             )
+        # How to load the dataset again (a resumed hand-built run needs it), and what it was.
+        self.dataset_args = getattr(dataset, "load_args", None)
+        self.dataset_fingerprint = getattr(dataset, "fingerprint", "")
         images, labels = dataset.images, dataset.labels
         nbytes = images.numel() + (0 if labels is None else labels.numel() * 8)
         self.resident = nbytes <= gpu_cache_bytes
@@ -121,9 +127,13 @@ class InfiniteBatches:
         """Continue after the batch that ``state`` was taken at."""
         epoch, position = state.get("epoch"), state.get("position")
         if not (isinstance(epoch, int) and isinstance(position, int)):
-            raise DataError(f"state: expected integers 'epoch' and 'position', got {state!r}")
+            raise DataError(
+                f"state: expected integers 'epoch' and 'position', got {state!r}", field="state"
+            )
         if epoch < 0 or not 0 <= position <= self._m:
-            raise DataError(f"state: position must lie in [0, {self._m}], got {state!r}")
+            raise DataError(
+                f"state: position must lie in [0, {self._m}], got {state!r}", field="state"
+            )
         self._cursor = self._state = (epoch, position)
         self._pending = None
 

@@ -19,11 +19,13 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from projected_gan.atomic import atomic_write
+from projected_gan.cache import cache_dir
 from projected_gan.data.files import (
     CACHE_FORMAT,
     IMAGE_EXTENSIONS,
@@ -40,6 +42,7 @@ from projected_gan.data.files import (
     unreadable_message,
     write_cache,
 )
+from projected_gan.images import to_float
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -80,22 +83,31 @@ class ImageDataset:
         skipped: Sequence[str] = (),
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            raise DataError(f"images: expected a uint8 tensor (N, C, R, R), got {_what(images)}")
+            raise DataError(
+                f"images: expected a uint8 tensor (N, C, R, R), got {_what(images)}", field="images"
+            )
         n, c, h, w = images.shape
         if h != w or c not in (1, 3) or n == 0:
             raise DataError(
                 f"images: expected N >= 1 square images with 1 or 3 channels, got shape "
-                f"{tuple(images.shape)}"
+                f"{tuple(images.shape)}",
+                field="images",
             )
         if labels is not None:
             if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
-                raise DataError(f"labels: expected an int64 tensor ({n},), got {_what(labels)}")
+                raise DataError(
+                    f"labels: expected an int64 tensor ({n},), got {_what(labels)}", field="labels"
+                )
             if labels.shape != (n,):
-                raise DataError(f"labels: expected shape ({n},), got {tuple(labels.shape)}")
+                raise DataError(
+                    f"labels: expected shape ({n},), got {tuple(labels.shape)}", field="labels"
+                )
             if class_names is None:
                 class_names = [str(k) for k in range(int(labels.max()) + 1)]
             if int(labels.min()) < 0 or int(labels.max()) >= len(class_names):
-                raise DataError(f"labels: values must lie in [0, {len(class_names)})")
+                raise DataError(
+                    f"labels: values must lie in [0, {len(class_names)})", field="labels"
+                )
             labels = labels.cpu().contiguous()
         self.images = images.cpu().contiguous()
         self.labels = labels
@@ -103,6 +115,8 @@ class ImageDataset:
         self.fingerprint = fingerprint
         self.source = source
         self.skipped = list(skipped)
+        # The load_image_dataset arguments that give this dataset again (None: made in memory).
+        self.load_args: dict[str, Any] | None = None
 
     @property
     def resolution(self) -> int:
@@ -122,7 +136,7 @@ class ImageDataset:
     def label_distribution(self) -> torch.Tensor:
         """Class frequencies, float32 ``(num_classes,)`` summing to 1 (to draw fake labels)."""
         if self.labels is None:
-            raise DataError("label_distribution: this dataset has no labels")
+            raise DataError("label_distribution: this dataset has no labels", field="labels")
         counts = torch.bincount(self.labels, minlength=self.num_classes).float()
         return counts / counts.sum()
 
@@ -140,20 +154,12 @@ def _what(x: object) -> str:
     return type(x).__name__
 
 
-def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 images in [0, 255] -> ``dtype`` in [-1, 1] (``x / 127.5 - 1``); shape, device and
-    memory format are kept."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"to_float: images must be uint8, got {images.dtype}")
-    return images.to(dtype) / 127.5 - 1
-
-
 def default_dataset_path() -> Path:
     """``flowers64.zip`` in the package: 500 CC-BY 2.0 flower photos, 64x64, 5 class folders."""
     asset = resources.files("projected_gan") / "assets" / "flowers64.zip"
     if isinstance(asset, Path):
         return asset
-    out = default_cache_dir() / "assets" / "flowers64.zip"  # package inside a zip: copy once
+    out = cache_dir("assets") / "flowers64.zip"  # package inside a zip: copy once
     if not out.exists():
         with atomic_write(out) as f:
             f.write(asset.read_bytes())
@@ -204,7 +210,7 @@ def load_image_dataset(
     if max_images is not None:
         max_images = _check_int("max_images", max_images, low=1)
     if channels not in (1, 3):
-        raise DataError(f"channels: expected 1 or 3, got {channels!r}")
+        raise DataError(f"channels: expected 1 or 3, got {channels!r}", field="channels")
     workers = _check_int("workers", (os.cpu_count() or 1) if workers is None else workers, low=1)
 
     path = Path(path).expanduser()
@@ -257,13 +263,14 @@ def load_image_dataset(
     if len(decoded.names) < min_images:
         raise DataError(
             f"only {len(decoded.names)} readable image(s) in {path} ({len(skipped)} skipped); "
-            f"min_images={min_images} are needed"
+            f"min_images={min_images} are needed",
+            field="min_images",
         )
     labels = None
     if use_labels:
         index = {c: k for k, c in enumerate(class_names)}
         labels = torch.tensor([index[n.partition("/")[0]] for n in decoded.names])
-    return ImageDataset(
+    dataset = ImageDataset(
         torch.from_numpy(decoded.images),
         labels,
         class_names=class_names,
@@ -271,11 +278,19 @@ def load_image_dataset(
         source=str(path.resolve()),
         skipped=[name for name, _ in skipped],
     )
+    dataset.load_args = {
+        "path": str(path.resolve()),
+        "resolution": resolution,
+        "use_labels": use_labels,
+        "channels": channels,
+        "max_images": max_images,
+    }
+    return dataset
 
 
 def _check_int(name: str, value: object, *, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise DataError(f"{name}: expected an integer >= {low}, got {value!r}")
+        raise DataError(f"{name}: expected an integer >= {low}, got {value!r}", field=name)
     return int(value)
 
 
@@ -289,12 +304,14 @@ def _class_names(source: Source, path: Path) -> list[str]:
     if loose:
         raise DataError(
             f"use_labels needs every image inside a class sub-folder of {path}, but "
-            f"{len(loose)} sit directly in it (e.g. {_examples(loose)})"
+            f"{len(loose)} sit directly in it (e.g. {_examples(loose)})",
+            field="use_labels",
         )
     names = sorted({m.folder for m in source.members if m.folder is not None})
     if len(names) < 2:
         raise DataError(
             f"use_labels needs at least two class sub-folders in {path}, found {names}; point "
-            f"the path at the folder that holds the class folders, or turn labels off"
+            f"the path at the folder that holds the class folders, or turn labels off",
+            field="use_labels",
         )
     return names

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from projected_gan.atomic import atomic_write
+from projected_gan.cache import CACHE_ENV, cache_dir
+from projected_gan.errors import InputError
 
 __all__ = [
     "CACHE_ENV",
@@ -46,12 +48,17 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-CACHE_ENV = "PROJECTED_GAN_CACHE"
 CACHE_FORMAT = 1  # bump whenever decoding changes, so stale cache files are never reused
 
 
-class DataError(ValueError):
-    """A user-facing problem with the training data (bad path, no images, too few readable)."""
+class DataError(InputError):
+    """A user-facing problem with the training data (bad path, no images, too few readable).
+
+    ``field`` names the argument at fault (``"path"``, ``"use_labels"``, ``"min_images"``, ...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = "path") -> None:
+        super().__init__(message, field=field)
 
 
 class DataWarning(UserWarning):
@@ -59,11 +66,9 @@ class DataWarning(UserWarning):
 
 
 def default_cache_dir() -> Path:
-    """``$PROJECTED_GAN_CACHE``, else ``$XDG_CACHE_HOME/projected_gan`` or ``~/.cache/...``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "projected_gan"
+    """Where decoded datasets are cached: ``datasets/`` in the package cache
+    (:func:`projected_gan.cache.cache_dir`)."""
+    return cache_dir("datasets")
 
 
 # --------------------------------------------------------------------------------------------

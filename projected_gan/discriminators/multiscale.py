@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from projected_gan.errors import PartBuildError
 from projected_gan.registry import DISCRIMINATORS
 from projected_gan.spectral_norm import spectral_norm
 
@@ -95,9 +96,11 @@ class ScaleDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if size < 4:
-            raise ValueError(
+            # The side comes from the image_size the pipeline wires in (the projector's view).
+            raise PartBuildError(
                 f"feature map side {size} is below 4, too small for the final 4x4 conv; use "
-                "larger images or a feature network resize rule that upsamples them"
+                "larger images or a feature network resize rule that upsamples them",
+                field="image_size",
             )
         block = SeparableDownBlock if separable else DownBlock
         layers: list[nn.Module] = []

@@ -9,6 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from projected_gan.configs import (
+    composite_part,
+    part_config,
+    record_part_config,
+    spec_form,
+    wire,
+)
 from projected_gan.projectors import FeatureNetwork, Projector
 from projected_gan.registry import AUGMENTATIONS, RegistryEntry, get_registry
 
@@ -46,15 +53,10 @@ def _build_part(
             f"{argument} must be an nn.Module, a registered name or a dict with 'name', "
             f"got {type(spec).__name__}"
         )
-    clash = set(kwargs) & set(wiring or {})
-    if clash:
-        raise ValueError(
-            f"{argument}: {sorted(clash)} are wired automatically from the projector; "
-            "do not pass them"
-        )
+    kwargs = wire(kind, kwargs, wiring or {}, argument)
     registry = get_registry(kind)
     defaults = {k: v for k, v in (defaults or {}).items() if _accepts(registry.entry(name), k)}
-    return registry.create(name, **{**defaults, **kwargs, **(wiring or {})})
+    return registry.create(name, **{**defaults, **kwargs})
 
 
 def _accepts(entry: RegistryEntry, keyword: str) -> bool:
@@ -88,6 +90,7 @@ def _build_augment(augment: PartSpec | Sequence[str] | None) -> nn.Module | None
     )
 
 
+@composite_part("projected_discriminator")
 class ProjectedDiscriminator(nn.Module):
     """The Projected GAN discriminator: augment -> frozen projector -> multi-scale heads.
 
@@ -139,16 +142,36 @@ class ProjectedDiscriminator(nn.Module):
         self.augment = _build_augment(augment)
         self.num_classes = num_classes
         self.img_resolution = img_resolution
-        wiring: dict[str, Any] = {
+        wiring = {
             "channels": projector.channels,
             "reductions": projector.reductions,
             "image_size": projector.seen_size(img_resolution),
+            "num_classes": num_classes or None,  # unconditional heads need not take it
         }
-        if num_classes:
-            wiring["num_classes"] = num_classes
         self.discriminator = _build_part(
             "discriminators", discriminator, "discriminator", wiring=wiring
         )
+        self._record_parts()
+
+    def _record_parts(self) -> None:
+        """Record this discriminator's config: each sub-part in spec form (see ``part_config``).
+
+        Nothing is recorded when a sub-part was not built through a registry.
+        """
+        parts = {
+            "feature_network": (self.projector.feature_network, "feature_networks"),
+            "projection_head": (self.projector.head, "projection_heads"),
+            "discriminator": (self.discriminator, "discriminators"),
+            "augment": (self.augment, "augmentations"),
+        }
+        kwargs: dict[str, Any] = {}
+        for argument, (module, kind) in parts.items():
+            config = None if module is None else part_config(module)
+            if module is not None and (config is None or config["kind"] != kind):
+                return
+            kwargs[argument] = None if config is None else spec_form(config)
+        kwargs.update(num_classes=self.num_classes, img_resolution=self.img_resolution)
+        record_part_config(self, "projected_discriminator", "ProjectedDiscriminator", kwargs)
 
     @staticmethod
     def _build_projector(feature_network: PartSpec, projection_head: PartSpec | None) -> Projector:

@@ -7,6 +7,7 @@ Importing this package registers ``fastgan``, ``fastgan_lite`` and ``stylegan2``
 from projected_gan.generators.fastgan import (
     ConditionalBatchNorm2d,
     FastGANGenerator,
+    FastGANLiteGenerator,
     SkipLayerExcitation,
     fastgan,
     fastgan_channels,
@@ -40,6 +41,7 @@ __all__ = [
     "SUPPORTED_RESOLUTIONS",
     "ConditionalBatchNorm2d",
     "FastGANGenerator",
+    "FastGANLiteGenerator",
     "Generator",
     "LabelEmbedding",
     "MappingNetwork",

@@ -26,6 +26,7 @@ from projected_gan.spectral_norm import spectral_norm
 __all__ = [
     "ConditionalBatchNorm2d",
     "FastGANGenerator",
+    "FastGANLiteGenerator",
     "InitLayer",
     "SkipLayerExcitation",
     "UpBlock",
@@ -162,13 +163,17 @@ class SkipLayerExcitation(nn.Module):
         return big * self.gate(small)
 
 
+@GENERATORS.register("fastgan", tags=("fastgan",))
 class FastGANGenerator(Generator):
-    """FastGAN generator (Projected GAN variant): linear output, every layer spectrally normalised.
+    """FastGAN generator, big up-blocks (2 convs + noise each); 105.7 M params at 256, ngf=128.
 
-    ``w`` is the normalised ``z`` ``(B, z_dim)``; for conditional models the class embedding
-    ``(B, z_dim)`` is appended, so ``w`` is ``(B, 2 * z_dim)`` and interpolating it also blends
-    classes. Truncation does not apply (there is no mapping network to average).
+    The Projected GAN variant: linear output, every layer spectrally normalised. ``w`` is the
+    normalised ``z`` ``(B, z_dim)``; for conditional models the class embedding ``(B, z_dim)``
+    is appended, so ``w`` is ``(B, 2 * z_dim)`` and interpolating it also blends classes.
+    Truncation does not apply (there is no mapping network to average).
     """
+
+    lite = False  # small up-blocks: FastGANLiteGenerator
 
     def __init__(
         self,
@@ -177,7 +182,6 @@ class FastGANGenerator(Generator):
         img_channels: int = 3,
         z_dim: int = 256,
         ngf: int = 128,
-        lite: bool = False,
         noise_mode: str = "random",
     ) -> None:
         super().__init__(
@@ -188,7 +192,7 @@ class FastGANGenerator(Generator):
             noise_mode=noise_mode,
         )
         self.ngf = ngf
-        self.lite = lite
+        lite = self.lite
         channels = fastgan_channels(ngf, img_resolution)
         self.resolutions = list(channels)
         self.embed = LabelEmbedding(c_dim, z_dim) if c_dim > 0 else None
@@ -257,46 +261,17 @@ class FastGANGenerator(Generator):
         return f"{super().extra_repr()}, ngf={self.ngf}, lite={self.lite}"
 
 
-@GENERATORS.register("fastgan", tags=("fastgan",))
-def fastgan(
-    img_resolution: int = 256,
-    c_dim: int = 0,
-    img_channels: int = 3,
-    z_dim: int = 256,
-    ngf: int = 128,
-    noise_mode: str = "random",
-) -> FastGANGenerator:
-    """FastGAN generator, big up-blocks (2 convs + noise each); 105.7 M params at 256, ngf=128."""
-    return FastGANGenerator(
-        img_resolution=img_resolution,
-        c_dim=c_dim,
-        img_channels=img_channels,
-        z_dim=z_dim,
-        ngf=ngf,
-        lite=False,
-        noise_mode=noise_mode,
-    )
-
-
 @GENERATORS.register("fastgan_lite", tags=("fastgan",))
-def fastgan_lite(
-    img_resolution: int = 256,
-    c_dim: int = 0,
-    img_channels: int = 3,
-    z_dim: int = 256,
-    ngf: int = 128,
-    noise_mode: str = "random",
-) -> FastGANGenerator:
+class FastGANLiteGenerator(FastGANGenerator):
     """FastGAN-lite generator, small up-blocks (1 conv, no noise); 79.4 M params at 256, ngf=128.
 
-    ``noise_mode`` is accepted for a uniform interface; lite blocks have no noise layers.
+    Same arguments as :class:`FastGANGenerator`; ``noise_mode`` is accepted for a uniform
+    interface (lite blocks have no noise layers).
     """
-    return FastGANGenerator(
-        img_resolution=img_resolution,
-        c_dim=c_dim,
-        img_channels=img_channels,
-        z_dim=z_dim,
-        ngf=ngf,
-        lite=True,
-        noise_mode=noise_mode,
-    )
+
+    lite = True
+
+
+# The registered names, as the factory functions they used to be.
+fastgan = FastGANGenerator
+fastgan_lite = FastGANLiteGenerator

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from projected_gan.errors import UsageError
 from projected_gan.generators.layers import Generator
 
 __all__ = ["interpolation_frames", "latents_from_seeds", "lerp", "parse_seeds", "slerp"]
@@ -18,21 +19,31 @@ _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 def parse_seeds(text: str) -> list[int]:
     """``"0-7,12"`` -> ``[0, 1, ..., 7, 12]``: comma-separated ints and inclusive ranges ``a-b``."""
     if not isinstance(text, str):
-        raise ValueError(f"seeds must be a string like '0-7,12', got {type(text).__name__}")
+        raise UsageError(
+            f"seeds must be a string like '0-7,12', got {type(text).__name__}", field="seeds"
+        )
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
-            raise ValueError(f"seeds {text!r}: empty entry (expected e.g. '0-7,12')")
+            raise UsageError(
+                f"seeds {text!r}: empty entry (expected e.g. '0-7,12')",
+                field="seeds",
+            )
         if part.isdigit():
             seeds.append(int(part))
             continue
         match = _RANGE.match(part)
         if match is None:
-            raise ValueError(f"seeds {text!r}: {part!r} is not a non-negative int or a range 'a-b'")
+            raise UsageError(
+                f"seeds {text!r}: {part!r} is not a non-negative int or a range 'a-b'",
+                field="seeds",
+            )
         lo, hi = int(match[1]), int(match[2])
         if lo > hi:
-            raise ValueError(f"seeds {text!r}: range {part!r} runs backwards (need a <= b)")
+            raise UsageError(
+                f"seeds {text!r}: range {part!r} runs backwards (need a <= b)", field="seeds"
+            )
         seeds.extend(range(lo, hi + 1))
     return seeds
 
@@ -48,11 +59,17 @@ def latents_from_seeds(
     A seed gives the same z whatever else is in the list and whatever ``device`` is.
     """
     if len(seeds) == 0:
-        raise ValueError("seeds must hold at least one seed")
+        raise UsageError(
+            "seeds must hold at least one seed",
+            field="seeds",
+        )
     rows = []
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ValueError(f"each seed must be an int in [0, 2**63), got {seed!r}")
+            raise UsageError(
+                f"each seed must be an int in [0, 2**63), got {seed!r}",
+                field="seeds",
+            )
         g = torch.Generator().manual_seed(seed)
         rows.append(torch.randn(z_dim, generator=g))
     return torch.stack(rows).to(device=device, dtype=dtype)
@@ -91,15 +108,25 @@ def _labels_for(G: Generator, c: int | Sequence[int] | Tensor | None, n: int) ->
     """One-hot labels ``(n, c_dim)`` (float, so they can be interpolated) or None."""
     if G.c_dim == 0:
         if c is not None:
-            raise ValueError("c was given but the generator is unconditional (c_dim=0)")
+            raise UsageError(
+                "c was given but the generator is unconditional (c_dim=0)",
+                field="c",
+            )
         return None
     if c is None:
-        raise ValueError(f"c is required: the generator is conditional (c_dim={G.c_dim})")
+        raise UsageError(
+            f"c is required: the generator is conditional (c_dim={G.c_dim})", field="c"
+        )
     idx = torch.as_tensor([c] * n if isinstance(c, int) else c, dtype=torch.long)
     if idx.shape != (n,):
-        raise ValueError(f"c must be one class or one class per seed ({n}), got {tuple(idx.shape)}")
+        raise UsageError(
+            f"c must be one class or one class per seed ({n}), got {tuple(idx.shape)}", field="c"
+        )
     if idx.min() < 0 or idx.max() >= G.c_dim:
-        raise ValueError(f"c holds classes outside [0, {G.c_dim}): {idx.tolist()}")
+        raise UsageError(
+            f"c holds classes outside [0, {G.c_dim}): {idx.tolist()}",
+            field="c",
+        )
     return torch.nn.functional.one_hot(idx, G.c_dim).float().to(G.device)
 
 
@@ -124,14 +151,24 @@ def interpolation_frames(
     Put ``G`` in eval mode first (BatchNorm running statistics, frozen ``w_avg``).
     """
     if space not in ("w", "z"):
-        raise ValueError(f"space must be 'w' or 'z', got {space!r}")
+        raise UsageError(
+            f"space must be 'w' or 'z', got {space!r}",
+            field="space",
+        )
     if not isinstance(frames_per_pair, int) or frames_per_pair < 1:
-        raise ValueError(f"frames_per_pair must be a positive int, got {frames_per_pair!r}")
+        raise UsageError(
+            f"frames_per_pair must be a positive int, got {frames_per_pair!r}",
+            field="frames_per_pair",
+        )
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise UsageError(
+            f"batch_size must be a positive int, got {batch_size!r}", field="batch_size"
+        )
     keys_needed = 1 if loop else 2
     if len(seeds) < keys_needed:
-        raise ValueError(f"need at least {keys_needed} seeds to interpolate, got {len(seeds)}")
+        raise UsageError(
+            f"need at least {keys_needed} seeds to interpolate, got {len(seeds)}", field="seeds"
+        )
 
     z = latents_from_seeds(seeds, G.z_dim, device=G.device)
     labels = _labels_for(G, c, len(seeds))

@@ -375,9 +375,12 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
+@GENERATORS.register("stylegan2", tags=("stylegan",))
 class StyleGAN2Generator(Generator):
-    """StyleGAN2 generator (skip architecture). ``w`` is ``(B, num_ws, w_dim)``; a ``(B, w_dim)``
-    w given to :meth:`synthesis` is broadcast to every layer.
+    """StyleGAN2 generator, pure PyTorch; Projected GAN defaults (z 64, w 128, 2 mapping layers).
+
+    Skip architecture. ``w`` is ``(B, num_ws, w_dim)``; a ``(B, w_dim)`` w given to
+    :meth:`synthesis` is broadcast to every layer.
 
     Style mixing: in training mode, with probability ``mixing_prob`` per sample, the layers from a
     random cutoff on take their w from a second z (same labels).
@@ -486,37 +489,5 @@ class StyleGAN2Generator(Generator):
         )
 
 
-@GENERATORS.register("stylegan2", tags=("stylegan",))
-def stylegan2(
-    img_resolution: int = 256,
-    c_dim: int = 0,
-    img_channels: int = 3,
-    z_dim: int = 64,
-    w_dim: int = 128,
-    map_layers: int = 2,
-    map_lr_multiplier: float = 0.01,
-    w_avg_beta: float = 0.998,
-    channel_base: int = 32768,
-    channel_max: int = 512,
-    mixing_prob: float = 0.0,
-    conv_clamp: float | None = 256.0,
-    fused_modconv: bool = False,
-    noise_mode: str = "random",
-) -> StyleGAN2Generator:
-    """StyleGAN2 generator, pure PyTorch; Projected GAN defaults (z 64, w 128, 2 mapping layers)."""
-    return StyleGAN2Generator(
-        img_resolution=img_resolution,
-        c_dim=c_dim,
-        img_channels=img_channels,
-        z_dim=z_dim,
-        w_dim=w_dim,
-        map_layers=map_layers,
-        map_lr_multiplier=map_lr_multiplier,
-        w_avg_beta=w_avg_beta,
-        channel_base=channel_base,
-        channel_max=channel_max,
-        mixing_prob=mixing_prob,
-        conv_clamp=conv_clamp,
-        fused_modconv=fused_modconv,
-        noise_mode=noise_mode,
-    )
+# The registered name, as the factory function it used to be.
+stylegan2 = StyleGAN2Generator

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from projected_gan.devices import resolve_device
 from projected_gan.distributed import all_gather_rows, broadcast_object, is_active
 from projected_gan.metrics.base import FeatureExtractor, Metric
 from projected_gan.metrics.features import as_uint8_rgb
@@ -102,12 +103,6 @@ def _group(metrics: list[Metric], device: torch.device) -> list[_Group]:
             groups[key] = _Group(metric.extractor().to(device))
         groups[key].metrics.append(metric)
     return list(groups.values())
-
-
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _feature_pass(
@@ -210,7 +205,7 @@ def compare_images(
     """
     _check_batch_size(batch_size)
     images_a, images_b = _as_images(images_a, "images_a"), _as_images(images_b, "images_b")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     groups = _group(build_metrics(metrics, **metric_options), device)
     with torch.inference_mode():
         real = _feature_pass(groups, _image_batches(images_a, batch_size, device), device)
@@ -361,7 +356,7 @@ def evaluate(
     labels = None if labels is None else torch.as_tensor(labels)
     if labels is not None and labels.numel() == 0:
         labels = None
-    device = _resolve_device(device)
+    device = resolve_device(device)
     rank, world = 0, 1
     if distributed and is_active():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()

@@ -1,8 +1,9 @@
 """Pooled features of any registered feature network, and how images are fed to extractors.
 
 Every extractor receives **uint8** images ``(B, 3, H, W)``: reals are stored that way, and
-generated images are quantised the same way first (:func:`quantize_images`), so both sets go
-through identical arithmetic and the metric does not see the fakes' sub-quantum precision.
+generated images are quantised the same way first (:func:`projected_gan.images.to_uint8`), so
+both go through identical arithmetic and the metric does not see the fakes' sub-quantum
+precision.
 
 Pooled features (``pooling="concat"``, the default): the network's input is the image mapped
 back to [-1, 1] and resized with **antialiased bilinear** interpolation (align_corners=False) to
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from projected_gan.images import to_float, to_uint8
 from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
 from projected_gan.registry import FEATURE_NETWORKS
 
@@ -50,13 +52,8 @@ __all__ = [
 POOLINGS = ("concat", "deepest")
 
 
-def quantize_images(images: torch.Tensor) -> torch.Tensor:
-    """Float images ``(B, C, H, W)`` in [-1, 1] -> uint8 in [0, 255], as saving a PNG would.
-
-    Values are clamped to [-1, 1], mapped linearly (-1 -> 0, 1 -> 255) and rounded to the
-    nearest integer.
-    """
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
+# The float -> uint8 converter is the one that writes PNGs; the old name stays for callers.
+quantize_images = to_uint8
 
 
 def as_uint8_rgb(images: torch.Tensor, name: str = "images") -> torch.Tensor:
@@ -67,7 +64,7 @@ def as_uint8_rgb(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     if images.dtype != torch.uint8:
         if not images.is_floating_point():
             raise ValueError(f"{name} must be uint8 or float in [-1, 1], got {images.dtype}")
-        images = quantize_images(images)
+        images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
@@ -122,7 +119,7 @@ class PooledFeatures(FeatureExtractor):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` -> float32 ``(B, D)``."""
-        x = images.float() / 127.5 - 1
+        x = to_float(images)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(
                 x,

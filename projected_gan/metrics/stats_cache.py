@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from projected_gan.atomic import atomic_write
-from projected_gan.data.files import CACHE_ENV
-from projected_gan.data.files import default_cache_dir as package_cache_dir
+from projected_gan.cache import CACHE_ENV, cache_dir
 from projected_gan.metrics.stats import FeatureStats
 
 __all__ = ["CACHE_ENV", "StatsCache", "default_cache_dir"]
@@ -38,9 +37,8 @@ _FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    """``metrics/`` inside the package cache (``$PROJECTED_GAN_CACHE``, else
-    ``$XDG_CACHE_HOME/projected_gan`` or ``~/.cache/projected_gan``)."""
-    return package_cache_dir() / "metrics"
+    """``metrics/`` in the package cache (:func:`projected_gan.cache.cache_dir`)."""
+    return cache_dir("metrics")
 
 
 class StatsCache:

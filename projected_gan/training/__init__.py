@@ -1,4 +1,13 @@
-"""The training pipeline: spec, build_from_spec, the step, the fit loop, run folder and logs."""
+"""The training pipeline: spec, build_from_spec, the step, the fit loop, run folder and logs.
+
+spec.py, spec_checks.py, spec_io.py   what a run is (validated, presets, overrides)
+assemble.py, build.py                 the parts of a run made from a spec
+step.py                               one G + D step, EMA, optimisers
+fit.py                                the schedule: ticks, samples, metrics, snapshots
+state.py, run_dir.py                  checkpoints, counters, RNG; the run folder
+trainer.py                            ``Trainer``: all of the above together
+run_log.py                            log.jsonl, TensorBoard, plots
+"""
 
 from projected_gan.checkpoint import CheckpointError, load_checkpoint
 from projected_gan.data import (
@@ -9,8 +18,9 @@ from projected_gan.data import (
     load_image_dataset,
 )
 from projected_gan.training.build import build_from_spec
-from projected_gan.training.loop import Trainer, TrainingStopped
 from projected_gan.training.spec import ExperimentSpec, SpecError, list_presets
+from projected_gan.training.state import TrainingStopped
+from projected_gan.training.trainer import Trainer
 
 __all__ = [
     "CheckpointError",

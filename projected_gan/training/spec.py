@@ -10,21 +10,21 @@ signature, so a typo fails before any work with the field path in the message::
 from __future__ import annotations
 
 import inspect
-import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError
+from projected_gan.atomic import atomic_write_text
+from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.training.spec_checks import (
+    PartSpec,
+    SpecError,
+    part_problems,
+    validation_problems,
+)
+from projected_gan.training.spec_io import apply_overrides, list_presets, preset_dict, read_mapping
 
 __all__ = [
     "DataSpec",
@@ -41,111 +41,9 @@ __all__ = [
     "list_presets",
 ]
 
-# Arguments build_from_spec supplies itself; a spec must not set them.
-INJECTED_ARGS: dict[str, tuple[str, ...]] = {
-    "generators": ("img_resolution", "c_dim"),
-    "projection_heads": ("channels", "reductions"),
-    "discriminators": ("channels", "reductions", "image_size", "num_classes"),
-}
-
-
-class SpecError(ValueError):
-    """An invalid spec. ``problems`` holds ``(field_path, message)`` pairs."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PartSpec(BaseModel):
-    """``{name: ..., **kwargs}`` for one registered part; the kwargs go to its factory."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-def check_part(
-    kind: str, part: PartSpec, path: str, name_path: str | None = None
-) -> list[tuple[str, str]]:
-    """Problems with ``part`` as a ``kind`` (unknown name, unknown or injected kwargs).
-
-    ``path`` is the section's field path; ``name_path`` where the name itself sits
-    (default ``<path>.name``).
-    """
-    registry = REGISTRIES[kind]
-    try:
-        entry = registry.entry(part.name)
-    except (UnknownPartError, PluginError) as exc:
-        return [(name_path or f"{path}.name", str(exc))]
-    problems = []
-    injected = set(INJECTED_ARGS.get(kind, ()))
-    for key in part.kwargs:
-        if key in injected:
-            problems.append((f"{path}.{key}", "is set by the pipeline itself; remove it"))
-    sig = entry.signature()
-    if sig is None or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return problems
-    accepted = [
-        p.name
-        for p in sig.parameters.values()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    for key in part.kwargs:
-        if key not in accepted and key not in injected:
-            usable = ", ".join(a for a in accepted if a not in injected) or "none"
-            problems.append(
-                (f"{path}.{key}", f"{part.name!r} has no argument {key!r}; it accepts: {usable}")
-            )
-    return problems
-
-
-# Where parts sit in a spec, and their registry. Name-only parts are plain strings.
-PART_FIELDS: tuple[tuple[str, str], ...] = (
-    ("generator", "generators"),
-    ("discriminator.feature_network", "feature_networks"),
-    ("discriminator.projection_head", "projection_heads"),
-    ("discriminator.discriminator", "discriminators"),
-    ("discriminator.augment", "augmentations"),
-)
-NAME_FIELDS: tuple[tuple[str, str], ...] = (
-    ("loss.name", "losses"),
-    ("metrics.feature_network", "feature_networks"),
-)
-
-
-def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    """Registry problems of every part in a (possibly still invalid) spec dict."""
-
-    def get(path: str) -> Any:
-        node: Any = raw
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
-
-    problems: list[tuple[str, str]] = []
-    for path, kind in PART_FIELDS:
-        node = get(path)
-        if isinstance(node, dict) and isinstance(node.get("name"), str):
-            problems += check_part(kind, PartSpec.model_validate(node), path)
-    named = list(NAME_FIELDS)
-    names = get("metrics.names")
-    if isinstance(names, list):
-        named += [(f"metrics.names.{i}", "metrics") for i in range(len(names))]
-    for path, kind in named:
-        parent, _, key = path.rpartition(".")
-        node = get(parent)
-        value = node[int(key)] if isinstance(node, list) else get(path)
-        if isinstance(value, str):
-            problems += check_part(kind, PartSpec(name=value), path, name_path=path)
-    return problems
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -173,17 +71,24 @@ class DataSpec(_Strict):
         return v
 
 
+# The discriminator's defaults are ProjectedDiscriminator's own (one place to change them).
+_D_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(ProjectedDiscriminator).parameters.items()
+}
+
+
 class DiscriminatorSpec(_Strict):
     """The Projected discriminator: feature network -> projection head -> multi-scale heads."""
 
-    feature_network: PartSpec = PartSpec(name="tf_efficientnet_lite0")
-    projection_head: PartSpec = PartSpec(name="ccm_csm")
-    discriminator: PartSpec = PartSpec(name="multiscale")
-    augment: PartSpec | None = PartSpec(name="diffaugment", policy="color,translation,cutout")
+    feature_network: PartSpec = PartSpec(name=_D_DEFAULTS["feature_network"])
+    projection_head: PartSpec = PartSpec(name=_D_DEFAULTS["projection_head"])
+    discriminator: PartSpec = PartSpec(name=_D_DEFAULTS["discriminator"])
+    augment: PartSpec | None = PartSpec(name="diffaugment", policy=_D_DEFAULTS["augment"])
 
 
-class LossSpec(_Strict):
-    """Adversarial loss and optional R1 penalty (off by default, as in Projected GAN)."""
+class LossSpec(PartSpec):
+    """Adversarial loss ``{name, **arguments}`` and optional R1 penalty (off by default, as in
+    Projected GAN). A plain string names the loss alone."""
 
     name: str = "hinge"
     r1_gamma: float = Field(0.0, ge=0, description="R1 weight; 0 = off")
@@ -298,7 +203,7 @@ class ExperimentSpec(_Strict):
             spec = cls.model_validate(raw)
         except ValidationError as exc:
             # Report the registry problems of the parts too, so one run shows every mistake.
-            found = _problems(exc)
+            found = validation_problems(exc, cls)
             seen = {path for path, _ in found}
             found += [p for p in part_problems(raw) if p[0] not in seen]
             raise SpecError(found) from None
@@ -307,12 +212,12 @@ class ExperimentSpec(_Strict):
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentSpec:
         """Load a YAML (``.yaml``/``.yml``) or JSON (``.json``) spec file."""
-        return cls.validate_dict(_read_mapping(Path(path)), source=str(path))
+        return cls.validate_dict(read_mapping(Path(path)), source=str(path))
 
     @classmethod
     def preset(cls, name: str) -> ExperimentSpec:
         """A spec shipped with the package, e.g. ``minimal_cpu`` or ``fastgan_lite_256``."""
-        return cls.validate_dict(_preset_dict(name), source=f"preset {name}")
+        return cls.validate_dict(preset_dict(name), source=f"preset {name}")
 
     @classmethod
     def load(
@@ -328,9 +233,9 @@ class ExperimentSpec(_Strict):
             raise SpecError([("", "give a spec file or a preset, not both")])
         raw: dict[str, Any] = {}
         if file is not None:
-            raw = _read_mapping(Path(file))
+            raw = read_mapping(Path(file))
         elif preset is not None:
-            raw = _preset_dict(preset)
+            raw = preset_dict(preset)
         if data is not None:
             raw.setdefault("data", {})["path"] = data
         raw = apply_overrides(raw, overrides)
@@ -344,101 +249,4 @@ class ExperimentSpec(_Strict):
 
     def save(self, path: str | Path) -> None:
         """Write the resolved spec as YAML (atomically)."""
-        from projected_gan.atomic import atomic_write_text
-
         atomic_write_text(Path(path), self.to_yaml())
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field; " + _known_fields(exc.title, err["loc"])
-        elif err["type"] in {"literal_error", "enum"}:
-            msg = f"{msg} (got {err.get('input')!r})"
-        problems.append((loc, msg))
-    return problems
-
-
-def _known_fields(title: str, loc: tuple) -> str:
-    model: type[BaseModel] = ExperimentSpec
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        nested = next(
-            (c for c in candidates if inspect.isclass(c) and issubclass(c, BaseModel)), None
-        )
-        if nested is None:
-            return "check the spelling"
-        model = nested
-    import difflib
-
-    names = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}accepted: {', '.join(names)}"
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError([("", f"spec file {str(path)!r} does not exist")])
-    text = path.read_text()
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = path.suffix.lstrip(".").upper() or "YAML"
-        raise SpecError([("", f"{path}: not valid {kind}: {exc}")]) from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SpecError([("", f"{path}: expected a mapping of sections at the top level")])
-    return raw
-
-
-def list_presets() -> list[str]:
-    """Names of the presets shipped in ``projected_gan/presets``."""
-    folder = resources.files("projected_gan") / "presets"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def _preset_dict(name: str) -> dict[str, Any]:
-    names = list_presets()
-    if name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SpecError([("preset", f"{name!r} is not a preset{hint} Presets: {', '.join(names)}")])
-    text = (resources.files("projected_gan") / "presets" / f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``section.field=value`` strings (values parsed as YAML) to a raw spec dict."""
-    raw = json.loads(json.dumps(raw))  # deep copy of plain data
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError([("--set", f"expected KEY=VALUE with a dotted key, got {item!r}")])
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            parsed = value
-        node = raw
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise SpecError([(key, f"{where} is a value, not a section; cannot set {key}")])
-            node = child
-        node[parts[-1]] = parsed
-    return raw

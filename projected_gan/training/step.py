@@ -1,0 +1,275 @@
+"""One training step: a G phase, EMA, then a D phase (with lazy R1), all on the device.
+
+:class:`TrainingStep` owns the networks (G, D, G_ema), their fused Adam optimisers, the latent
+stream and the device-side tick accumulators. A step is::
+
+    g_phase  -> G gets gradients through the frozen projector; D's heads get none
+    EMA      -> G_ema moves towards G
+    d_phase  -> D on fakes (no autograd through G) and reals (+ R1 every ``interval`` steps)
+
+Hot-loop rules: nothing here waits for the GPU. Losses are summed into device accumulators
+(read once per tick by the fit loop), and a non-finite gradient makes the fused Adam kernel
+skip its update on the device (``found_inf``), counted in ``bad_run``/``bad_tick``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from projected_gan import distributed
+from projected_gan.devices import autocast, uses_bf16
+from projected_gan.images import to_float
+from projected_gan.training.spec import ExperimentSpec
+
+__all__ = ["LATENT_SEED_OFFSET", "TrainingStep", "ema_beta", "match_state_layout"]
+
+# The latents' generator is seeded apart from the global RNG, so their streams never coincide.
+LATENT_SEED_OFFSET = 1_000_003
+
+
+def ema_beta(batch: int, nimg: int, ema_kimg: float, rampup: float | None) -> float:
+    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (with ramp-up)."""
+    ema_nimg = ema_kimg * 1000
+    if rampup is not None and rampup > 0:
+        ema_nimg = min(ema_nimg, nimg * rampup)
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))
+
+
+def fused_adam(params: list[nn.Parameter], lr: float, betas: tuple, eps: float) -> Any:
+    """Adam with the fused kernel, which skips a step on the device when ``found_inf`` is set."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
+
+
+def match_state_layout(opt: torch.optim.Optimizer) -> None:
+    """Give loaded moment buffers their parameter's strides (e.g. channels_last).
+
+    Checkpoints store contiguous tensors; the fused Adam kernel walks a parameter and its moments
+    element by element, so a contiguous moment next to a channels_last weight would pair the
+    wrong elements.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if (
+                    torch.is_tensor(value)
+                    and value.shape == p.shape
+                    and value.stride() != p.stride()
+                ):
+                    state[key] = torch.empty_like(p).copy_(value)
+
+
+def logit_stats(loss_logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean-logit entries of a loss's log dict (its loss values are logged already)."""
+    return {k: v for k, v in loss_logs.items() if k.startswith("logits")}
+
+
+class TrainingStep:
+    """G, D, G_ema, the two optimisers and EMA: everything one training step touches.
+
+    Args:
+        G: generator ``G(z, c) -> (B, C, R, R)`` in ~[-1, 1], with ``z_dim`` (and ``c_dim``).
+        D: discriminator ``D(images, labels) -> (B, N)`` with ``trainable_parameters()``.
+        loss: ``g_loss(fake_logits)``, ``d_loss_real(...)``, ``d_loss_fake(...)``, each
+            returning ``(scalar, logs)``.
+        r1: optional regulariser with ``should_apply(step)`` and ``lazy_penalty(x, logits)``.
+        spec: learning rates, betas, precision, memory format, compile, EMA, seed.
+        device: where everything lives.
+        dist: this process's place in a distributed run (gradients are all-reduced).
+        label_pool: int labels ``(N,)`` of the real data, to draw fake labels from.
+        global_batch: images per step over all processes (sets the default EMA half-life).
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        *,
+        loss: Any,
+        r1: Any,
+        spec: ExperimentSpec,
+        device: torch.device,
+        dist: distributed.DistInfo,
+        label_pool: torch.Tensor | None,
+        global_batch: int,
+    ) -> None:
+        t, o = spec.train, spec.optim
+        self.device = device
+        self.dist = dist
+        self.amp = uses_bf16(t.precision, device)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.G = G.to(device, memory_format=self.memory_format).train()
+        self.D = D.to(device, memory_format=self.memory_format).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.loss = loss
+        self.r1 = r1
+        self.label_pool = None if label_pool is None else label_pool.to(device)
+        self.ema_kimg = t.ema_kimg if t.ema_kimg is not None else global_batch * 10 / 32
+        self.ema_rampup = t.ema_rampup
+        self.d_params = list(D.trainable_parameters())
+        self.g_params = [p for p in G.parameters() if p.requires_grad]
+        self.g_opt = fused_adam(self.g_params, o.generator_lr, o.betas, o.eps)
+        self.d_opt = fused_adam(self.d_params, o.discriminator_lr, o.betas, o.eps)
+        self.g_forward = torch.compile(self.G) if t.compile else self.G
+        self.d_forward = torch.compile(self.D) if t.compile else self.D
+        # Training latents and fake labels: one stream shared by all ranks (see z()).
+        self.latents = torch.Generator(device=device)
+        self.latents.manual_seed(t.seed + LATENT_SEED_OFFSET)
+        # Device-side tick accumulators: read (one host sync) by the fit loop once per tick.
+        self._found_inf = {"G": torch.zeros((), device=device), "D": torch.zeros((), device=device)}
+        self.bad_run = torch.zeros((), device=device)  # consecutive bad steps (either network)
+        self.bad_tick = torch.zeros((), device=device)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    # ------------------------------------------------------------------------ inputs
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when the run's precision asks for it, else a no-op."""
+        return autocast(self.device, self.amp)
+
+    def fake_labels(self, n: int) -> torch.Tensor | None:
+        """Labels ``(n,)`` drawn from the real label pool (None when unconditional)."""
+        if self.label_pool is None or getattr(self.G, "c_dim", 0) == 0:
+            return None
+        w, r = self.dist.world_size, self.dist.rank
+        idx = torch.randint(
+            len(self.label_pool), (n * w,), device=self.device, generator=self.latents
+        )
+        return self.label_pool[idx[r::w]]
+
+    def z(self, n: int) -> torch.Tensor:
+        """Latents ``(n, z_dim)`` of this rank's share of the global batch."""
+        # Every rank draws the latents of the whole global batch and keeps its share, as with
+        # the real images: a step's fakes are the same whatever the number of processes.
+        w, r = self.dist.world_size, self.dist.rank
+        z = torch.randn(n * w, self.G.z_dim, device=self.device, generator=self.latents)
+        return z[r::w].contiguous()
+
+    # ------------------------------------------------------------------------ phases
+    def _optimizer_step(self, name: str, opt: Any, params: list[nn.Parameter]) -> torch.Tensor:
+        distributed.all_reduce_grads(params, self.dist.world_size)
+        found_inf = self._found_inf[name]
+        found_inf.zero_()
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                grads, found_inf, torch.ones((), device=self.device)
+            )
+        opt.found_inf = found_inf
+        opt.grad_scale = None
+        opt.step()
+        return found_inf
+
+    def g_phase(self, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Update G on ``n`` fakes; returns (logs, 1.0 if the update was skipped else 0.0)."""
+        # Gradients flow through the frozen projector into G; D's heads get none.
+        for p in self.d_params:
+            p.requires_grad_(False)
+        self.g_opt.zero_grad(set_to_none=True)
+        c = self.fake_labels(n)
+        with self.autocast():
+            fakes = self.g_forward(self.z(n), c)
+            fakes = fakes.contiguous(memory_format=self.memory_format)
+            loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c))
+        loss_g.backward()
+        bad = self._optimizer_step("G", self.g_opt, self.g_params)
+        return {"loss_g": loss_g.detach(), **logit_stats(g_logs)}, bad
+
+    def d_phase(
+        self, reals_u8: torch.Tensor, real_labels: torch.Tensor | None, step_index: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Update D on as many fakes as reals (uint8 ``(n, C, R, R)``); (logs, skipped flag)."""
+        n = reals_u8.shape[0]
+        for p in self.d_params:
+            p.requires_grad_(True)
+        self.d_opt.zero_grad(set_to_none=True)
+        # Fakes made without autograd, so the projector runs without it too.
+        c = self.fake_labels(n)
+        with torch.no_grad(), self.autocast():
+            fakes = self.g_forward(self.z(n), c)
+        fakes = fakes.contiguous(memory_format=self.memory_format)
+        with self.autocast():
+            loss_fake, fake_logs = self.loss.d_loss_fake(self.d_forward(fakes, c))
+        loss_fake.backward()
+        reals = to_float(reals_u8).contiguous(memory_format=self.memory_format)
+        use_r1 = self.r1 is not None and self.r1.should_apply(step_index)
+        if use_r1:
+            reals.requires_grad_(True)
+        with self.autocast():
+            real_logits = self.d_forward(reals, real_labels)
+            loss_real, real_logs = self.loss.d_loss_real(real_logits)
+        logs: dict[str, torch.Tensor] = {}
+        total_real = loss_real
+        if use_r1:
+            loss_r1 = self.r1.lazy_penalty(reals, real_logits)  # x interval: lazy regularisation
+            total_real = loss_real + loss_r1
+            logs["loss_r1"] = loss_r1.detach()
+        total_real.backward()
+        bad = self._optimizer_step("D", self.d_opt, self.d_params)
+        logs["loss_d"] = loss_fake.detach() + loss_real.detach()
+        logs["loss_d_real"] = loss_real.detach()
+        logs["loss_d_fake"] = loss_fake.detach()
+        logs.update(logit_stats({**fake_logs, **real_logs}))
+        return logs, bad
+
+    @torch.no_grad()
+    def update_ema(self, global_batch: int, nimg: int) -> None:
+        """Move G_ema towards G for one step of ``global_batch`` images, ``nimg`` seen so far."""
+        beta = ema_beta(global_batch, nimg, self.ema_kimg, self.ema_rampup)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
+        ema_b, src_b = list(self.G_ema.buffers()), list(self.G.buffers())
+        if ema_b:
+            torch._foreach_copy_(ema_b, src_b)
+
+    def __call__(
+        self,
+        reals_u8: torch.Tensor,
+        real_labels: torch.Tensor | None,
+        *,
+        step_index: int,
+        nimg: int,
+    ) -> dict[str, torch.Tensor]:
+        """One G phase, EMA, one D phase on one batch; returns device scalars (no host sync)."""
+        n = reals_u8.shape[0]
+        g_logs, bad_g = self.g_phase(n)
+        self.update_ema(n * self.dist.world_size, nimg)
+        d_logs, bad_d = self.d_phase(reals_u8, real_labels, step_index)
+        logs = {**g_logs, **d_logs}
+        bad = torch.maximum(bad_g, bad_d)
+        self.bad_run.mul_(bad).add_(bad)  # reset on a good step, +1 on a bad one
+        self.bad_tick.add_(bad)
+        self._accumulate(logs)
+        return logs
+
+    # ------------------------------------------------------------------------ ticks
+    def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
+        for key, value in values.items():
+            value = value.detach().float()
+            if key in self.sums:
+                self.sums[key] += value
+            else:
+                self.sums[key] = value.clone()
+        self.count += 1
+
+    def read_tick(self) -> tuple[dict[str, float], int, int]:
+        """Means of the logs since the last call, bad steps this tick, bad steps in a row.
+
+        The only host sync of a tick: every accumulated device scalar in one transfer.
+        Distributed, the means are averaged over ranks (collective: every rank calls it).
+        """
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys] + [self.bad_tick, self.bad_run])
+        # Losses averaged over ranks (the bad-step counts agree: gradients were all-reduced).
+        if self.dist.enabled:
+            distributed.average_(values)
+        values = values.tolist()
+        means = {k: v / max(self.count, 1) for k, v in zip(keys, values[: len(keys)])}
+        self.sums.clear()
+        self.count = 0
+        self.bad_tick.zero_()
+        return means, int(values[-2]), int(values[-1])

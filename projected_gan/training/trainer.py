@@ -1,0 +1,401 @@
+"""``Trainer``: a training step, a run folder and resumable state, put together.
+
+    trainer = Trainer(G, D, loss=create("losses", "hinge"), batches=InfiniteBatches(ds, 16))
+    trainer.fit(kimg=10)
+
+The step's maths lives in :mod:`~projected_gan.training.step`, the schedule in
+:mod:`~projected_gan.training.fit`, snapshots in :mod:`~projected_gan.training.state` and the
+folder layout in :mod:`~projected_gan.training.run_dir`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from projected_gan import distributed
+from projected_gan._version import __version__
+from projected_gan.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_valid_checkpoint,
+    snapshot_path,
+)
+from projected_gan.configs import part_config
+from projected_gan.training import fit as fit_loop
+from projected_gan.training.assemble import Assembly, assemble, data_record, spec_and_batch
+from projected_gan.training.run_dir import (
+    default_run_name,
+    grid_latents,
+    prepare_run_dir,
+    write_grid,
+)
+from projected_gan.training.run_log import RunLogger
+from projected_gan.training.spec import ExperimentSpec
+from projected_gan.training.state import (
+    Counters,
+    architecture_differences,
+    gather_rng_states,
+    load_weights,
+    prune_checkpoints,
+    restore_rng_states,
+    resume_run,
+    write_checkpoint,
+)
+from projected_gan.training.step import TrainingStep
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Trains a generator against a :class:`ProjectedDiscriminator`.
+
+    Build one with :func:`projected_gan.build_from_spec`, or by hand from your own modules::
+
+        trainer = Trainer(G, D, loss=create("losses", "hinge"), batches=InfiniteBatches(ds, 16))
+        trainer.fit(kimg=10)
+
+    Args:
+        G: generator ``G(z, c) -> (B, C, R, R)`` with ``z_dim``/``c_dim``/``img_resolution``.
+        D: discriminator with ``forward(images, labels) -> (B, N)`` and ``trainable_parameters()``.
+        loss: object with ``g_loss(fake)`` and ``d_loss_real(real)`` / ``d_loss_fake(fake)``.
+        batches: iterator of ``(uint8 images (B, C, R, R) on device, labels or None)``; its
+            ``batch_size`` (e.g. :class:`~projected_gan.data.InfiniteBatches`) is the
+            per-process batch: G draws as many fakes per step, ``nimg`` counts them.
+        spec: the experiment spec (defaults for everything not passed; saved with checkpoints).
+            Its ``train.batch`` must equal the batches' size times the processes.
+        run_dir: output folder; created under ``spec.output.dir`` on the first write if None.
+        device: where to train (default: where G's parameters are).
+        label_pool: int labels of the real data, to draw fake labels from (conditional only).
+        r1: optional R1 regulariser with ``should_apply(step)`` and ``lazy_penalty(x, logits)``.
+        evaluate: optional ``fn(G_ema) -> dict[str, float]`` run on the metric cadence.
+        dist_info: this process's rank and world size (default: a single process).
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        *,
+        loss: Any,
+        batches: Iterator,
+        spec: ExperimentSpec | None = None,
+        run_dir: str | Path | None = None,
+        device: torch.device | str | None = None,
+        label_pool: torch.Tensor | None = None,
+        r1: Any = None,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+        dist_info: distributed.DistInfo | None = None,
+    ) -> None:
+        self.dist = dist_info or distributed.DistInfo()
+        self.spec, self.batch = spec_and_batch(spec, batches, self.dist.world_size)
+        self.device = torch.device(device) if device is not None else _param_device(G)
+        self.core = TrainingStep(
+            G,
+            D,
+            loss=loss,
+            r1=r1,
+            spec=self.spec,
+            device=self.device,
+            dist=self.dist,
+            label_pool=label_pool,
+            global_batch=self.global_batch,
+        )
+        self.batches = batches
+        self.evaluate = evaluate
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.counters = Counters()
+        self.built_from_spec = False  # set by from_spec: resume rebuilds from spec.yaml
+        self._grid_z, self._grid_c = grid_latents(G, self.spec.train.seed, self.device)
+        self._logger: RunLogger | None = None
+        self._session_start: float | None = None
+
+    # ------------------------------------------------------------------- the networks
+    G = property(lambda self: self.core.G, doc="The generator being trained.")
+    D = property(lambda self: self.core.D, doc="The discriminator (frozen projector + heads).")
+    G_ema = property(lambda self: self.core.G_ema, doc="Moving average of G: what to sample.")
+    g_opt = property(lambda self: self.core.g_opt)
+    d_opt = property(lambda self: self.core.d_opt)
+
+    loss = property(
+        lambda self: self.core.loss,
+        lambda self, value: setattr(self.core, "loss", value),
+        doc="The adversarial loss (assignable).",
+    )
+
+    @property
+    def global_batch(self) -> int:
+        """Images per step over all processes."""
+        return self.batch * self.dist.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files (rank 0)."""
+        return self.dist.is_main
+
+    # ------------------------------------------------------------------- counters
+    nimg = property(lambda self: self.counters.nimg, doc="Real images shown to D, all ranks.")
+    step_index = property(lambda self: self.counters.step, doc="Training steps done.")
+    tick_index = property(lambda self: self.counters.tick, doc="Log lines (ticks) written.")
+
+    # ------------------------------------------------------------------- one step
+    def step(self) -> dict[str, torch.Tensor]:
+        """One G step then one D step on one batch; returns device scalars (no host sync)."""
+        reals_u8, real_labels = next(self.batches)
+        logs = self.core(reals_u8, real_labels, step_index=self.counters.step, nimg=self.nimg)
+        self.counters.step += 1
+        self.counters.nimg += reals_u8.shape[0] * self.dist.world_size
+        return logs
+
+    def fit(self, kimg: float | None = None, progress: bool = True) -> Path | None:
+        """Train until ``kimg`` thousand images (default ``spec.train.kimg``); return the run dir.
+
+        Ctrl-C (SIGINT) and SIGTERM finish the current step, save a checkpoint and return.
+        Distributed, call it on every rank (see :func:`projected_gan.training.fit.fit`).
+        """
+        return fit_loop.fit(self, kimg=kimg, progress=progress)
+
+    def start_session(self) -> None:
+        """Start timing this process's share of the run (``fit`` calls it)."""
+        self._session_start = time.perf_counter()
+
+    def session_seconds(self) -> float:
+        """Seconds since :meth:`start_session` (0 outside ``fit``)."""
+        start = self._session_start
+        return 0.0 if start is None else time.perf_counter() - start
+
+    def end_session(self) -> None:
+        """Add this session to the run's time and close the logs."""
+        self.counters.elapsed += self.session_seconds()
+        self._session_start = None
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    # ------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self, z: torch.Tensor | None = None, c: torch.Tensor | None = None, ema: bool = True
+    ) -> torch.Tensor:
+        """Images ``(B, C, R, R)`` in ~[-1, 1] from G_ema (or G) for ``z`` (default: the grid)."""
+        if z is None:
+            z, c = self._grid_z, self._grid_c
+        G = self.G_ema if ema else self.G
+        out = []
+        step = max(self.batch, 1)
+        with self._own_rng():
+            for i in range(0, len(z), step):
+                c_i = None if c is None else c[i : i + step]
+                with self.core.autocast():
+                    out.append(G(z[i : i + step], c_i))
+        return torch.cat(out).float()
+
+    def _own_rng(self):
+        """Sampling and metrics must not shift the training random stream (exact resume)."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=devices, device_type=self.device.type)
+
+    # ------------------------------------------------------------------- run folder
+    def ensure_run_dir(self) -> Path:
+        """The run folder, made with its sub-folders and spec.yaml on first use (rank 0 only)."""
+        if not self.is_main:
+            raise RuntimeError(f"rank {self.dist.rank} must not write files; rank 0 writes the run")
+        if self.built_from_spec:
+            name = default_run_name(self.spec)
+        else:
+            name = default_run_name(self.spec, self.G, data_record(self.batches))
+        self.run_dir = prepare_run_dir(self.run_dir, self.spec, name)
+        return self.run_dir
+
+    @property
+    def logger(self) -> RunLogger:
+        if self._logger is None:
+            self._logger = RunLogger(self.ensure_run_dir(), self.spec.output.tensorboard)
+        return self._logger
+
+    def save_samples(self, name: str | None = None) -> Path | None:
+        """Write the fixed-latent grid of G_ema to ``samples/`` (rank 0); warns, never fails."""
+        if not self.is_main:
+            return None
+        path = self.ensure_run_dir() / "samples" / (name or f"fakes{self.nimg // 1000:06d}.png")
+        return write_grid(self.sample(), path)
+
+    def save_reals(self) -> Path | None:
+        """Write ``samples/reals.png`` once, without moving the training data position."""
+        if not self.is_main:
+            return None
+        state = self.batches.state_dict() if hasattr(self.batches, "state_dict") else None
+        reals, _ = next(self.batches)
+        if state is not None:
+            self.batches.load_state_dict(state)
+        path = self.ensure_run_dir() / "samples" / "reals.png"
+        if path.exists():
+            return path
+        return write_grid(reals[: len(self._grid_z)].cpu(), path)
+
+    def run_metrics(self) -> dict[str, float] | None:
+        """Evaluate G_ema (all ranks), log on rank 0, keep the best checkpoint's number."""
+        if self.evaluate is None:
+            return None
+        t0 = time.perf_counter()
+        with self._own_rng():
+            results = self.evaluate(self.G_ema)
+        if not self.is_main:
+            return results
+        c = self.counters
+        record = {
+            "kimg": round(c.nimg / 1000, 3),
+            "seconds": round(c.elapsed + self.session_seconds(), 2),
+            "eval_seconds": round(time.perf_counter() - t0, 2),
+            **results,
+        }
+        self.logger.log_metrics(record)
+        c.note_metric(next(iter(results.values()), None))
+        return results
+
+    # ------------------------------------------------------------------- checkpoints
+    def state_meta(self) -> dict[str, Any]:
+        """The JSON metadata of a checkpoint: counters, data position, spec, version."""
+        loader_state = self.batches.state_dict() if hasattr(self.batches, "state_dict") else {}
+        return {
+            "version": __version__,
+            **self.counters.to_meta(),
+            "elapsed": self.counters.elapsed + self.session_seconds(),
+            "loader": loader_state,
+            "spec": self.spec.to_dict(),
+            "num_classes": int(getattr(self.G, "c_dim", 0)),
+            "world_size": self.dist.world_size,
+            # What the run is made of, to rebuild it without the code that built it.
+            "built_from_spec": self.built_from_spec,
+            "parts": self.part_configs(),
+            "data": None if self.built_from_spec else data_record(self.batches),
+        }
+
+    def part_configs(self) -> dict[str, dict | None]:
+        """``part_config`` of G, D, the loss and R1 (None for parts not built by a registry)."""
+        parts = {"G": self.G, "D": self.D, "loss": self.loss, "r1": self.core.r1}
+        return {name: part_config(part) for name, part in parts.items()}
+
+    def save(self, path: str | Path | None = None, before_replace=None) -> Path | None:
+        """Write a checkpoint (rank 0 writes), keep the newest K plus the best; atomic.
+
+        Distributed, every rank calls it at the same step (it gathers their RNG states).
+        """
+        rng = gather_rng_states(self.core.latents, self.device, self.dist)
+        if not self.is_main:
+            return None
+        folder = self.ensure_run_dir() / "checkpoints"
+        path = Path(path) if path is not None else snapshot_path(folder, self.nimg)
+        write_checkpoint(
+            path,
+            models={"G": self.G, "G_ema": self.G_ema, "D": self.D},
+            optimizers={"G": self.g_opt, "D": self.d_opt},
+            rng=rng,
+            meta=self.state_meta(),
+            run_dir=self.run_dir,
+            before_replace=before_replace,
+        )
+        prune_checkpoints(folder, self.spec.train.keep_checkpoints, self.counters.best_nimg)
+        return path
+
+    def load_state(self, ckpt: Checkpoint, *, restore_rng: bool = True) -> None:
+        """Restore weights, optimisers, counters, data position and RNG from ``ckpt``."""
+        diffs = architecture_differences(ckpt.meta, self.spec.to_dict(), self.part_configs())
+        if diffs:
+            raise CheckpointError(
+                f"{ckpt.path} was made with another architecture: " + "; ".join(diffs)
+            )
+        load_weights(
+            ckpt,
+            {"G": self.G, "G_ema": self.G_ema, "D": self.D},
+            {"G": self.g_opt, "D": self.d_opt},
+        )
+        m = ckpt.meta
+        self.counters = Counters.from_meta(m)
+        if hasattr(self.batches, "load_state_dict") and m.get("loader"):
+            self.batches.load_state_dict(m["loader"])
+        if restore_rng:
+            restore_rng_states(
+                ckpt.extra,
+                self.core.latents,
+                self.device,
+                self.dist,
+                saved_world_size=int(m.get("world_size", 1)),
+                seed=self.spec.train.seed,
+                step=self.counters.step,
+            )
+
+    def load_latest(self) -> Checkpoint:
+        """Load the newest usable checkpoint of ``run_dir`` (warning about broken newer ones)."""
+        if self.run_dir is None:
+            raise CheckpointError("this trainer has no run_dir to resume from")
+        ckpt = latest_valid_checkpoint(self.run_dir)
+        self.load_state(ckpt)
+        return ckpt
+
+    # ------------------------------------------------------------------- construction
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ExperimentSpec,
+        *,
+        run_dir: str | Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> Trainer:
+        """Assemble data, G, D, loss, optimisers and EMA from ``spec`` (see ``build_from_spec``)."""
+        return cls.from_assembly(assemble(spec, device), spec, run_dir, built_from_spec=True)
+
+    @classmethod
+    def from_assembly(
+        cls,
+        a: Assembly,
+        spec: ExperimentSpec,
+        run_dir: str | Path | None = None,
+        *,
+        built_from_spec: bool,
+    ) -> Trainer:
+        """A trainer of assembled parts, the same on every rank (weights broadcast)."""
+        trainer = cls(
+            a.G,
+            a.D,
+            loss=a.loss,
+            batches=a.batches,
+            spec=spec,
+            run_dir=run_dir,
+            device=a.device,
+            label_pool=a.label_pool,
+            r1=a.r1,
+            evaluate=a.evaluate,
+            dist_info=a.dist_info,
+        )
+        trainer.built_from_spec = built_from_spec
+        for module in (trainer.G, trainer.G_ema, trainer.D):
+            distributed.broadcast_parameters(module)
+        info = a.dist_info
+        torch.manual_seed(spec.train.seed * info.world_size + info.rank)
+        return trainer
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        overrides: list[str] | tuple[str, ...] = (),
+        device: str | torch.device | None = None,
+    ) -> Trainer:
+        """Rebuild a run from ``run_dir`` (+ overrides) and load its newest checkpoint.
+
+        A spec-built run is rebuilt from its ``spec.yaml``; a hand-built one from the part
+        configs and data its checkpoint recorded. Overrides may change the schedule (e.g.
+        ``train.kimg=200``), never the architecture.
+        """
+        return resume_run(cls.from_assembly, run_dir, overrides, device)
+
+
+def _param_device(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
