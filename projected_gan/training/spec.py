@@ -133,8 +133,14 @@ def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for path, kind in PART_FIELDS:
         node = get(path)
-        if isinstance(node, dict) and isinstance(node.get("name"), str):
-            problems += check_part(kind, PartSpec.model_validate(node), path)
+        # A list (several feature networks) is checked entry by entry: <path>.<i>.name
+        entries = enumerate(node) if isinstance(node, list) else [(None, node)]
+        for i, item in entries:
+            where = path if i is None else f"{path}.{i}"
+            if isinstance(item, str):
+                item = {"name": item}
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                problems += check_part(kind, PartSpec.model_validate(item), where)
     named = list(NAME_FIELDS)
     names = get("metrics.names")
     if isinstance(names, list):
@@ -176,10 +182,25 @@ class DataSpec(_Strict):
 class DiscriminatorSpec(_Strict):
     """The Projected discriminator: feature network -> projection head -> multi-scale heads."""
 
-    feature_network: PartSpec = PartSpec(name="tf_efficientnet_lite0")
+    feature_network: PartSpec | list[PartSpec] = Field(
+        PartSpec(name="tf_efficientnet_lite0"),
+        description="one network, or a list: each gets its own head and D, logits concatenated",
+    )
     projection_head: PartSpec = PartSpec(name="ccm_csm")
     discriminator: PartSpec = PartSpec(name="multiscale")
     augment: PartSpec | None = PartSpec(name="diffaugment", policy="color,translation,cutout")
+
+    @field_validator("feature_network", mode="before")
+    @classmethod
+    def _feature_networks(cls, v: Any) -> Any:
+        # A bare name is short for {name: ...}, alone or in a list (handy with --set).
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list is empty; give at least one feature network")
+            return [{"name": p} if isinstance(p, str) else p for p in v]
+        return v
 
 
 class LossSpec(_Strict):
