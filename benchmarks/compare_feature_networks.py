@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality_curve  # noqa: E402  (a sibling script, not a package)
+import quality_curve  # a sibling script, not a package
 
 DEFAULT_SETUPS = (
     "lite0=tf_efficientnet_lite0",
