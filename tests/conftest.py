@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -57,6 +58,21 @@ def plugin_dist(tmp_path, monkeypatch):
             del sys.modules[name]
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: hub offline mode, and any socket use fails at once (the test cannot hang)."""
+    from huggingface_hub import constants as hub_constants  # timm's hub client
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Decoded datasets and metric statistics go to a temp folder, never ~/.cache."""
@@ -91,3 +107,34 @@ def tiny_overrides(out_dir) -> list[str]:
         "output.tensorboard=false",
         f"output.dir={out_dir}",
     ]
+
+
+def adversarial_round(G, D, reals, seed: int = 0) -> None:
+    """One hinge D step (Adam) and one G backward through D; asserts that both really happened.
+
+    D's heads must change, the frozen projector(s) get no gradient, and every trainable
+    parameter of G gets a finite, non-zero-overall gradient through D.
+    """
+    import torch
+
+    from projected_gan.losses import HingeLoss
+
+    loss = HingeLoss()
+    z = torch.randn(reals.shape[0], G.z_dim, generator=torch.Generator().manual_seed(seed))
+    opt_d = torch.optim.Adam(D.trainable_parameters(), lr=2e-4, betas=(0.0, 0.99))
+    before = [p.detach().clone() for p in D.trainable_parameters()]
+    with torch.no_grad():
+        fakes = G(z)
+    opt_d.zero_grad()
+    loss.d_loss(D(reals), D(fakes))[0].backward()
+    opt_d.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, D.trainable_parameters()))
+
+    D.requires_grad_(False)
+    loss.g_loss(D(G(z)))[0].backward()
+    D.requires_grad_(True)
+    grads = [p.grad for p in G.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    frozen = [p for p in D.parameters() if not p.requires_grad]
+    assert frozen and all(p.grad is None for p in frozen)

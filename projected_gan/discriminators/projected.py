@@ -1,4 +1,4 @@
-"""ProjectedDiscriminator: augment -> frozen projector (F then P) -> trainable multi-scale heads."""
+"""ProjectedDiscriminator: augment -> frozen projector(s) (F then P) -> trainable heads."""
 
 from __future__ import annotations
 
@@ -90,40 +90,79 @@ def _build_augment(augment: PartSpec | Sequence[str] | None) -> nn.Module | None
     )
 
 
+def _is_list(spec: Any) -> bool:
+    """A list/tuple/ModuleList of part specs (a string, dict or other module is one spec)."""
+    if isinstance(spec, nn.ModuleList):
+        return True
+    return isinstance(spec, Sequence) and not isinstance(spec, (str, Mapping, nn.Module))
+
+
+def _per_network(spec: Any, count: int, argument: str) -> list[Any]:
+    """One spec per feature network: a list of ``count`` specs, or one spec reused for each.
+
+    A module instance cannot be reused: each network needs its own head/discriminator.
+    """
+    if _is_list(spec):
+        specs = list(spec)
+        if len(specs) != count:
+            raise ValueError(
+                f"{argument}: a list needs one entry per feature network ({count}), "
+                f"got {len(specs)}"
+            )
+        return specs
+    if isinstance(spec, nn.Module) and count > 1:
+        raise ValueError(
+            f"{argument}: one {type(spec).__name__} instance cannot serve {count} feature "
+            f"networks; pass a registered name or dict (built once per network) or a list of "
+            f"{count} modules"
+        )
+    return [spec] * count
+
+
 @composite_part("projected_discriminator")
 class ProjectedDiscriminator(nn.Module):
-    """The Projected GAN discriminator: augment -> frozen projector -> multi-scale heads.
+    """The Projected GAN discriminator: augment -> frozen projector(s) -> multi-scale heads.
 
     Each part accepts an ``nn.Module``, a registered name, or ``{"name": ..., **kwargs}``; the
     channels, reductions and image size of each part are wired from the previous one.
 
+    Several feature networks (``feature_network`` a list, as StyleGAN-XL pairs DeiT with
+    EfficientNet-lite0): each one gets its own projection head and its own discriminator, all
+    see the same augmented image, and their logits are concatenated along the last dimension.
+    With one network the attributes are ``projector``/``discriminator`` (a :class:`Projector` and
+    a module); with several they are ``nn.ModuleList`` s in the same order.
+
     Args:
-        feature_network: a feature network; by name it is created with ``pretrained=True``
+        feature_network: a feature network, or a list of them (registered names, dicts and
+            your own modules can be mixed); by name it is created with ``pretrained=True``
             (when its factory takes that argument).
         projection_head: a projection head (``"none"``, ``"ccm"``, ``"ccm_csm"``); None = none.
+            With several networks one name/dict is built for each, or give a list.
         discriminator: the trainable heads; by name built with ``channels``, ``reductions``
             and ``image_size`` (the side the feature network sees) from the projector, plus
             ``num_classes`` when > 0. Called as ``discriminator(features, labels) -> (B, N)``.
+            With several networks one name/dict is built for each, or give a list.
         augment: applied to every input (reals and fakes, D and G steps): a DiffAugment policy
             string, a list of op names, a registered name or dict, a module, or None.
         num_classes: 0 = unconditional, else the heads condition on labels.
         img_resolution: side of the images; sizes the heads (after the resize rule).
-        projector: a ready :class:`Projector`, instead of ``feature_network``/``projection_head``.
+        projector: a ready :class:`Projector` (or a list), instead of
+            ``feature_network``/``projection_head``.
 
     ``forward(images, labels=None)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits ``(B, N)``
-    (N = 100 for 256 px with the defaults). The projector runs without autograd unless the
-    images require grad (the G step), so a D step builds a graph for the heads only.
+    (N = 100 per network for 256 px with the defaults). The projectors run without autograd
+    unless the images require grad (the G step), so a D step builds a graph for the heads only.
     """
 
     def __init__(
         self,
-        feature_network: PartSpec = _DEFAULT_FEATURE_NETWORK,
-        projection_head: PartSpec | None = _DEFAULT_HEAD,
-        discriminator: PartSpec = "multiscale",
+        feature_network: PartSpec | Sequence[PartSpec] = _DEFAULT_FEATURE_NETWORK,
+        projection_head: PartSpec | Sequence[PartSpec] | None = _DEFAULT_HEAD,
+        discriminator: PartSpec | Sequence[PartSpec] = "multiscale",
         augment: PartSpec | Sequence[str] | None = "color,translation,cutout",
         num_classes: int = 0,
         img_resolution: int = 256,
-        projector: Projector | None = None,
+        projector: Projector | Sequence[Projector] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 0:
@@ -131,72 +170,123 @@ class ProjectedDiscriminator(nn.Module):
         if not isinstance(img_resolution, int) or img_resolution < 1:
             raise ValueError(f"img_resolution must be a positive int, got {img_resolution!r}")
         if projector is None:
-            projector = self._build_projector(feature_network, projection_head)
+            projectors = self._build_projectors(feature_network, projection_head)
         elif feature_network != _DEFAULT_FEATURE_NETWORK or projection_head != _DEFAULT_HEAD:
             raise ValueError(
                 "pass either projector= or feature_network=/projection_head=, not both"
             )
-        elif not isinstance(projector, Projector):
-            raise TypeError(f"projector must be a Projector, got {type(projector).__name__}")
-        self.projector = projector
+        else:
+            projectors = list(projector) if _is_list(projector) else [projector]
+            for p in projectors:
+                if not isinstance(p, Projector):
+                    raise TypeError(f"projector must be a Projector, got {type(p).__name__}")
+        if not projectors:
+            raise ValueError("feature_network: the list is empty; give at least one network")
         self.augment = _build_augment(augment)
         self.num_classes = num_classes
         self.img_resolution = img_resolution
-        wiring = {
-            "channels": projector.channels,
-            "reductions": projector.reductions,
-            "image_size": projector.seen_size(img_resolution),
-            "num_classes": num_classes or None,  # unconditional heads need not take it
-        }
-        self.discriminator = _build_part(
-            "discriminators", discriminator, "discriminator", wiring=wiring
-        )
+        heads = []
+        for i, (proj, spec) in enumerate(
+            zip(projectors, _per_network(discriminator, len(projectors), "discriminator"))
+        ):
+            wiring: dict[str, Any] = {
+                "channels": proj.channels,
+                "reductions": proj.reductions,
+                "image_size": proj.seen_size(img_resolution),
+                "num_classes": num_classes or None,  # unconditional heads need not take it
+            }
+            where = "discriminator" if len(projectors) == 1 else f"discriminator[{i}]"
+            heads.append(_build_part("discriminators", spec, where, wiring=wiring))
+        self.projector: Projector | nn.ModuleList
+        self.discriminator: nn.Module
+        if len(projectors) == 1:  # the one-network layout (and state dict keys) of before
+            self.projector, self.discriminator = projectors[0], heads[0]
+        else:
+            self.projector, self.discriminator = nn.ModuleList(projectors), nn.ModuleList(heads)
         self._record_parts()
 
     def _record_parts(self) -> None:
-        """Record this discriminator's config: each sub-part in spec form (see ``part_config``).
+        """Record this discriminator's config: each sub-part in spec form (see ``part_config``);
+        a list per argument when there are several feature networks.
 
         Nothing is recorded when a sub-part was not built through a registry.
         """
-        parts = {
-            "feature_network": (self.projector.feature_network, "feature_networks"),
-            "projection_head": (self.projector.head, "projection_heads"),
-            "discriminator": (self.discriminator, "discriminators"),
-            "augment": (self.augment, "augmentations"),
-        }
-        kwargs: dict[str, Any] = {}
-        for argument, (module, kind) in parts.items():
+
+        def form(module: nn.Module | None, kind: str) -> Any:
             config = None if module is None else part_config(module)
             if module is not None and (config is None or config["kind"] != kind):
-                return
-            kwargs[argument] = None if config is None else spec_form(config)
-        kwargs.update(num_classes=self.num_classes, img_resolution=self.img_resolution)
+                raise LookupError  # built by hand: this discriminator cannot describe itself
+            return None if config is None else spec_form(config)
+
+        several = len(self.projectors) > 1
+        try:
+            nets = [form(p.feature_network, "feature_networks") for p in self.projectors]
+            heads = [form(p.head, "projection_heads") for p in self.projectors]
+            discs = [form(d, "discriminators") for d in self.discriminators]
+            augment = form(self.augment, "augmentations")
+        except LookupError:
+            return
+        kwargs: dict[str, Any] = {
+            "feature_network": nets if several else nets[0],
+            "projection_head": heads if several else heads[0],
+            "discriminator": discs if several else discs[0],
+            "augment": augment,
+            "num_classes": self.num_classes,
+            "img_resolution": self.img_resolution,
+        }
         record_part_config(self, "projected_discriminator", "ProjectedDiscriminator", kwargs)
 
     @staticmethod
-    def _build_projector(feature_network: PartSpec, projection_head: PartSpec | None) -> Projector:
-        net = _build_part(
-            "feature_networks", feature_network, "feature_network", defaults={"pretrained": True}
-        )
-        if not isinstance(net, FeatureNetwork):
-            raise TypeError(
-                "feature_network must build a projected_gan.projectors.FeatureNetwork, got "
-                f"{type(net).__name__}"
+    def _build_projectors(
+        feature_network: PartSpec | Sequence[PartSpec],
+        projection_head: PartSpec | Sequence[PartSpec] | None,
+    ) -> list[Projector]:
+        several = _is_list(feature_network)
+        nets = list(feature_network) if several else [feature_network]
+        head_specs = _per_network(projection_head, len(nets), "projection_head")
+        projectors = []
+        for i, (spec, head_spec) in enumerate(zip(nets, head_specs)):
+            suffix = f"[{i}]" if several else ""
+            net = _build_part(
+                "feature_networks",
+                spec,
+                f"feature_network{suffix}",
+                defaults={"pretrained": True},
             )
-        head = _build_part(
-            "projection_heads",
-            "none" if projection_head is None else projection_head,
-            "projection_head",
-            wiring={"channels": net.channels, "reductions": net.reductions},
-        )
-        return Projector(net, head)
+            if not isinstance(net, FeatureNetwork):
+                raise TypeError(
+                    f"feature_network{suffix} must build a projected_gan.projectors."
+                    f"FeatureNetwork, got {type(net).__name__}"
+                )
+            head = _build_part(
+                "projection_heads",
+                "none" if head_spec is None else head_spec,
+                f"projection_head{suffix}",
+                wiring={"channels": net.channels, "reductions": net.reductions},
+            )
+            projectors.append(Projector(net, head))
+        return projectors
+
+    @property
+    def projectors(self) -> list[Projector]:
+        """The projectors, one per feature network, in order (a list also for one network)."""
+        if isinstance(self.projector, nn.ModuleList):
+            return list(self.projector)
+        return [self.projector]
+
+    @property
+    def discriminators(self) -> list[nn.Module]:
+        """The trainable heads, one per feature network, in the order of :attr:`projectors`."""
+        if isinstance(self.discriminator, nn.ModuleList):
+            return list(self.discriminator)
+        return [self.discriminator]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Exactly the discriminator heads' parameters (the projector is frozen)."""
+        """Exactly the discriminator heads' parameters, of every network (projectors are frozen)."""
         return list(self.discriminator.parameters())
 
     def requires_grad_(self, requires_grad: bool = True) -> ProjectedDiscriminator:
-        """Toggle the heads only: the projector stays frozen whatever the training loop asks."""
+        """Toggle the heads only: the projectors stay frozen whatever the training loop asks."""
         self.discriminator.requires_grad_(requires_grad)
         return self
 
@@ -205,9 +295,11 @@ class ProjectedDiscriminator(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
         # Gradient w.r.t. the image is needed only in the G step (images require grad); in the
-        # D step the augmentation and frozen projector run without autograd.
+        # D step the augmentation and frozen projectors run without autograd.
         needs_input_grad = torch.is_grad_enabled() and images.requires_grad
         with contextlib.nullcontext() if needs_input_grad else torch.no_grad():
+            # One augmentation for all networks: they judge the very same image.
             x = images if self.augment is None else self.augment(images)
-            features = self.projector(x)
-        return self.discriminator(features, labels)
+            features = [projector(x) for projector in self.projectors]
+        logits = [d(f, labels) for d, f in zip(self.discriminators, features)]
+        return logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)

@@ -1,22 +1,26 @@
 """Projectors: frozen pretrained feature networks and fixed random projection heads.
 
 Importing this package registers the built-in ``feature_networks`` (``tf_efficientnet_lite0``
-... ``tf_efficientnet_lite4``, the ``timm/<model>`` family) and ``projection_heads``
-(``none``, ``ccm``, ``ccm_csm``).
+... ``tf_efficientnet_lite4``, the ``timm/<model>`` CNN family and the ``vit/<model>``
+transformer family) and ``projection_heads`` (``none``, ``ccm``, ``ccm_csm``). timm itself is
+imported only when a network is built.
 """
 
-from projected_gan.projectors.feature_networks import (
-    RESIZE_RULES,
-    WEIGHT_PACKAGES,
-    FeatureNetwork,
-    PretrainedWeightsError,
-    TimmFeatureNetwork,
-    create_timm_model,
-    load_state_dict_file,
-    timm_features,
-)
+from projected_gan.projectors.feature_networks import RESIZE_RULES, FeatureNetwork
 from projected_gan.projectors.heads import CCM, CCMCSM, INITS, NoProjection, ProjectionHead
 from projected_gan.projectors.projector import Projector
+from projected_gan.projectors.timm_cnn import TimmFeatureNetwork, timm_features
+from projected_gan.projectors.timm_transformer import (
+    TransformerFeatureNetwork,
+    evenly_spaced_blocks,
+    vit_features,
+)
+from projected_gan.projectors.weights import (
+    WEIGHT_PACKAGES,
+    PretrainedWeightsError,
+    create_timm_model,
+    load_state_dict_file,
+)
 
 __all__ = [
     "CCM",
@@ -30,7 +34,10 @@ __all__ = [
     "ProjectionHead",
     "Projector",
     "TimmFeatureNetwork",
+    "TransformerFeatureNetwork",
     "create_timm_model",
+    "evenly_spaced_blocks",
     "load_state_dict_file",
     "timm_features",
+    "vit_features",
 ]

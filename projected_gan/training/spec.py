@@ -80,10 +80,25 @@ _D_DEFAULTS = {
 class DiscriminatorSpec(_Strict):
     """The Projected discriminator: feature network -> projection head -> multi-scale heads."""
 
-    feature_network: PartSpec = PartSpec(name=_D_DEFAULTS["feature_network"])
+    feature_network: PartSpec | list[PartSpec] = Field(
+        PartSpec(name=_D_DEFAULTS["feature_network"]),
+        description="one network, or a list: each gets its own head and D, logits concatenated",
+    )
     projection_head: PartSpec = PartSpec(name=_D_DEFAULTS["projection_head"])
     discriminator: PartSpec = PartSpec(name=_D_DEFAULTS["discriminator"])
     augment: PartSpec | None = PartSpec(name="diffaugment", policy=_D_DEFAULTS["augment"])
+
+    @field_validator("feature_network", mode="before")
+    @classmethod
+    def _feature_networks(cls, v: Any) -> Any:
+        # A bare name is short for {name: ...}, alone or in a list (handy with --set).
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list is empty; give at least one feature network")
+            return [{"name": p} if isinstance(p, str) else p for p in v]
+        return v
 
 
 class LossSpec(PartSpec):

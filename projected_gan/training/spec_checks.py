@@ -146,11 +146,17 @@ def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for field in PART_FIELDS:
         node = get(field.path)
-        if isinstance(node, str):
-            node = {"name": node}
-        if isinstance(node, dict) and isinstance(node.get("name"), str):
-            part = PartSpec.model_validate({k: v for k, v in node.items() if k not in field.own})
-            problems += check_part(field.kind, part, field.path, field=field)
+        # A list (several feature networks) is checked entry by entry: <path>.<i>.name
+        entries = enumerate(node) if isinstance(node, list) else [(None, node)]
+        for i, item in entries:
+            where = field.path if i is None else f"{field.path}.{i}"
+            if isinstance(item, str):
+                item = {"name": item}
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                part = PartSpec.model_validate(
+                    {k: v for k, v in item.items() if k not in field.own}
+                )
+                problems += check_part(field.kind, part, where, field=field)
     named = list(NAME_FIELDS)
     names = get("metrics.names")
     if isinstance(names, list):
