@@ -165,10 +165,10 @@ def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, s
                 f"{space} ({_comparability(key, space)})",
             )
         )
-    width = max(len(r[0]) for r in rows)
-    print(f"{'metric':<{width}}  {'value':>10}  space")
+    width, digits = (max(len(r[i]) for r in rows) for i in (0, 1))
+    print(f"{'metric':<{width}}  {'value':>{digits}}  space")
     for label, value, space in rows:
-        print(f"{label:<{width}}  {value:>10}  {space}")
+        print(f"{label:<{width}}  {value:>{digits}}  {space}")
     return spaces
 
 

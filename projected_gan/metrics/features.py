@@ -1,4 +1,5 @@
-"""Pooled features of any registered feature network, and how images are fed to extractors.
+"""Pooled features of any registered feature network, how images are fed to extractors, and
+:class:`FeatureNetworkMetric`, the base of the built-in metrics (which feature space).
 
 Every extractor receives **uint8** images ``(B, 3, H, W)``: reals are stored that way, and
 generated images are quantised the same way first (:func:`quantize_images`), so both sets go
@@ -17,7 +18,8 @@ the semantic ones; ``pooling="deepest"`` keeps only the last map (320 dims).
 Scale, measured on the shipped flowers64 set (500 photos, 64 px) in the default space
 (``tf_efficientnet_lite1``, concat, 224 px; CPU, float32): FD between two random halves
 (250 / 250) = 326; FD of 500 reals against 250 samples of an untrained ``fastgan_lite`` = 6455,
-against 250 uniform-noise images = 4632. KID (subsets of 100) gave 0.20 +- 1.37 between the
+against 250 uniform-noise images = 4632. KID in this space (``kid`` with
+``feature_network="tf_efficientnet_lite1"``, subsets of 100) gave 0.20 +- 1.37 between the
 halves and about 1.7e3 for both fake sets. Values are on this space's scale, not Inception's:
 the pooled stage outputs have magnitudes of 1-5 (``x.y / D`` is about 5, so the cubic KID
 kernel is about 200 and KID runs far above Inception-space KIDs); compare within one space.
