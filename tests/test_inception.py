@@ -288,3 +288,23 @@ def test_fid_kid_pr_share_one_inception_pass(no_inception_weights, tmp_path):
     groups = _group(metrics, torch.device("cpu"))
     assert len(groups) == 1 and isinstance(groups[0].extractor, InceptionFeatures)
     assert groups[0].max_items == 50_000  # kid and pr keep raw features, fid only moments
+
+
+def test_benchmark_resize_conventions_agree_on_flat_images_and_differ_on_detail():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fid_resize.py"
+    spec = importlib.util.spec_from_file_location("fid_resize", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
+    detail = fixed_images(1, size=32)
+    outs = {name: resize(detail) for name, resize in bench.CONVENTIONS.items()}
+    for name, resize in bench.CONVENTIONS.items():
+        torch.testing.assert_close(resize(flat), torch.full((1, 3, 299, 299), 77.0))
+        assert outs[name].shape == (1, 3, 299, 299)
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert (outs[a] - outs[b]).abs().max() > 1, (a, b)
