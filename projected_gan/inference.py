@@ -253,19 +253,19 @@ def evaluate_generator(
     :func:`metric_generator`; ``fd``/``kid`` in ``feature_network``'s space, ``fid`` with local
     Inception weights ``fid_weights``. Distributed (``world_size > 1``), call it on every rank.
     """
-    names = list(metrics)
+    names = [m for m in metrics if isinstance(m, str)]  # built Metric objects carry their own
     options: dict[str, Any] = {}
-    if feature_network and {"fd", "kid"} & set(names):
-        options["feature_network"] = feature_network
-    if fid_weights and "fid" in names:
-        options["fid"] = {"weights": fid_weights}
+    if feature_network and "fd" in names:
+        options["fd"] = {"feature_network": feature_network}
+    if fid_weights:
+        options["weights"] = fid_weights  # every metric in the Inception space
     generate = metric_generator(
         G, device=device, seed=seed, precision=precision, rank=rank, world_size=world_size
     )
     return evaluate(
         generate,
         dataset,
-        metrics=names,
+        metrics=list(metrics),
         num_images=num_images,
         batch_size=batch_size,
         device=device,

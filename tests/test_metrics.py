@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,21 +14,19 @@ from torch import nn
 
 import projected_gan
 from projected_gan.metrics import (
-    INCEPTION_URL,
-    INCEPTION_WEIGHTS_ENV,
     FeatureStats,
     FrechetDistance,
     FrechetInceptionDistance,
-    InceptionFeatures,
-    MetricWeightsError,
+    KernelDistance,
+    PrecisionRecall,
     build_metrics,
     compare_images,
     evaluate,
     evaluate_real_split,
     frechet_distance,
     kid,
+    precision_recall,
     quantize_images,
-    resolve_inception_weights,
 )
 
 
@@ -190,6 +187,58 @@ def test_kid_subsets_are_unbiased_for_the_full_estimate_with_unequal_sizes():
         kid(x[:1], y)
 
 
+# ------------------------------------------------------------------ precision and recall
+def brute_force_pr(x: np.ndarray, y: np.ndarray, k: int) -> tuple[float, float]:
+    """Improved precision/recall by explicit distance matrices and sorting (the paper's rule)."""
+
+    def radii(a):
+        d = np.linalg.norm(a[:, None] - a[None], axis=-1)
+        return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+
+    d_yx = np.linalg.norm(y[:, None] - x[None], axis=-1)
+    precision = np.mean([(d_yx[j] <= radii(x)).any() for j in range(len(y))])
+    recall = np.mean([(d_yx[:, i] <= radii(y)).any() for i in range(len(x))])
+    return float(precision), float(recall)
+
+
+def test_precision_recall_matches_brute_force_and_blocks_do_not_matter(monkeypatch):
+    import importlib
+
+    # (the package exports a function of the same name as the module)
+    pr_module = importlib.import_module("projected_gan.metrics.precision_recall")
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(40, 6)), rng.normal(loc=1.5, scale=0.8, size=(30, 6))
+    expected = brute_force_pr(x, y, k=3)
+    assert 0 < expected[0] < 1 and 0 < expected[1] < 1  # a case that tests something
+    assert precision_recall(x, y, k=3) == pytest.approx(expected, abs=1e-12)
+    monkeypatch.setattr(pr_module, "_BLOCK_ELEMENTS", 50)  # one or two rows per block
+    assert precision_recall(torch.from_numpy(x).float(), y, k=3) == pytest.approx(expected)
+
+
+def test_precision_recall_limits():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(50, 8))
+    assert precision_recall(x, x) == (1.0, 1.0)
+    assert precision_recall(x, x + 100.0) == (0.0, 0.0)
+    collapsed = np.repeat(x[:2], 10, axis=0)  # 20 fakes on 2 real points: precise, no coverage
+    precision, recall = precision_recall(x, collapsed)
+    assert precision == 1.0 and recall < 0.2
+    with pytest.raises(ValueError, match="more than 3 samples"):
+        precision_recall(x[:3], x)
+    with pytest.raises(ValueError, match="equal D"):
+        precision_recall(x, x[:, :4])
+
+
+def test_pr_metric_of_a_set_against_itself_is_one_one():
+    imgs = toy_dataset(n=12).images
+    net = TinyFeatureNet()
+    results = compare_images(imgs, imgs, metrics="pr", device="cpu", feature_network=net)
+    assert results == {"precision": 1.0, "recall": 1.0}
+    other = compare_images(imgs, 255 - imgs, metrics="pr", device="cpu", feature_network=net)
+    assert other["precision"] < 1.0
+
+
 # ------------------------------------------------------------------------ images and registry
 def test_quantize_images_maps_range_to_uint8():
     x = torch.tensor([-1.0, 1.0, -3.0, 3.0, 0.0, 1 / 127.5 - 1]).view(1, 1, 2, 3)
@@ -197,11 +246,16 @@ def test_quantize_images_maps_range_to_uint8():
 
 
 def test_metrics_are_registered_with_defaults():
-    assert {"fd", "kid", "fid"} <= set(projected_gan.METRICS.names())
+    assert {"fd", "kid", "fid", "pr"} <= set(projected_gan.METRICS.names())
     fd = projected_gan.create("metrics", "fd")
     assert isinstance(fd, FrechetDistance) and fd.feature_network == "tf_efficientnet_lite1"
+    kid_metric = projected_gan.create("metrics", "kid")
+    assert isinstance(kid_metric, KernelDistance) and kid_metric.space == "inception"
     assert projected_gan.METRICS.entry("kid").defaults()["subset_size"] == 1000
-    assert "weights = None" in projected_gan.METRICS.describe("fid")
+    assert projected_gan.METRICS.entry("pr").defaults()["k"] == 3
+    fid = projected_gan.METRICS.entry("fid").defaults()
+    assert fid == {"weights": None, "download": True}  # the space is fixed: no network option
+    assert isinstance(projected_gan.create("metrics", "pr"), PrecisionRecall)
 
 
 def test_build_metrics_routes_options():
@@ -212,6 +266,7 @@ def test_build_metrics_routes_options():
     assert fd.pooling == "deepest" and k.pooling == "concat"  # per-metric options win
     (fid,) = build_metrics("fid", feature_network=net, fid_weights="w.pth", kid_subset_size=3)
     assert fid.weights == "w.pth"  # options of metrics not requested are ignored
+    assert isinstance(fid, FrechetInceptionDistance) and fid.space == "inception"  # not net
     (k,) = build_metrics("kid", kid_subset_size=3, fid_weights="w.pth")
     assert k.subset_size == 3
     with pytest.raises(TypeError, match="subset_sise"):
@@ -374,85 +429,3 @@ def test_flowers_real_halves_much_closer_than_untrained_generator(tmp_path):
     noise = evaluate(noise_generator(resolution=64), ds, **opts)["fd"]  # reals from the cache
     print(f"FD lite1: real half/half {split:.1f}, untrained G {fake:.1f}, noise {noise:.1f}")
     assert 0 < split < fake / 3 and split < noise / 3
-
-
-# ---------------------------------------------------------------------------------- fid
-@pytest.fixture
-def no_inception_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # empty hub cache
-    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
-
-
-def test_fid_without_weights_explains_how_to_get_them(no_inception_weights):
-    imgs = toy_dataset().images
-    with pytest.raises(MetricWeightsError) as err:
-        compare_images(imgs, imgs, metrics="fid", fid={"download": False}, device="cpu")
-    message = str(err.value)
-    for needle in (INCEPTION_URL, INCEPTION_WEIGHTS_ENV, "--inception-weights", "weights="):
-        assert needle in message
-    with pytest.raises(MetricWeightsError, match=r"nowhere\.pth"):
-        resolve_inception_weights("/nowhere.pth")
-
-
-def test_fid_weights_from_env_var(no_inception_weights, tmp_path, monkeypatch):
-    path = tmp_path / "w.pth"
-    path.write_bytes(b"x")
-    monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, str(path))
-    assert resolve_inception_weights(download=False) == path
-    monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, str(tmp_path / "missing.pth"))
-    with pytest.raises(MetricWeightsError, match=INCEPTION_WEIGHTS_ENV):
-        resolve_inception_weights(download=False)
-
-
-def dummy_inception_state() -> dict[str, torch.Tensor]:
-    """Random weights with torch-fidelity's Inception-v3 key names and shapes.
-
-    The real 2015-12-05 file is not available offline; the skeleton is built by torch-fidelity
-    itself, with its own weight loading switched off.
-    """
-    from torch_fidelity import feature_extractor_inceptionv3 as fe
-
-    with (
-        mock.patch.object(fe, "load_state_dict_from_url", return_value={}),
-        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict"),
-    ):
-        skeleton = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for name, t in skeleton.state_dict().items():
-        if name.endswith(("running_var", "bn.weight")):
-            state[name] = torch.ones_like(t)
-        elif t.ndim == 4:  # He init keeps activations O(1) through 90+ layers
-            fan_in = t.shape[1] * t.shape[2] * t.shape[3]
-            state[name] = torch.randn(t.shape, generator=gen) * math.sqrt(2 / fan_in)
-        else:
-            state[name] = torch.zeros_like(t)
-    return state
-
-
-def test_fid_loads_weights_of_the_right_shapes_and_runs(no_inception_weights, tmp_path):
-    path = tmp_path / "inception-dummy.pth"
-    torch.save(dummy_inception_state(), path)
-    ext = InceptionFeatures(weights=path, download=False)
-    imgs = toy_dataset(n=4, resolution=32).images
-    with torch.inference_mode():
-        feats = ext(imgs[:2])
-    assert feats.shape == (2, 2048) and feats.dtype == torch.float32
-    assert torch.isfinite(feats).all() and (feats[0] - feats[1]).abs().max() > 0
-
-    wrong = tmp_path / "wrong.pth"
-    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, wrong)
-    with pytest.raises(MetricWeightsError, match="does not match"):
-        InceptionFeatures(weights=wrong, download=False)
-
-
-@pytest.mark.slow
-def test_fid_end_to_end_with_dummy_weights(no_inception_weights, tmp_path):
-    path = tmp_path / "inception-dummy.pth"
-    torch.save(dummy_inception_state(), path)
-    imgs = toy_dataset(n=6, resolution=32).images
-    (metric,) = build_metrics("fid", fid={"weights": str(path), "download": False})
-    assert isinstance(metric, FrechetInceptionDistance)
-    same = compare_images(imgs[:3], imgs[:3], metrics=[metric], device="cpu")["fid"]
-    other = compare_images(imgs[:3], imgs[3:], metrics=[metric], device="cpu")["fid"]
-    assert same == pytest.approx(0, abs=1e-6 * other) and other > 0

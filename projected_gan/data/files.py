@@ -16,6 +16,7 @@ import sys
 import threading
 import warnings
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ __all__ = [
     "cache_file",
     "decode_all",
     "default_cache_dir",
+    "fingerprint",
+    "iter_decoded",
     "open_source",
     "prepare_image",
     "read_cache",
@@ -296,6 +299,54 @@ def unreadable_message(name: str, why: str, where: Path) -> str:
     return f"cannot read {name} in {where}: {why} (strict=True; strict=False skips such files)"
 
 
+def iter_decoded(
+    source: Source,
+    resolution: int,
+    channels: int = 3,
+    *,
+    workers: int,
+    strict: bool = False,
+    max_images: int | None = None,
+    window: int | None = None,
+) -> Iterator[Decoded]:
+    """Decode the members in sorted order, ``window`` files at a time (bounded memory).
+
+    Yields one :class:`Decoded` per window (its readable images, the unreadable files it met,
+    its upscaled count), stopping after ``max_images`` readable images. Unreadable files are
+    skipped and listed; with ``strict`` the first one raises :class:`DataError` naming it.
+    """
+    members = source.members
+    window = window or 32 * workers
+    left = len(members) if max_images is None else max_images
+
+    def work(name: str) -> tuple[np.ndarray, bool] | str:
+        try:
+            return _decode(source.open(name), resolution, channels)
+        except Exception as e:  # whatever the decoder raises means "unreadable", not a crash
+            return f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        for start in range(0, len(members), window):
+            chunk = [m.name for m in members[start : start + window]]
+            part = Decoded(np.empty((0, channels, resolution, resolution), np.uint8), [], [], 0)
+            kept: list[np.ndarray] = []
+            for name, result in zip(chunk, pool.map(work, chunk)):
+                if isinstance(result, str):
+                    if strict:
+                        raise DataError(unreadable_message(name, result, source.location))
+                    part.skipped.append((name, result))
+                elif len(kept) < left:
+                    kept.append(result[0])
+                    part.upscaled += result[1]
+                    part.names.append(name)
+            if kept:
+                part.images = np.stack(kept)
+            left -= len(kept)
+            yield part
+            if left <= 0:
+                return
+
+
 def decode_all(
     source: Source,
     resolution: int,
@@ -305,40 +356,22 @@ def decode_all(
     strict: bool,
     max_images: int | None,
 ) -> Decoded:
-    """Decode the members in sorted order, up to ``max_images`` readable ones.
-
-    Unreadable files (truncated, not an image, zero bytes...) are skipped and listed; with
-    ``strict`` the first one raises :class:`DataError` naming it.
-    """
+    """All of :func:`iter_decoded` in one uint8 array ``(N, C, R, R)``."""
     members = source.members
     limit = len(members) if max_images is None else min(max_images, len(members))
     out = np.empty((limit, channels, resolution, resolution), dtype=np.uint8)
     done = Decoded(out, [], [], 0)
-
-    def work(name: str) -> tuple[np.ndarray, bool] | str:
-        try:
-            return _decode(source.open(name), resolution, channels)
-        except Exception as e:  # whatever the decoder raises means "unreadable", not a crash
-            return f"{type(e).__name__}: {e}"
-
     progress = _progress(len(members))
-    window = 32 * workers  # decode window by window so that max_images stops early
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        for start in range(0, len(members), window):
-            chunk = [m.name for m in members[start : start + window]]
-            for name, result in zip(chunk, pool.map(work, chunk)):
-                if isinstance(result, str):
-                    if strict:
-                        raise DataError(unreadable_message(name, result, source.location))
-                    done.skipped.append((name, result))
-                elif len(done.names) < limit:
-                    out[len(done.names)] = result[0]
-                    done.upscaled += result[1]
-                    done.names.append(name)
-            if progress is not None:
-                progress.update(len(chunk))
-            if len(done.names) >= limit:
-                break
+    for part in iter_decoded(
+        source, resolution, channels, workers=workers, strict=strict, max_images=max_images
+    ):
+        n = len(done.names)
+        out[n : n + len(part.names)] = part.images
+        done.names += part.names
+        done.skipped += part.skipped
+        done.upscaled += part.upscaled
+        if progress is not None:
+            progress.update(len(part.names) + len(part.skipped))
     if progress is not None:
         progress.close()
     done.images = out[: len(done.names)]

@@ -1,42 +1,52 @@
-"""Metrics for generators: ``fd`` and ``kid`` in any feature network's space, standard ``fid``.
+"""Metrics for generators: ``fid``, ``kid`` and ``pr`` in the standard Inception space, ``fd``
+(and ``kid``/``pr`` on request) in any feature network's space.
 
-    >>> from projected_gan.metrics import evaluate
+    >>> from projected_gan.metrics import evaluate, evaluate_folders
     >>> evaluate(lambda n, c: G_ema(torch.randn(n, 256, device="cuda"), c), dataset,
-    ...          metrics=("fd", "kid"), num_images=5000)           # doctest: +SKIP
-    {'fd': 12.3, 'kid': 0.004, 'kid_std': 0.0002}
+    ...          metrics=("fid", "kid"), num_images=10000)        # doctest: +SKIP
+    {'fid': 12.3, 'kid': 0.004, 'kid_std': 0.0002}
+    >>> evaluate_folders("data/real", "samples/", metrics="fid,kid,pr")   # doctest: +SKIP
 
-Importing this package registers ``fd``, ``kid`` and ``fid`` in ``projected_gan.METRICS``.
+Importing this package registers ``fd``, ``fid``, ``kid`` and ``pr`` in ``projected_gan.METRICS``.
 """
 
-from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
+from projected_gan.metrics.base import FeatureExtractor, Metric, build_metrics, module_fingerprint
 from projected_gan.metrics.evaluate import (
     GeneratorFn,
-    build_metrics,
     compare_images,
     evaluate,
     evaluate_real_split,
 )
 from projected_gan.metrics.features import (
+    INCEPTION,
     FeatureNetworkMetric,
     PooledFeatures,
     as_uint8_rgb,
     quantize_images,
 )
-from projected_gan.metrics.frechet import FrechetDistance, frechet_distance
-from projected_gan.metrics.inception import (
+from projected_gan.metrics.folders import evaluate_folders, folder_resolution
+from projected_gan.metrics.frechet import (
+    FrechetDistance,
+    FrechetInceptionDistance,
+    frechet_distance,
+)
+from projected_gan.metrics.inception import InceptionFeatures, resize_tf1_bilinear
+from projected_gan.metrics.inception_weights import (
+    FID_HELPER_SHA256,
     INCEPTION_URL,
     INCEPTION_WEIGHTS_ENV,
-    FrechetInceptionDistance,
-    InceptionFeatures,
     MetricWeightsError,
     resolve_inception_weights,
 )
 from projected_gan.metrics.kid import KernelDistance, kid
+from projected_gan.metrics.precision_recall import PrecisionRecall, precision_recall
 from projected_gan.metrics.stats import FeatureStats
 from projected_gan.metrics.stats_cache import CACHE_ENV, StatsCache, default_cache_dir
 
 __all__ = [
     "CACHE_ENV",
+    "FID_HELPER_SHA256",
+    "INCEPTION",
     "INCEPTION_URL",
     "INCEPTION_WEIGHTS_ENV",
     "FeatureExtractor",
@@ -50,16 +60,21 @@ __all__ = [
     "Metric",
     "MetricWeightsError",
     "PooledFeatures",
+    "PrecisionRecall",
     "StatsCache",
     "as_uint8_rgb",
     "build_metrics",
     "compare_images",
     "default_cache_dir",
     "evaluate",
+    "evaluate_folders",
     "evaluate_real_split",
+    "folder_resolution",
     "frechet_distance",
     "kid",
     "module_fingerprint",
+    "precision_recall",
     "quantize_images",
+    "resize_tf1_bilinear",
     "resolve_inception_weights",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,74 +12,15 @@ import torch
 
 from projected_gan.devices import resolve_device
 from projected_gan.distributed import all_gather_rows, broadcast_object, is_active
-from projected_gan.metrics.base import FeatureExtractor, Metric
+from projected_gan.metrics.base import FeatureExtractor, Metric, build_metrics
 from projected_gan.metrics.features import as_uint8_rgb
 from projected_gan.metrics.stats import FeatureStats
 from projected_gan.metrics.stats_cache import StatsCache
-from projected_gan.registry import METRICS
 
-__all__ = ["GeneratorFn", "build_metrics", "compare_images", "evaluate", "evaluate_real_split"]
+__all__ = ["GeneratorFn", "compare_images", "evaluate", "evaluate_real_split"]
 
 GeneratorFn = Callable[[int, "torch.Tensor | None"], torch.Tensor]
 """``generator_fn(n_batch, labels) -> (n_batch, 3, R, R)`` float images in ~[-1, 1]."""
-
-
-def _params(name: str) -> set[str]:
-    """Keyword names a metric factory accepts (``{"**"}`` if it takes any)."""
-    params = inspect.signature(METRICS.get(name)).parameters.values()
-    return {"**" if p.kind is p.VAR_KEYWORD else p.name for p in params}
-
-
-def build_metrics(
-    metrics: str | Sequence[str | Metric] = ("fd",), **metric_options: Any
-) -> list[Metric]:
-    """Metric objects from registry names (``"fd,kid"`` or a list; instances pass through).
-
-    Options are routed by name:
-
-    - ``fid={"weights": path}`` or ``fid_weights=path`` (``<metric>_<argument>``) go to that
-      metric only;
-    - a plain option such as ``feature_network="..."`` goes to every requested metric whose
-      factory accepts it.
-
-    Options meant for registered metrics that were not requested are ignored (a trainer can pass
-    its whole metrics config); an option that no metric accepts raises ``TypeError``.
-    """
-    if isinstance(metrics, str):
-        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
-    if not metrics:
-        raise ValueError("metrics must name at least one metric, e.g. ('fd',)")
-    requested = [m for m in metrics if isinstance(m, str)]
-    known = list(dict.fromkeys([*METRICS.names(plugins=False), *requested]))
-    per_metric: dict[str, dict[str, Any]] = {}
-    shared: dict[str, Any] = {}
-    for key, value in metric_options.items():
-        if isinstance(value, dict) and key in METRICS:
-            per_metric.setdefault(key, {}).update(value)
-            continue
-        owner = next(
-            (n for n in known if key.startswith(n + "_") and key[len(n) + 1 :] in _params(n)),
-            None,
-        )
-        if owner is not None:
-            per_metric.setdefault(owner, {})[key[len(owner) + 1 :]] = value
-        else:
-            shared[key] = value
-    unknown = sorted(k for k in shared if not any(k in _params(n) for n in known))
-    if unknown:
-        raise TypeError(
-            f"metric option(s) {unknown} are not accepted by any metric ({', '.join(known)}); "
-            "see `projected-gan describe metrics NAME` for each metric's options"
-        )
-    built: list[Metric] = []
-    for item in metrics:
-        if isinstance(item, Metric):
-            built.append(item)
-            continue
-        accepts = _params(item)
-        kwargs = {k: v for k, v in shared.items() if "**" in accepts or k in accepts}
-        built.append(METRICS.get(item)(**{**kwargs, **per_metric.get(item, {})}))
-    return built
 
 
 @dataclass
@@ -295,6 +235,41 @@ def _fake_batches(
         yield as_uint8_rgb(fakes.to(device))
 
 
+def _real_statistics(
+    groups: list[_Group],
+    key: dict[str, Any],
+    batches: Callable[[], Iterable[torch.Tensor | None]],
+    device: torch.device,
+    cache: StatsCache | None,
+    world: int = 1,
+) -> list[FeatureStats]:
+    """Each group's real statistics: from ``cache`` when present, else one shared pass.
+
+    ``key`` names the real set (dataset fingerprint, resolution, mirror, count); each group's
+    kind of statistics and extractor identity are added to it. ``batches()`` is called only
+    when some group is missing. Distributed, rank 0's cache decides for every rank.
+    """
+    keys = [
+        {
+            **key,
+            "kind": "moments" + (f"+features{g.max_items}" if g.max_items else ""),
+            "extractor": g.extractor.identity,
+        }
+        for g in groups
+    ]
+    real = [None if cache is None else cache.load(k, device=device) for k in keys]
+    missing = [i for i, r in enumerate(real) if r is None]
+    if world > 1:
+        missing = broadcast_object(missing)
+    if missing:
+        fresh = _feature_pass([groups[i] for i in missing], batches(), device, world)
+        for i, stats in zip(missing, fresh):
+            real[i] = stats
+            if cache is not None:
+                cache.save(keys[i], stats)
+    return real
+
+
 def evaluate(
     generator_fn: GeneratorFn,
     dataset: Any,
@@ -366,35 +341,17 @@ def evaluate(
     resolution = (int(images.shape[-2]), int(images.shape[-1]))
 
     with torch.inference_mode():
-        real: list[FeatureStats | None] = [None] * len(groups)
-        keys: list[dict[str, Any]] = []
-        for i, group in enumerate(groups):
-            keys.append(
-                {
-                    "dataset": fingerprint,
-                    "resolution": resolution[-1],
-                    "kind": "moments" + (f"+features{group.max_items}" if group.max_items else ""),
-                    "extractor": group.extractor.identity,
-                    "mirror": mirror,
-                    "num_real": int(images.shape[0]),
-                }
-            )
-            if cache is not None:
-                real[i] = cache.load(keys[i], device=device)
-        missing = [i for i, r in enumerate(real) if r is None]
-        if world > 1:
-            missing = broadcast_object(missing)  # rank 0's cache decides
-        if missing:
-            fresh = _feature_pass(
-                [groups[i] for i in missing],
-                _image_batches(images, batch_size, device, mirror, rank, world),
-                device,
-                world,
-            )
-            for i, stats in zip(missing, fresh):
-                real[i] = stats
-                if cache is not None:
-                    cache.save(keys[i], stats)
+        key = {
+            "dataset": fingerprint,
+            "resolution": resolution[-1],
+            "mirror": mirror,
+            "num_real": int(images.shape[0]),
+        }
+
+        def real_batches() -> Iterator[torch.Tensor | None]:
+            return _image_batches(images, batch_size, device, mirror, rank, world)
+
+        real = _real_statistics(groups, key, real_batches, device, cache, world)
         fakes = _fake_batches(
             generator_fn, num_images, batch_size, labels, resolution, device, seed, rank, world
         )

