@@ -106,6 +106,9 @@ class ProjectedDiscriminator(nn.Module):
         num_classes: 0 = unconditional, else the heads condition on labels.
         img_resolution: side of the images; sizes the heads (after the resize rule).
         projector: a ready :class:`Projector`, instead of ``feature_network``/``projection_head``.
+        projection_seed: seed of the random projection when the head is built here by name and
+            its spec names no ``seed`` (the training pipeline passes ``train.seed``, as the
+            official code's global seed does); None = the head's own default.
 
     ``forward(images, labels=None)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits ``(B, N)``
     (N = 100 for 256 px with the defaults, 676 at 512, 3364 at 1024). The projector runs without
@@ -122,17 +125,25 @@ class ProjectedDiscriminator(nn.Module):
         num_classes: int = 0,
         img_resolution: int = 256,
         projector: Projector | None = None,
+        projection_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         if not isinstance(img_resolution, int) or img_resolution < 1:
             raise ValueError(f"img_resolution must be a positive int, got {img_resolution!r}")
+        if projection_seed is not None and not isinstance(projection_seed, int):
+            raise ValueError(f"projection_seed must be an int or None, got {projection_seed!r}")
         if projector is None:
-            projector = self._build_projector(feature_network, projection_head)
-        elif feature_network != _DEFAULT_FEATURE_NETWORK or projection_head != _DEFAULT_HEAD:
+            projector = self._build_projector(feature_network, projection_head, projection_seed)
+        elif (
+            feature_network != _DEFAULT_FEATURE_NETWORK
+            or projection_head != _DEFAULT_HEAD
+            or projection_seed is not None
+        ):
             raise ValueError(
-                "pass either projector= or feature_network=/projection_head=, not both"
+                "pass either projector= or feature_network=/projection_head=/projection_seed=, "
+                "not both"
             )
         elif not isinstance(projector, Projector):
             raise TypeError(f"projector must be a Projector, got {type(projector).__name__}")
@@ -152,7 +163,9 @@ class ProjectedDiscriminator(nn.Module):
         )
 
     @staticmethod
-    def _build_projector(feature_network: PartSpec, projection_head: PartSpec | None) -> Projector:
+    def _build_projector(
+        feature_network: PartSpec, projection_head: PartSpec | None, seed: int | None
+    ) -> Projector:
         net = _build_part(
             "feature_networks", feature_network, "feature_network", defaults={"pretrained": True}
         )
@@ -165,9 +178,16 @@ class ProjectedDiscriminator(nn.Module):
             "projection_heads",
             "none" if projection_head is None else projection_head,
             "projection_head",
+            defaults=None if seed is None else {"seed": seed},
             wiring={"channels": net.channels, "reductions": net.reductions},
         )
         return Projector(net, head)
+
+    @property
+    def projection_seed(self) -> int | None:
+        """Seed the projection head was drawn from (None for heads without one)."""
+        seed = getattr(self.projector.head, "seed", None)
+        return None if seed is None else int(seed)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly the discriminator heads' parameters (the projector is frozen)."""

@@ -105,6 +105,7 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
             augment=part(d.augment),
             num_classes=num_classes,
             img_resolution=spec.data.resolution,
+            projection_seed=spec.train.seed,  # unless the head's spec names one (#15)
         )
     except (TypeError, ValueError) as exc:
         # Maps too small for the heads come from the feature network's input rule.

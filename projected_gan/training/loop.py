@@ -371,6 +371,7 @@ class Trainer:
             "spec": self.spec.to_dict(),
             "num_classes": int(getattr(self.G, "c_dim", 0)),
             "world_size": self.dist.world_size,
+            "projection_seed": getattr(self.D, "projection_seed", None),  # (#15)
         }
 
     def _rng_tensors(self) -> dict[str, torch.Tensor]:
