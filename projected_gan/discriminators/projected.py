@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from projected_gan.precision import fp32_region
 from projected_gan.projectors import FeatureNetwork, Projector
 from projected_gan.registry import AUGMENTATIONS, RegistryEntry, get_registry
 
@@ -109,6 +110,10 @@ class ProjectedDiscriminator(nn.Module):
         projection_seed: seed of the random projection when the head is built here by name and
             its spec names no ``seed`` (the training pipeline passes ``train.seed``, as the
             official code's global seed does); None = the head's own default.
+        fp32_features: run the augmentation, feature network and projection in fp32 even under
+            autocast (the input is cast to fp32 first), so only the heads follow the caller's
+            autocast. The G step's gradient then crosses the frozen network in fp32. A plain
+            attribute: the trainer sets it from ``train.precision``.
 
     ``forward(images, labels=None)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits ``(B, N)``
     (N = 100 for 256 px with the defaults, 676 at 512, 3364 at 1024). The projector runs without
@@ -126,6 +131,7 @@ class ProjectedDiscriminator(nn.Module):
         img_resolution: int = 256,
         projector: Projector | None = None,
         projection_seed: int | None = None,
+        fp32_features: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 0:
@@ -151,6 +157,7 @@ class ProjectedDiscriminator(nn.Module):
         self.augment = _build_augment(augment)
         self.num_classes = num_classes
         self.img_resolution = img_resolution
+        self.fp32_features = bool(fp32_features)
         wiring: dict[str, Any] = {
             "channels": projector.channels,
             "reductions": projector.reductions,
@@ -205,7 +212,12 @@ class ProjectedDiscriminator(nn.Module):
         # Gradient w.r.t. the image is needed only in the G step (images require grad); in the
         # D step the augmentation and frozen projector run without autograd.
         needs_input_grad = torch.is_grad_enabled() and images.requires_grad
-        with contextlib.nullcontext() if needs_input_grad else torch.no_grad():
+        grad_mode = contextlib.nullcontext() if needs_input_grad else torch.no_grad()
+        precision = contextlib.nullcontext()
+        if self.fp32_features:
+            precision = fp32_region(images.device.type)
+            images = images.float()
+        with grad_mode, precision:
             x = images if self.augment is None else self.augment(images)
             features = self.projector(x)
         return self.discriminator(features, labels)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from projected_gan import distributed
+from projected_gan.precision import resolve_precision
 from projected_gan.registry import create
 from projected_gan.training.loop import Trainer
 from projected_gan.training.spec import ExperimentSpec, SpecError
@@ -46,8 +47,9 @@ def configure_torch(spec: ExperimentSpec, device: torch.device) -> None:
     """Global switches: TF32, cuDNN autotuning, deterministic algorithms."""
     t = spec.train
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = t.tf32
-        torch.backends.cudnn.allow_tf32 = t.tf32
+        tf32 = resolve_precision(t.precision, device, t.tf32).tf32  # (#15)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not t.deterministic
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -133,8 +135,7 @@ def _evaluator(spec: ExperimentSpec, dataset: Any, device: torch.device, info):
         @torch.no_grad()
         def generate(n: int, labels: torch.Tensor | None) -> torch.Tensor:
             z = torch.randn(n, G_ema.z_dim, device=device, generator=gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                return G_ema(z, labels).float()
+            return G_ema(z, labels).float()  # fp32 whatever the training precision (#15)
 
         return evaluate(
             generate,

@@ -34,6 +34,7 @@ from projected_gan.checkpoint import (
     snapshot_path,
 )
 from projected_gan.images import save_image_grid
+from projected_gan.precision import resolve_precision
 from projected_gan.training.run_log import RunLogger
 from projected_gan.training.spec import ExperimentSpec
 
@@ -118,7 +119,11 @@ class Trainer:
         t = self.spec.train
         self.dist = dist_info or distributed.DistInfo()
         self.device = torch.device(device) if device is not None else _param_device(G)
-        self.amp = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
+        # --- precision (#15): the resolved mode; D learns whether its features stay in fp32
+        self.precision = resolve_precision(t.precision, self.device, t.tf32)
+        self.amp = self.precision.autocast
+        self.precision.configure(D)
+        # --- end precision
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.memory_format = memory_format
         self.G = G.to(self.device, memory_format=memory_format).train()
