@@ -19,6 +19,7 @@ from projected_gan._version import __version__
 from projected_gan.configs import part_config
 from projected_gan.data import InfiniteBatches, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.precision import PRECISIONS, resolve_precision
 from projected_gan.registry import (
     AUGMENTATIONS,
     DISCRIMINATORS,
@@ -58,6 +59,7 @@ __all__ = [
     "GENERATORS",
     "LOSSES",
     "METRICS",
+    "PRECISIONS",
     "PROJECTION_HEADS",
     "REGISTRIES",
     "ExperimentSpec",
@@ -84,5 +86,6 @@ __all__ = [
     "metrics",
     "part_config",
     "projectors",
+    "resolve_precision",
     "training",
 ]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from projected_gan.errors import InputError
 
-__all__ = ["autocast", "resolve_device", "uses_bf16"]
+__all__ = ["resolve_device"]
 
 
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
@@ -30,14 +28,3 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``precision`` (``auto``, ``bf16`` or ``fp32``) runs G and D under bf16 autocast
-    on ``device``: ``auto`` means bf16 on CUDA, fp32 elsewhere."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when ``bf16``, else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)

@@ -20,11 +20,11 @@ from projected_gan.checkpoint import (
     load_module_state,
 )
 from projected_gan.configs import PIPELINE_ARGS
-from projected_gan.devices import autocast, uses_bf16
 from projected_gan.errors import UsageError
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
 from projected_gan.metrics import GeneratorFn, evaluate
+from projected_gan.precision import resolve_precision
 from projected_gan.registry import create_from_config
 
 __all__ = [
@@ -218,16 +218,16 @@ def metric_generator(
 
     Latents come from a generator of their own, seeded from ``seed`` (and the rank: each rank
     draws its own share), so the training random stream is untouched and a run's scores are
-    reproducible. G runs under the run's ``precision`` (``auto``: bf16 on CUDA), the same in
-    training and in ``projected-gan eval``: one checkpoint, one score.
+    reproducible. G runs under the run's ``precision`` (see :mod:`projected_gan.precision`), the
+    same in training and in ``projected-gan eval``: one checkpoint, one score.
     """
     gen = torch.Generator(device=device).manual_seed((seed + 777) * world_size + rank)
-    bf16 = uses_bf16(precision, device)
+    bf16 = resolve_precision(precision, device).autocast
 
     @torch.no_grad()
     def generate(n: int, labels: torch.Tensor | None) -> torch.Tensor:
         z = torch.randn(n, G.z_dim, device=device, generator=gen)
-        with autocast(device, bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return G(z, labels).float()
 
     return generate

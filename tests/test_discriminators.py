@@ -135,11 +135,73 @@ def test_multiscale_layout_matches_the_channel_table():
     assert disc.num_logits == 100
 
 
-def test_every_scale_ends_at_the_same_logit_size_at_512():
-    disc = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, 512)
-    assert disc.sizes == (256, 128, 64, 32)
-    assert [d.num_down for d in disc.discs] == [5, 4, 3, 2]
-    assert [d.logit_size for d in disc.discs] == [5, 5, 5, 5]
+def _trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def test_official_head_layout_at_512_gives_13x13_logits_per_scale():
+    # The official code lays the heads out for a 256 px image whatever the real size.
+    disc = ProjectedDiscriminator(
+        feature_network={"name": "tf_efficientnet_lite0", "pretrained": False},
+        img_resolution=512,
+        augment=None,
+    ).eval()
+    heads = disc.discriminator
+    assert heads.sizes == (256, 128, 64, 32)
+    assert heads.layout_sizes == (128, 64, 32, 16)
+    assert [d.num_down for d in heads.discs] == [4, 3, 2, 1]
+    assert [d.logit_size for d in heads.discs] == [13, 13, 13, 13]
+    assert heads.num_logits == 676
+    at_256 = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, 256)
+    assert _trainable(heads) == _trainable(at_256) == 10_331_328
+    with torch.no_grad():
+        logits = disc(images(batch=1, size=512))
+    assert logits.shape == (1, 676) and torch.isfinite(logits).all()
+
+
+def test_official_head_layout_at_1024_gives_29x29_logits_per_scale():
+    # Sizing is arithmetic; the heads run on maps of the real sides (no 1024 px backbone pass).
+    net = projected_gan.create("feature_networks", "tf_efficientnet_lite0", pretrained=False)
+    projector = Projector(net, CCMCSM(net.channels, net.reductions))
+    sizes = projector.output_sizes(1024)
+    assert sizes == (512, 256, 128, 64)
+    heads = MultiScaleDiscriminator(projector.channels, projector.reductions, 1024).eval()
+    assert heads.sizes == sizes and heads.layout_sizes == (128, 64, 32, 16)
+    assert heads.num_logits == 4 * 29 * 29 == 3364
+    assert _trainable(heads) == 10_331_328
+    with torch.no_grad():
+        logits = heads(maps_for(heads, batch=1))
+    assert logits.shape == (1, 3364)
+
+
+def test_size_heads_to_maps_keeps_5x5_logits_above_256():
+    for res, downs, count in ((512, [5, 4, 3, 2], 11_774_656), (1024, [6, 5, 4, 3], 11_841_056)):
+        disc = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, res, size_heads_to_maps=True)
+        assert disc.layout_sizes == disc.sizes == tuple(res // r for r in CSM_REDUCTIONS)
+        assert [d.num_down for d in disc.discs] == downs
+        assert [d.logit_size for d in disc.discs] == [5, 5, 5, 5]
+        assert _trainable(disc) == count
+    disc = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, 512, size_heads_to_maps=True)
+    with torch.no_grad():
+        assert disc.eval()(maps_for(disc, batch=1)).shape == (1, 100)
+
+
+@pytest.mark.parametrize("res", [64, 100, 128, 224, 256])
+def test_both_layouts_agree_at_256_and_below(res):
+    official = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, res)
+    per_map = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, res, size_heads_to_maps=True)
+    assert official.layout_sizes == official.sizes == per_map.sizes
+    assert [d.num_down for d in official.discs] == [d.num_down for d in per_map.discs]
+    assert official.num_logits == per_map.num_logits
+    assert _trainable(official) == _trainable(per_map)
+
+
+def test_layout_size_of_one_scale():
+    disc = ScaleDiscriminator(64, 256, layout_size=128)
+    assert disc.num_down == 4 and disc.logit_size == 13
+    assert disc(torch.randn(1, 64, 256, 256)).shape == (1, 1, 13, 13)
+    with pytest.raises(ValueError, match="layout_size"):
+        ScaleDiscriminator(64, 32, layout_size=64)
 
 
 def test_separable_and_group_norm_options():

@@ -4,6 +4,12 @@ Every scale down-samples until its map is at most 8 px, then a 4x4 conv without 
 its logit map; finer scales get more down blocks, so all scales end at the same logit size (5x5
 for 256 px images on EfficientNet-lite + CSM, 4x4 below 224 px where the image is resized to 224)
 and weigh the same in the loss. Every conv is spectrally normalised.
+
+Above 256 px the heads are laid out as in the official code: sized as if the feature network saw
+a 256 px image (4/3/2/1 down blocks for lite0 + CSM, the same 10.33 M parameters as at 256), so
+the logit maps grow with the image: 13x13 per scale at 512 px, 29x29 at 1024 px. The authors
+report that this fixed layout gave their best results. ``size_heads_to_maps=True`` sizes every
+head from its real map instead (more down blocks, always 5x5 logits).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from projected_gan.spectral_norm import spectral_norm
 
 __all__ = [
     "CHANNEL_TABLE",
+    "OFFICIAL_LAYOUT_SIZE",
     "DownBlock",
     "MultiScaleDiscriminator",
     "ScaleDiscriminator",
@@ -28,6 +35,8 @@ __all__ = [
 
 # feature-map side -> channels after a down block that reaches that side
 CHANNEL_TABLE = {4: 512, 8: 512, 16: 256, 32: 128, 64: 64, 128: 64, 256: 32, 512: 16, 1024: 8}
+# The official code sizes the heads for the maps of a 256 px image whatever the real size.
+OFFICIAL_LAYOUT_SIZE = 256
 NORMS = ("batch", "group")
 
 
@@ -82,8 +91,11 @@ class ScaleDiscriminator(nn.Module):
         size: side of the feature map (at least 4).
         out_channels: 1 (logits) or ``cmap_dim`` (conditional projection).
         separable, norm: block type and normalisation.
+        layout_size: side the layout is sized for (number of down blocks and their channels);
+            default ``size``. A smaller one gives fewer blocks and a larger logit map.
 
-    ``forward``: ``(B, in_channels, size, size)`` -> ``(B, out_channels, logit_size, logit_size)``.
+    ``forward``: ``(B, in_channels, size, size)`` -> ``(B, out_channels, logit_size, logit_size)``
+    with ``logit_size = size // 2**num_down - 3``.
     """
 
     def __init__(
@@ -93,6 +105,7 @@ class ScaleDiscriminator(nn.Module):
         out_channels: int = 1,
         separable: bool = False,
         norm: str = "batch",
+        layout_size: int | None = None,
     ) -> None:
         super().__init__()
         if size < 4:
@@ -102,12 +115,16 @@ class ScaleDiscriminator(nn.Module):
                 "larger images or a feature network resize rule that upsamples them",
                 field="image_size",
             )
+        layout = size if layout_size is None else layout_size
+        if not isinstance(layout, int) or not 4 <= layout <= size:
+            raise ValueError(f"layout_size must be an int in [4, size={size}], got {layout_size!r}")
         block = SeparableDownBlock if separable else DownBlock
         layers: list[nn.Module] = []
         cin = in_channels
-        while size > 8:
-            size //= 2
-            cout = _table_channels(size)
+        while layout > 8:
+            layout //= 2
+            size //= 2  # both block types halve the side (floor)
+            cout = _table_channels(layout)
             layers.append(block(cin, cout, norm))
             cin = cout
         layers.append(_sn_conv(cin, out_channels, 4, bias=False))
@@ -135,6 +152,14 @@ class MultiScaleDiscriminator(nn.Module):
             Linear -> LeakyReLU) and scaled by ``1 / sqrt(cmap_dim)``.
         cmap_dim, embed_dim: sizes of the conditional projection.
         sizes: the maps' sides, when known exactly (overrides the ceil rule).
+        size_heads_to_maps: False (default, the official layout): when ``image_size`` exceeds
+            256, every head is laid out for the maps of a 256 px image (same blocks and
+            parameters as at 256; larger logit maps, e.g. 13x13 per scale at 512 px). True:
+            every head is sized from its real map (more blocks, always 5x5 logits). Identical
+            at 256 px and below.
+
+    Attributes:
+        sizes: the maps' real sides; ``layout_sizes``: the sides the heads are laid out for.
     """
 
     def __init__(
@@ -148,6 +173,7 @@ class MultiScaleDiscriminator(nn.Module):
         cmap_dim: int = 64,
         embed_dim: int = 128,
         sizes: Sequence[int] | None = None,
+        size_heads_to_maps: bool = False,
     ) -> None:
         super().__init__()
         channels, reductions = tuple(channels), tuple(reductions)
@@ -167,11 +193,19 @@ class MultiScaleDiscriminator(nn.Module):
         elif len(sizes) != len(channels):
             raise ValueError(f"sizes needs one entry per map ({len(channels)}), got {sizes}")
         self.channels, self.reductions, self.sizes = channels, reductions, tuple(sizes)
+        self.size_heads_to_maps = bool(size_heads_to_maps)
+        self.layout_sizes = self.sizes
+        if not size_heads_to_maps and image_size > OFFICIAL_LAYOUT_SIZE:
+            # each map's side for a 256 px image (at least 4 for the final conv, at most real)
+            self.layout_sizes = tuple(
+                min(s, max(4, math.ceil(OFFICIAL_LAYOUT_SIZE / r)))
+                for s, r in zip(self.sizes, reductions)
+            )
         self.num_classes, self.cmap_dim = num_classes, cmap_dim
         out = cmap_dim if num_classes else 1
         self.discs = nn.ModuleList(
-            ScaleDiscriminator(c, s, out, separable=separable, norm=norm)
-            for c, s in zip(channels, self.sizes)
+            ScaleDiscriminator(c, s, out, separable=separable, norm=norm, layout_size=layout)
+            for c, s, layout in zip(channels, self.sizes, self.layout_sizes)
         )
         if num_classes:
             self.embeds = nn.ModuleList(
@@ -221,4 +255,7 @@ class MultiScaleDiscriminator(nn.Module):
         return torch.cat(logits, dim=1)
 
     def extra_repr(self) -> str:
-        return f"sizes={self.sizes}, num_logits={self.num_logits}, num_classes={self.num_classes}"
+        return (
+            f"sizes={self.sizes}, layout_sizes={self.layout_sizes}, num_logits={self.num_logits}, "
+            f"num_classes={self.num_classes}"
+        )

@@ -16,6 +16,7 @@ from projected_gan.configs import (
     spec_form,
     wire,
 )
+from projected_gan.precision import fp32_region
 from projected_gan.projectors import FeatureNetwork, Projector
 from projected_gan.registry import AUGMENTATIONS, RegistryEntry, get_registry
 
@@ -148,10 +149,19 @@ class ProjectedDiscriminator(nn.Module):
         img_resolution: side of the images; sizes the heads (after the resize rule).
         projector: a ready :class:`Projector` (or a list), instead of
             ``feature_network``/``projection_head``.
+        projection_seed: seed of the random projection when the head is built here by name and
+            its spec names no ``seed`` (the training pipeline passes ``train.seed``, as the
+            official code's global seed does); None = the head's own default. With several
+            feature networks, network ``i`` gets ``projection_seed + i``.
+        fp32_features: run the augmentation, feature network(s) and projection in fp32 even
+            under autocast (the input is cast to fp32 first), so only the heads follow the
+            caller's autocast. The G step's gradient then crosses the frozen network in fp32. A
+            plain attribute: the trainer sets it from ``train.precision``.
 
     ``forward(images, labels=None)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits ``(B, N)``
-    (N = 100 per network for 256 px with the defaults). The projectors run without autograd
-    unless the images require grad (the G step), so a D step builds a graph for the heads only.
+    (N = 100 per network for 256 px with the defaults, 676 at 512, 3364 at 1024). The projectors
+    run without autograd unless the images require grad (the G step), so a D step builds a graph
+    for the heads only.
     """
 
     def __init__(
@@ -163,17 +173,26 @@ class ProjectedDiscriminator(nn.Module):
         num_classes: int = 0,
         img_resolution: int = 256,
         projector: Projector | Sequence[Projector] | None = None,
+        projection_seed: int | None = None,
+        fp32_features: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         if not isinstance(img_resolution, int) or img_resolution < 1:
             raise ValueError(f"img_resolution must be a positive int, got {img_resolution!r}")
+        if projection_seed is not None and not isinstance(projection_seed, int):
+            raise ValueError(f"projection_seed must be an int or None, got {projection_seed!r}")
         if projector is None:
-            projectors = self._build_projectors(feature_network, projection_head)
-        elif feature_network != _DEFAULT_FEATURE_NETWORK or projection_head != _DEFAULT_HEAD:
+            projectors = self._build_projectors(feature_network, projection_head, projection_seed)
+        elif (
+            feature_network != _DEFAULT_FEATURE_NETWORK
+            or projection_head != _DEFAULT_HEAD
+            or projection_seed is not None
+        ):
             raise ValueError(
-                "pass either projector= or feature_network=/projection_head=, not both"
+                "pass either projector= or feature_network=/projection_head=/projection_seed=, "
+                "not both"
             )
         else:
             projectors = list(projector) if _is_list(projector) else [projector]
@@ -185,6 +204,7 @@ class ProjectedDiscriminator(nn.Module):
         self.augment = _build_augment(augment)
         self.num_classes = num_classes
         self.img_resolution = img_resolution
+        self.fp32_features = bool(fp32_features)
         heads = []
         for i, (proj, spec) in enumerate(
             zip(projectors, _per_network(discriminator, len(projectors), "discriminator"))
@@ -240,6 +260,7 @@ class ProjectedDiscriminator(nn.Module):
     def _build_projectors(
         feature_network: PartSpec | Sequence[PartSpec],
         projection_head: PartSpec | Sequence[PartSpec] | None,
+        seed: int | None,
     ) -> list[Projector]:
         several = _is_list(feature_network)
         nets = list(feature_network) if several else [feature_network]
@@ -262,6 +283,7 @@ class ProjectedDiscriminator(nn.Module):
                 "projection_heads",
                 "none" if head_spec is None else head_spec,
                 f"projection_head{suffix}",
+                defaults=None if seed is None else {"seed": seed + i},
                 wiring={"channels": net.channels, "reductions": net.reductions},
             )
             projectors.append(Projector(net, head))
@@ -281,6 +303,12 @@ class ProjectedDiscriminator(nn.Module):
             return list(self.discriminator)
         return [self.discriminator]
 
+    @property
+    def projection_seed(self) -> int | None:
+        """Seed the (first) projection head was drawn from (None for heads without one)."""
+        seed = getattr(self.projectors[0].head, "seed", None)
+        return None if seed is None else int(seed)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Exactly the discriminator heads' parameters, of every network (projectors are frozen)."""
         return list(self.discriminator.parameters())
@@ -297,7 +325,12 @@ class ProjectedDiscriminator(nn.Module):
         # Gradient w.r.t. the image is needed only in the G step (images require grad); in the
         # D step the augmentation and frozen projectors run without autograd.
         needs_input_grad = torch.is_grad_enabled() and images.requires_grad
-        with contextlib.nullcontext() if needs_input_grad else torch.no_grad():
+        grad_mode = contextlib.nullcontext() if needs_input_grad else torch.no_grad()
+        precision = contextlib.nullcontext()
+        if self.fp32_features:
+            precision = fp32_region(images.device.type)
+            images = images.float()
+        with grad_mode, precision:
             # One augmentation for all networks: they judge the very same image.
             x = images if self.augment is None else self.augment(images)
             features = [projector(x) for projector in self.projectors]

@@ -31,6 +31,7 @@ from projected_gan.data.files import (
     iter_decoded,
     open_source,
 )
+from projected_gan.devices import resolve_device
 from projected_gan.metrics.base import Metric, build_metrics
 from projected_gan.metrics.evaluate import (
     _check_batch_size,
@@ -38,7 +39,6 @@ from projected_gan.metrics.evaluate import (
     _feature_pass,
     _group,
     _real_statistics,
-    _resolve_device,
 )
 from projected_gan.metrics.features import as_uint8_rgb
 from projected_gan.metrics.stats_cache import StatsCache
@@ -186,7 +186,7 @@ def evaluate_folders(
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
         raise ValueError(f"resolution must be an int >= 8, got {resolution!r}")
     workers = workers or os.cpu_count() or 1
-    device = _resolve_device(device)
+    device = resolve_device(device)
     groups = _group(build_metrics(metrics, **metric_options), device)
     cache = StatsCache(cache_dir) if use_cache else None
     common = (groups, resolution, batch_size, device, workers, progress)

@@ -23,6 +23,7 @@ from projected_gan.devices import resolve_device
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.errors import InputError, PartBuildError
 from projected_gan.inference import evaluate_generator
+from projected_gan.precision import resolve_precision
 from projected_gan.registry import create, create_from_config
 from projected_gan.training.spec import ExperimentSpec, SpecError
 
@@ -46,8 +47,9 @@ def configure_torch(spec: ExperimentSpec, device: torch.device) -> None:
     """Global switches: TF32, cuDNN autotuning, deterministic algorithms."""
     t = spec.train
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = t.tf32
-        torch.backends.cudnn.allow_tf32 = t.tf32
+        tf32 = resolve_precision(t.precision, device, t.tf32).tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not t.deterministic
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -130,6 +132,7 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
             augment=part(d.augment),
             num_classes=num_classes,
             img_resolution=spec.data.resolution,
+            projection_seed=spec.train.seed,  # unless the head's spec names one
         )
     except PartBuildError as exc:
         field = WIRED_FROM.get(exc.field) or _field("discriminator", exc.field)

@@ -142,8 +142,10 @@ class TrainSpec(_Strict):
     kimg: float = Field(10_000, gt=0, description="train until this many thousand real images")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    tf32: bool = True
+    precision: Literal["auto", "fp32", "tf32", "bf16", "bf16_fp32_features"] = Field(
+        "auto", description="see projected_gan.precision; auto = tf32 on CUDA, fp32 elsewhere"
+    )
+    tf32: bool | None = Field(None, description="TF32 for fp32 parts (CUDA); null = not in fp32")
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False

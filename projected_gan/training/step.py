@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from projected_gan import distributed
-from projected_gan.devices import autocast, uses_bf16
 from projected_gan.images import to_float
+from projected_gan.precision import resolve_precision
 from projected_gan.training.spec import ExperimentSpec
 
 __all__ = ["LATENT_SEED_OFFSET", "TrainingStep", "ema_beta", "match_state_layout"]
@@ -101,7 +101,10 @@ class TrainingStep:
         t, o = spec.train, spec.optim
         self.device = device
         self.dist = dist
-        self.amp = uses_bf16(t.precision, device)
+        # The resolved precision mode; D learns whether its features stay in fp32.
+        self.precision = resolve_precision(t.precision, device, t.tf32)
+        self.amp = self.precision.autocast
+        self.precision.configure(D)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G = G.to(device, memory_format=self.memory_format).train()
         self.D = D.to(device, memory_format=self.memory_format).train()
@@ -130,7 +133,7 @@ class TrainingStep:
     # ------------------------------------------------------------------------ inputs
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when the run's precision asks for it, else a no-op."""
-        return autocast(self.device, self.amp)
+        return self.precision.autocast_context(self.device.type)
 
     def fake_labels(self, n: int) -> torch.Tensor | None:
         """Labels ``(n,)`` drawn from the real label pool (None when unconditional)."""

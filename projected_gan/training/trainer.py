@@ -270,6 +270,7 @@ class Trainer:
             "spec": self.spec.to_dict(),
             "num_classes": int(getattr(self.G, "c_dim", 0)),
             "world_size": self.dist.world_size,
+            "projection_seed": getattr(self.D, "projection_seed", None),
             # What the run is made of, to rebuild it without the code that built it.
             "built_from_spec": self.built_from_spec,
             "parts": self.part_configs(),
