@@ -34,6 +34,7 @@ __all__ = [
     "find_checkpoints",
     "latest_valid_checkpoint",
     "load_checkpoint",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
 
@@ -212,3 +213,11 @@ def latest_valid_checkpoint(folder: str | Path) -> Checkpoint:
             )
         return ckpt
     raise CheckpointError("no usable checkpoint in " + str(folder) + ": " + " | ".join(problems))
+
+
+def resolve_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint file, or the newest usable one in a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        return latest_valid_checkpoint(path)
+    return load_checkpoint(path)

@@ -10,7 +10,7 @@ from typing import Any
 from projected_gan import distributed
 from projected_gan.training.spec import ExperimentSpec
 
-__all__ = ["evaluate_checkpoint", "generate", "interpolate", "train"]
+__all__ = ["evaluate_checkpoint", "export", "generate", "interpolate", "train"]
 
 
 def train(
@@ -189,3 +189,23 @@ def evaluate_checkpoint(
         }
         atomic_write_text(Path(json_out), json.dumps(record, indent=2) + "\n")
     return results
+
+
+# --- export (#21) ---
+def export(
+    checkpoint: str, out_dir: str, *, format: str = "safetensors", truncation_psi: float = 1.0
+) -> Path:
+    """Export a checkpoint's G_ema to ``out_dir``; prints the files, sizes and the check result."""
+    from projected_gan.export import export_checkpoint
+
+    result = export_checkpoint(checkpoint, out_dir, format=format, truncation_psi=truncation_psi)
+    for path in result.files:
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
+    print(
+        f"{format} export checked against PyTorch: max abs diff {result.max_abs_diff:.3g} "
+        f"(total {result.size_bytes / 2**20:.2f} MiB)"
+    )
+    return result.folder
+
+
+# --- end export ---

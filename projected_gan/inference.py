@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,33 +11,40 @@ import torch
 from torch import nn
 
 from projected_gan.atomic import atomic_write_bytes
-from projected_gan.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    latest_valid_checkpoint,
-    load_checkpoint,
-    load_module_state,
-)
+from projected_gan.checkpoint import CheckpointError, load_module_state, resolve_checkpoint
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
 from projected_gan.training.build import build_generator
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.training.spec import ExperimentSpec, SpecError
 
 __all__ = ["generate_images", "load_generator", "resolve_checkpoint", "write_animation"]
 
 
-def resolve_checkpoint(path: str | Path) -> Checkpoint:
-    """A checkpoint file, or the newest usable one in a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        return latest_valid_checkpoint(path)
-    return load_checkpoint(path)
-
-
 def load_generator(
     path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, ExperimentSpec]:
-    """Rebuild the generator of a run (G_ema by default) in eval mode on ``device``."""
+) -> tuple[nn.Module, ExperimentSpec | None]:
+    """Rebuild the generator of a run (G_ema by default) in eval mode on ``device``.
+
+    ``path``: a checkpoint file, a run folder (its newest usable checkpoint), or an export
+    folder from ``projected-gan export`` (then the spec is the one recorded there, or None).
+    """
+    # --- export folders (#21) ---
+    from projected_gan.export import is_export_dir, load_exported_generator, read_export_config
+
+    if is_export_dir(path):
+        if not ema:
+            raise ValueError(f"{path} is an export folder, which holds G_ema only; drop --no-ema")
+        G = load_exported_generator(path, device=device)
+        saved = (read_export_config(path).get("training") or {}).get("spec")
+        try:
+            spec = None if saved is None else ExperimentSpec.validate_dict(saved, source=str(path))
+        except SpecError as exc:  # the generator does not need it; say why it is missing
+            warnings.warn(
+                f"{path}: the recorded training spec is not valid here: {exc}", stacklevel=2
+            )
+            spec = None
+        return G, spec
+    # --- end export folders ---
     ckpt = resolve_checkpoint(path)
     spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
     G = build_generator(spec, int(ckpt.meta.get("num_classes", 0)))

@@ -13,6 +13,7 @@ subpackage is imported; third-party distributions declare entry points in the gr
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -42,6 +43,7 @@ __all__ = [
     "create",
     "get_registry",
     "list_parts",
+    "part_config",
 ]
 
 DISABLE_ENV = "PROJECTED_GAN_DISABLE_PLUGINS"
@@ -325,7 +327,12 @@ class Registry:
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build the part ``name`` with ``kwargs``."""
-        return self.get(name)(**kwargs)
+        entry = self.entry(name)
+        obj = entry.factory(**kwargs)
+        # provisional: replaced by the #14 implementation at merge
+        with contextlib.suppress(AttributeError, TypeError):
+            obj._part_config = {"kind": self.kind, "name": entry.name, "kwargs": dict(kwargs)}
+        return obj
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -437,6 +444,15 @@ def get_registry(kind: str) -> Registry:
 def create(kind: str, name: str, **kwargs: Any) -> Any:
     """Build the registered part ``name`` of ``kind``: ``create("generators", "fastgan_lite")``."""
     return get_registry(kind).create(name, **kwargs)
+
+
+# provisional: replaced by the #14 implementation at merge
+def part_config(obj: Any) -> dict[str, Any] | None:
+    """``{"kind", "name", "kwargs"}`` of a part built by :meth:`Registry.create`, else None."""
+    config = getattr(obj, "_part_config", None)
+    if not isinstance(config, dict):
+        return None
+    return {"kind": config["kind"], "name": config["name"], "kwargs": dict(config["kwargs"])}
 
 
 def list_parts(kind: str | None = None, pattern: str = "*") -> dict[str, list[str]] | list[str]:

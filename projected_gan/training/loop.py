@@ -370,6 +370,7 @@ class Trainer:
             "loader": loader_state,
             "spec": self.spec.to_dict(),
             "num_classes": int(getattr(self.G, "c_dim", 0)),
+            "data_images": getattr(self.batches, "num_images", None),  # model cards (#21)
             "world_size": self.dist.world_size,
         }
 
