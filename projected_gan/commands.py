@@ -148,6 +148,8 @@ def evaluate_checkpoint(
 
     dev = _device(device)
     G, spec = load_generator(checkpoint, device=dev)
+    if spec is None:  # an export folder made from a module, without a training spec (#21)
+        raise ValueError(f"{checkpoint} records no training spec: evaluate its run folder instead")
     if data is not None:
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"path": data})})
     dataset = load_dataset(spec)

@@ -272,6 +272,12 @@ def test_cli_export_of_a_run_is_small_reloads_identically_and_has_a_card(
         assert expected in card, expected
     assert Image.open(out / "samples.png").size == (4 * 32, 4 * 32)
 
+    # `generate` takes the export folder like a run folder, with the same pictures.
+    for folder, grid in ((out, "e.png"), (tiny_run, "r.png")):
+        args = ["generate", str(folder), "--seeds", "0-3", "--grid", str(tmp_path / grid)]
+        assert main(args) == 0
+    assert Image.open(tmp_path / "e.png").tobytes() == Image.open(tmp_path / "r.png").tobytes()
+
     # The CLI's error path: exit 2 with the reason, nothing half-written.
     assert main(["export", str(tiny_run), str(out), "--trunc", "0.5"]) == 2
     assert "has no mapping network" in capsys.readouterr().err
