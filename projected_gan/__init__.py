@@ -19,6 +19,7 @@ from projected_gan._version import __version__
 from projected_gan.configs import part_config
 from projected_gan.data import InfiniteBatches, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.inference import load_generator
 from projected_gan.precision import PRECISIONS, resolve_precision
 from projected_gan.registry import (
     AUGMENTATIONS,
@@ -81,6 +82,7 @@ __all__ = [
     "generators",
     "get_registry",
     "list_parts",
+    "load_generator",
     "load_image_dataset",
     "losses",
     "metrics",

@@ -26,14 +26,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from projected_gan.atomic import atomic_write
+from projected_gan.configs import PIPELINE_ARGS
 
 __all__ = [
     "CHECKPOINT_GLOB",
     "Checkpoint",
     "CheckpointError",
     "find_checkpoints",
+    "generator_config",
     "latest_valid_checkpoint",
     "load_checkpoint",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
 
@@ -212,3 +215,35 @@ def latest_valid_checkpoint(folder: str | Path) -> Checkpoint:
             )
         return ckpt
     raise CheckpointError("no usable checkpoint in " + str(folder) + ": " + " | ".join(problems))
+
+
+def resolve_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint file, or the newest usable one in a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        return latest_valid_checkpoint(path)
+    return load_checkpoint(path)
+
+
+def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
+    """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
+    config = (ckpt.meta.get("parts") or {}).get("G")
+    if config:
+        return config
+    spec = ckpt.meta.get("spec") or {}
+    generator = spec.get("generator")
+    recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
+    if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:
+        raise CheckpointError(
+            f"{ckpt.path} does not record how to build its generator (it was not built "
+            "through the registry); build the same module and load its weights with "
+            "projected_gan.checkpoint.load_module_state"
+        )
+    # Older spec-built checkpoints: the spec's section plus what the pipeline filled in.
+    known = {
+        "img_resolution": (spec.get("data") or {}).get("resolution", 64),
+        "c_dim": int(ckpt.meta.get("num_classes", 0)),
+    }
+    filled = {arg: known[arg] for arg in PIPELINE_ARGS["generators"]}
+    kwargs = {k: v for k, v in generator.items() if k != "name"}
+    return {"kind": "generators", "name": generator["name"], "kwargs": {**kwargs, **filled}}

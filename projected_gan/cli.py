@@ -263,6 +263,32 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export (#21) ---
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument("out_dir", help="export folder (new, empty, or a previous export)")
+    p.add_argument(
+        "--format",
+        choices=["safetensors", "onnx", "torchscript"],
+        default="safetensors",
+        help="safetensors weights + config.json (default), an ONNX graph, or TorchScript",
+    )
+    p.add_argument(
+        "--trunc", type=float, default=1.0, help="truncation psi baked into graphs (StyleGAN2)"
+    )
+
+
+@command("export", "export G_ema: weights + config, ONNX or TorchScript, model card", _export_args)
+def _run_export(args: argparse.Namespace) -> int:
+    from projected_gan.commands import export
+
+    export(args.checkpoint, args.out_dir, format=args.format, truncation_psi=args.trunc)
+    return 0
+
+
+# --- end export ---
+
+
 def build_parser() -> argparse.ArgumentParser:
     from projected_gan._version import __version__
 

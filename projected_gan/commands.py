@@ -12,7 +12,14 @@ from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
-__all__ = ["evaluate_checkpoint", "evaluate_image_folders", "generate", "interpolate", "train"]
+__all__ = [
+    "evaluate_checkpoint",
+    "evaluate_image_folders",
+    "export",
+    "generate",
+    "interpolate",
+    "train",
+]
 
 
 def train(
@@ -297,3 +304,23 @@ def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: 
     if path is not None:
         update["path"] = path
     return d.model_copy(update=update)
+
+
+# --- export (#21) ---
+def export(
+    checkpoint: str, out_dir: str, *, format: str = "safetensors", truncation_psi: float = 1.0
+) -> Path:
+    """Export a checkpoint's G_ema to ``out_dir``; prints the files, sizes and the check result."""
+    from projected_gan.export import export_checkpoint
+
+    result = export_checkpoint(checkpoint, out_dir, format=format, truncation_psi=truncation_psi)
+    for path in result.files:
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
+    print(
+        f"{format} export checked against PyTorch: max abs diff {result.max_abs_diff:.3g} "
+        f"(total {result.size_bytes / 2**20:.2f} MiB)"
+    )
+    return result.folder
+
+
+# --- end export ---

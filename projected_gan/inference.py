@@ -15,11 +15,10 @@ from projected_gan.atomic import atomic_write_bytes
 from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
-    latest_valid_checkpoint,
-    load_checkpoint,
+    generator_config,
     load_module_state,
+    resolve_checkpoint,
 )
-from projected_gan.configs import PIPELINE_ARGS
 from projected_gan.errors import UsageError
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
@@ -37,38 +36,6 @@ __all__ = [
     "resolve_checkpoint",
     "write_animation",
 ]
-
-
-def resolve_checkpoint(path: str | Path) -> Checkpoint:
-    """A checkpoint file, or the newest usable one in a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        return latest_valid_checkpoint(path)
-    return load_checkpoint(path)
-
-
-def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
-    """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
-    config = (ckpt.meta.get("parts") or {}).get("G")
-    if config:
-        return config
-    spec = ckpt.meta.get("spec") or {}
-    generator = spec.get("generator")
-    recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
-    if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:
-        raise CheckpointError(
-            f"{ckpt.path} does not record how to build its generator (it was not built "
-            "through the registry); build the same module and load its weights with "
-            "projected_gan.checkpoint.load_module_state"
-        )
-    # Older spec-built checkpoints: the spec's section plus what the pipeline filled in.
-    known = {
-        "img_resolution": (spec.get("data") or {}).get("resolution", 64),
-        "c_dim": int(ckpt.meta.get("num_classes", 0)),
-    }
-    filled = {arg: known[arg] for arg in PIPELINE_ARGS["generators"]}
-    kwargs = {k: v for k, v in generator.items() if k != "name"}
-    return {"kind": "generators", "name": generator["name"], "kwargs": {**kwargs, **filled}}
 
 
 def generator_from_checkpoint(
@@ -89,8 +56,15 @@ def load_generator(
     """Rebuild the generator of a run folder or checkpoint file from the checkpoint alone.
 
     Works for spec-built and hand-built runs alike (the checkpoint records the generator's
-    registered name and arguments); needs no spec and does not import the trainer.
+    registered name and arguments); needs no spec and does not import the trainer. ``path`` may
+    also be an export folder from ``projected-gan export`` (G_ema only).
     """
+    from projected_gan.export import is_export_dir, load_exported_generator
+
+    if is_export_dir(path):
+        if not ema:
+            raise UsageError(f"{path} is an export folder, which holds G_ema only; drop --no-ema")
+        return load_exported_generator(path, device=device)
     return generator_from_checkpoint(resolve_checkpoint(path), ema=ema, device=device)
 
 

@@ -30,6 +30,7 @@ from projected_gan.configs import (
     PartBuildError,
     bound_arguments,
     composite_class,
+    part_config,
     record_on_init,
     record_part_config,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "create_from_config",
     "get_registry",
     "list_parts",
+    "part_config",
 ]
 
 DISABLE_ENV = "PROJECTED_GAN_DISABLE_PLUGINS"

@@ -97,6 +97,11 @@ class InfiniteBatches:
         return self.batch_size * self.world_size
 
     @property
+    def num_images(self) -> int:
+        """Images in the dataset, before mirroring."""
+        return self._n
+
+    @property
     def epoch_size(self) -> int:
         """Samples per epoch: N, or 2N with mirror."""
         return self._m
