@@ -14,11 +14,7 @@ breaks, ...) are printed, and appended as JSON lines to ``$PROJECTED_GAN_CUDA_RE
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -27,7 +23,6 @@ import torch.distributed as dist
 from torch import nn
 
 from projected_gan import (
-    ExperimentSpec,
     InfiniteBatches,
     ProjectedDiscriminator,
     build_from_spec,
@@ -38,107 +33,26 @@ from projected_gan.data import default_dataset_path, load_image_dataset
 from projected_gan.inference import generate_images, load_generator
 from projected_gan.metrics import evaluate_real_split
 from projected_gan.training import Trainer
-from tests.conftest import tiny_overrides
-
-REHEARSAL_ENV = "PROJECTED_GAN_CUDA_TESTS_ON_CPU"
-REPORT_ENV = "PROJECTED_GAN_CUDA_REPORT"
-ON_GPU = os.environ.get(REHEARSAL_ENV) != "1"
-DEVICE = "cuda" if ON_GPU else "cpu"
-# Two runs of one configuration that may differ by bf16 rounding (and kernel choice): a loss of
-# order 1 then agrees to ~1e-2.
-BF16_TOL = 5e-2
+from tests.cuda_support import (
+    BF16_TOL,
+    DEVICE,
+    ON_GPU,
+    _restore_torch_globals,  # noqa: F401  (an autouse fixture: undoes build_from_spec's switches)
+    copies,
+    losses,
+    make_spec,
+    mean_abs_diff,
+    moved,
+    no_host_sync,
+    read_jsonl,
+    report,
+)
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.filterwarnings("ignore::projected_gan.data.DataWarning"),
 ]
 gpu_only = pytest.mark.skipif(not ON_GPU, reason="means something on CUDA only (CPU rehearsal)")
-
-
-def make_spec(out_dir: Path, *extra: str) -> ExperimentSpec:
-    if not ON_GPU:
-        overrides = [*tiny_overrides(out_dir), "train.deterministic=false", *extra]
-        return ExperimentSpec.load(preset="minimal_cpu", overrides=overrides)
-    overrides = [
-        "data.max_images=32",
-        "data.mirror=true",
-        "train.batch=8",
-        "train.device=cuda",
-        "train.kimg=0.032",
-        "train.tick=0.016",
-        "train.sample_every=1000",
-        "train.snapshot_every=1000",
-        "train.metrics_every=1000",
-        "metrics.names=[]",
-        "output.tensorboard=false",
-        f"output.dir={out_dir}",
-        *extra,
-    ]
-    return ExperimentSpec.load(preset="fastgan_lite_256", overrides=overrides)
-
-
-def losses(logs: dict[str, torch.Tensor]) -> list[float]:
-    return [float(logs[k]) for k in ("loss_g", "loss_d_real", "loss_d_fake")]
-
-
-def copies(params) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in params]
-
-
-def moved(before: list[torch.Tensor], params) -> bool:
-    return any(not torch.equal(b, p) for b, p in zip(before, params))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def report(kind: str, **record) -> None:
-    """Print a finding; also append it to ``$PROJECTED_GAN_CUDA_REPORT`` (gpu_check collects it)."""
-    line = json.dumps({"kind": kind, **record}, default=str)
-    print(line)
-    path = os.environ.get(REPORT_ENV)
-    if path:
-        with open(path, "a") as f:
-            f.write(line + "\n")
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """build_from_spec sets process-wide switches (TF32, cuDNN, determinism): undo them."""
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.deterministic,
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.allow_tf32,
-    )
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2:4]
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[4:6]
-    if ON_GPU:
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def no_host_sync():
-    """Fail if the block makes the host wait for the GPU (torch's sync debug mode)."""
-    if not ON_GPU:
-        yield
-        return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            yield
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = [
-        f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)
-    ]
-    assert not syncs, "host-device synchronisations in the hot loop:\n" + "\n".join(syncs)
 
 
 # ------------------------------------------------------------------------------ training steps
@@ -235,6 +149,7 @@ def test_a_non_finite_step_is_skipped_on_the_device_and_counted(tmp_path):
 def test_checkpoint_and_exact_resume(tmp_path, deterministic):
     extra = f"train.deterministic={str(deterministic).lower()}"
     straight = build_from_spec(make_spec(tmp_path / "a", extra))
+    initial_ema = copies(straight.G_ema.parameters())
     expected = [losses(straight.step()) for _ in range(4)]
     straight_ema = copies(straight.G_ema.parameters())
     del straight
@@ -250,13 +165,19 @@ def test_checkpoint_and_exact_resume(tmp_path, deterministic):
     assert resumed.nimg == 2 * batch
     assert next(resumed.G.parameters()).device.type == DEVICE
     got = [losses(resumed.step()) for _ in range(2)]
-    # Deterministic algorithms: the same kernels on the same data give the same numbers.
-    tol = 1e-4 if deterministic else BF16_TOL
-    report("resume", deterministic=deterministic, expected=expected[2:], got=got)
+    # Even with train.deterministic some CUDA backward kernels (grid_sample in DiffAugment,
+    # adaptive pooling) accumulate with atomics, so two runs may differ by rounding: compare
+    # within bf16 tolerance, and report how far apart they are.
+    gap = max(abs(h - w) for hs, ws in zip(got, expected[2:]) for h, w in zip(hs, ws))
+    # G_ema: how far the resumed run ended from the straight one, against how far training
+    # moved it (mean absolute values over all weights).
+    ema_gap = mean_abs_diff(straight_ema, resumed.G_ema.parameters())
+    ema_moved = mean_abs_diff(straight_ema, initial_ema)
+    found = {"max_loss_gap": gap, "ema_gap": ema_gap, "ema_moved": ema_moved}
+    report("resume", deterministic=deterministic, **found)
     for want, have in zip(expected[2:], got):
-        assert have == pytest.approx(want, abs=tol, rel=tol)
-    for a, b in zip(straight_ema, resumed.G_ema.parameters()):
-        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+        assert have == pytest.approx(want, abs=BF16_TOL, rel=BF16_TOL)
+    assert ema_moved > 0 and ema_gap < 0.05 * ema_moved
 
 
 # ------------------------------------------------------------------------- using a trained G
