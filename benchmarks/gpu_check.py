@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import re
@@ -161,7 +162,7 @@ def deps_stage(args: argparse.Namespace, runner: Runner, env: dict[str, str]) ->
         "missing": missing,
         "wheels": wheels,
     }
-    py = [args.python, "-m", "pip"]
+    py = [sys.executable, "-m", "pip"]
     if args.dry_run:
         out["status"] = "ok"
         out["would_install"] = missing
@@ -176,6 +177,13 @@ def deps_stage(args: argparse.Namespace, runner: Runner, env: dict[str, str]) ->
             return out
         cmd = [*py, "install", "-q", "--no-index", "--find-links", str(args.wheels), *missing]
         out["install"] = runner.run("deps: pip install", cmd, STAGE_LIMITS["deps"], 10, env)
+        if out["install"]["status"] != "ok":  # e.g. a read-only environment: a folder of ours
+            target = Path(tempfile.gettempdir()) / "projected_gan_site"
+            cmd[-len(missing) :] = ["--target", str(target), *missing]
+            out["install_target"] = runner.run("deps: pip --target", cmd, 90, 10, env)
+            env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
+            sys.path.insert(0, str(target))
+        importlib.invalidate_caches()
     # The checkout itself (console script, metadata); PYTHONPATH covers a failure here.
     cmd = [*py, "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-e", "."]
     out["editable_install"] = runner.run("deps: pip install -e .", cmd, 90, 10, env)
@@ -199,7 +207,7 @@ def probe(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     )
     try:
         done = subprocess.run(
-            [args.python, "-c", code], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
         )
         found = json.loads(done.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError) as exc:
@@ -222,7 +230,7 @@ def probe(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 def tests_stage(args, runner: Runner, env: dict[str, str], work: Path) -> dict[str, Any]:
     xml, report = work / "cuda_tests.xml", work / "cuda_report.jsonl"
     cmd = [
-        args.python, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-rA", "-q",
+        sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-rA", "-q",
         f"--junitxml={xml}", "tests/test_cuda.py",
     ]  # fmt: skip
     env = {**env, "PROJECTED_GAN_CUDA_REPORT": str(report)}
@@ -245,7 +253,7 @@ def throughput_stage(args, runner, env, work, preset: str, config: str) -> dict[
     compiled = config == "compile"
     warmup = args.warmup + (1 if compiled else 0)
     cmd = [
-        args.python, str(BENCH / "train_throughput.py"), "--preset", preset, *common_args(args),
+        sys.executable, str(BENCH / "train_throughput.py"), "--preset", preset, *common_args(args),
         "--iters", str(args.iters), "--warmup", str(warmup), "--json", str(out_json),
     ]  # fmt: skip
     for override in CONFIGS[config]:
@@ -290,7 +298,7 @@ def profile_stage(args, runner, env, work) -> dict[str, Any]:
     out_json = work / "profile.json"
     steps = "2" if args.dry_run else "5"
     cmd = [
-        args.python, str(BENCH / "profile_step.py"), "--preset", PRESETS[0], *common_args(args),
+        sys.executable, str(BENCH / "profile_step.py"), "--preset", PRESETS[0], *common_args(args),
         "--steps", steps, "--torch-profiler", "--json", str(out_json),
     ]  # fmt: skip
     out = runner.run("profile", cmd, STAGE_LIMITS["profile"], MIN_TO_START["profile"], env)
@@ -318,7 +326,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--iters", type=int, default=None, help="timed steps (GPU 15, dry run 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (GPU 3, dry run 1)")
-    p.add_argument("--python", default=sys.executable, help="interpreter for every stage")
     p.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels of missing packages")
     args = p.parse_args(argv)
     args.dry_run = args.dry_run or os.environ.get("GPU_CHECK_DRY_RUN") == "1"

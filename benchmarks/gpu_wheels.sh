@@ -3,7 +3,7 @@
 # GPU machine that cannot: the packages of pyproject.toml's dependencies that machine's image
 # lacks (it has torch, torchvision, timm, einops, safetensors, numpy, scipy, matplotlib, pillow,
 # pyyaml, tqdm, packaging, setuptools, pytest), for CPython 3.12 on manylinux x86_64
-# (/work/.library/device/KINDS.md: Python 3.12.3 there). About 40 MB in all (the carry limit of
+# (Python 3.12.3 on the GPU image). About 40 MB in all (the carry limit of
 # a device run is 64 MiB, the checkout included); the Inception (FID) weights are not needed.
 #
 #   bash benchmarks/gpu_wheels.sh            # -> .whl/ in the repository root (git-ignored)
