@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
-from gpu_check_report import PRESETS, markdown_table, parse_junit, summarise  # noqa: E402
+from gpu_check_report import PRESETS, markdown_table, parse_junit, parse_verbose, summarise  # noqa: E402
 
 # Declared dependencies that no stage imports: kornia is not imported by projected_gan at all;
 # torch-fidelity only serves the ``fid`` metric, whose Inception weights are not carried.
@@ -230,13 +230,18 @@ def probe(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 def tests_stage(args, runner: Runner, env: dict[str, str], work: Path) -> dict[str, Any]:
     xml, report = work / "cuda_tests.xml", work / "cuda_report.jsonl"
     cmd = [
-        sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-rA", "-q",
+        sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-rA", "-v",
         f"--junitxml={xml}", "tests/test_cuda.py",
     ]  # fmt: skip
     env = {**env, "PROJECTED_GAN_CUDA_REPORT": str(report)}
+    start = runner.log.stat().st_size
     out = runner.run("cuda tests", cmd, STAGE_LIMITS["tests"], MIN_TO_START["tests"], env)
     if xml.is_file():
         out.update(parse_junit(xml))
+    else:  # killed before pytest wrote its XML: the verbose lines of the tests that finished
+        with runner.log.open(errors="replace") as f:
+            f.seek(start)
+            out.update(parse_verbose(f.read()))
     if report.is_file():
         out["report"] = [json.loads(line) for line in report.read_text().splitlines() if line]
     return out

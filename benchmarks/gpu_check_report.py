@@ -3,6 +3,7 @@ official anchor, and the Markdown table for benchmarks/README.md (used by ``gpu_
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ def parse_junit(path: Path) -> dict[str, Any]:
     for c in cases:
         counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1
     return {"counts": counts, "tests": cases}
+
+
+def parse_verbose(text: str) -> dict[str, Any]:
+    """Outcomes from ``pytest -v`` lines (``path::test PASSED [ 8%]``), for a killed run."""
+    outcomes = {"PASSED": "passed", "FAILED": "failed", "SKIPPED": "skipped", "ERROR": "error"}
+    cases = []
+    for m in re.finditer(r"^\S+::(\S+) (PASSED|FAILED|SKIPPED|ERROR)", text, re.M):
+        cases.append({"test": m.group(1), "outcome": outcomes[m.group(2)]})
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1
+    return {"counts": counts, "tests": cases, "from": "pytest -v lines (no JUnit XML)"}
 
 
 def summarise(rows: list[dict[str, Any]], gpu: bool = True) -> dict[str, Any]:

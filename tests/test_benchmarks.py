@@ -177,6 +177,11 @@ def test_gpu_check_reads_junit_and_summarises_against_the_anchor(tmp_path):
     parsed = gpu_check.parse_junit(xml)
     assert parsed["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
     assert parsed["tests"][1]["message"].startswith("assert 1 == 2")
+    # pytest killed at the stage's time limit writes no XML: its -v lines still tell.
+    lines = "tests/test_cuda.py::test_a PASSED [ 8%]\ntests/test_cuda.py::test_b[x] FAILED [16%]\n"
+    killed = gpu_check.parse_verbose(lines + "tests/test_cuda.py::test_c SKIPPED (no GPU) [24%]\n")
+    assert killed["counts"] == parsed["counts"]
+    assert [t["test"] for t in killed["tests"]] == ["test_a", "test_b[x]", "test_c"]
 
     def row(config, img_per_s):
         return {

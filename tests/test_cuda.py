@@ -241,52 +241,6 @@ def test_fd_on_the_gpu_equals_fd_on_the_cpu():
     assert gpu == pytest.approx(cpu, rel=1e-2)
 
 
-# ------------------------------------------------------------------------------- torch.compile
-def _where(reason) -> str:
-    stack = getattr(reason, "user_stack", None) or []
-    return f"{stack[-1].filename}:{stack[-1].lineno}" if stack else "?"
-
-
-def test_compiled_g_and_d_match_eager_and_list_graph_breaks(tmp_path, monkeypatch):
-    if not ON_GPU:  # rehearsal: capture graphs, skip inductor's minutes of CPU code generation
-        compile_fn = torch.compile
-        monkeypatch.setattr(torch, "compile", lambda m, **kw: compile_fn(m, backend="eager", **kw))
-    # Without augmentation nothing random runs inside the graphs (fastgan_lite has no noise), so
-    # compiled and eager steps must agree up to rounding.
-    no_aug = "discriminator.augment=null"
-    compiled = build_from_spec(make_spec(tmp_path / "c", "train.compile=true", no_aug))
-    got = [losses(compiled.step()) for _ in range(2)]
-    del compiled
-    eager = build_from_spec(make_spec(tmp_path / "e", no_aug))
-    want = [losses(eager.step()) for _ in range(2)]
-    report("compile_vs_eager", compiled=got, eager=want)
-    for g, w in zip(got, want):
-        assert g == pytest.approx(w, abs=BF16_TOL, rel=BF16_TOL)
-
-    # Graph breaks of the default configuration (DiffAugment included), in both step modes.
-    trainer = build_from_spec(make_spec(tmp_path / "x"))
-    G, D = trainer.G, trainer.D
-    z = torch.randn(trainer.spec.train.batch, G.z_dim, device=DEVICE)
-    explained = {}
-    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=ON_GPU):
-        explained["G"] = torch._dynamo.explain(G)(z)
-        with torch.no_grad():
-            fakes = G(z).float().contiguous(memory_format=torch.channels_last)
-            explained["D, D step (no input grad)"] = torch._dynamo.explain(D)(fakes)
-        explained["D, G step (input grad)"] = torch._dynamo.explain(D)(fakes.requires_grad_(True))
-    torch._dynamo.reset()
-    for name, out in explained.items():
-        reasons = [f"{r.reason} at {_where(r)}" for r in out.break_reasons]
-        report(
-            "graph_breaks",
-            module=name,
-            graphs=out.graph_count,
-            graph_breaks=out.graph_break_count,
-            reasons=reasons,
-        )
-        assert out.graph_count >= 1, name
-
-
 # --------------------------------------------------------------------------- SyncBatchNorm
 @gpu_only
 def test_sync_batchnorm_heads_train_in_a_one_process_group(tmp_path):
@@ -383,3 +337,49 @@ def test_pinned_host_batches_equal_device_resident_ones():
     again = InfiniteBatches(dataset, 8, **kwargs, gpu_cache_bytes=0)
     again.load_state_dict(streamed.state_dict())
     assert torch.equal(next(again)[0], next(streamed)[0])
+
+
+# ---------------------------------------------- torch.compile (last: the slowest, a cold compile)
+def _where(reason) -> str:
+    stack = getattr(reason, "user_stack", None) or []
+    return f"{stack[-1].filename}:{stack[-1].lineno}" if stack else "?"
+
+
+def test_compiled_g_and_d_match_eager_and_list_graph_breaks(tmp_path, monkeypatch):
+    if not ON_GPU:  # rehearsal: capture graphs, skip inductor's minutes of CPU code generation
+        compile_fn = torch.compile
+        monkeypatch.setattr(torch, "compile", lambda m, **kw: compile_fn(m, backend="eager", **kw))
+    # Without augmentation nothing random runs inside the graphs (fastgan_lite has no noise), so
+    # compiled and eager steps must agree up to rounding.
+    no_aug = "discriminator.augment=null"
+    compiled = build_from_spec(make_spec(tmp_path / "c", "train.compile=true", no_aug))
+    got = [losses(compiled.step()) for _ in range(2)]
+    del compiled
+    eager = build_from_spec(make_spec(tmp_path / "e", no_aug))
+    want = [losses(eager.step()) for _ in range(2)]
+    report("compile_vs_eager", compiled=got, eager=want)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, abs=BF16_TOL, rel=BF16_TOL)
+
+    # Graph breaks of the default configuration (DiffAugment included), in both step modes.
+    trainer = build_from_spec(make_spec(tmp_path / "x"))
+    G, D = trainer.G, trainer.D
+    z = torch.randn(trainer.spec.train.batch, G.z_dim, device=DEVICE)
+    explained = {}
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=ON_GPU):
+        explained["G"] = torch._dynamo.explain(G)(z)
+        with torch.no_grad():
+            fakes = G(z).float().contiguous(memory_format=torch.channels_last)
+            explained["D, D step (no input grad)"] = torch._dynamo.explain(D)(fakes)
+        explained["D, G step (input grad)"] = torch._dynamo.explain(D)(fakes.requires_grad_(True))
+    torch._dynamo.reset()
+    for name, out in explained.items():
+        reasons = [f"{r.reason} at {_where(r)}" for r in out.break_reasons]
+        report(
+            "graph_breaks",
+            module=name,
+            graphs=out.graph_count,
+            graph_breaks=out.graph_break_count,
+            reasons=reasons,
+        )
+        assert out.graph_count >= 1, name
