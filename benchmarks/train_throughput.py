@@ -47,6 +47,7 @@ BASELINE_OVERRIDES = (
     "train.compile=false",
 )
 RANDOM_IMAGES = 128  # images in the --random-data pool (more when one batch is larger)
+_COMPILE_BACKEND = "inductor"  # torch.compile's default; --compile-backend changes it
 
 
 # ------------------------------------------------------------------------------- clocks, memory
@@ -289,6 +290,7 @@ def settings(trainer: Trainer, spec: ExperimentSpec) -> dict[str, Any]:
         "tf32": trainer.core.precision.tf32,
         "channels_last": t.channels_last,
         "compile": t.compile,
+        "compile_backend": _COMPILE_BACKEND if t.compile else None,
         "fused_adam": True,
     }
 
@@ -349,6 +351,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)"
     )
+    p.add_argument(
+        "--compile-backend",
+        default=None,
+        metavar="NAME",
+        help="torch.compile backend for train.compile=true (default: torch's, inductor); "
+        "'eager' only captures graphs, e.g. for a quick CPU check of the compiled path",
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results here")
     args = p.parse_args(argv)
     if args.iters < 1:
@@ -362,8 +371,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def use_compile_backend(backend: str) -> None:
+    """Make every later ``torch.compile(...)`` call (the Trainer's too) use ``backend``."""
+    global _COMPILE_BACKEND
+    _COMPILE_BACKEND = backend
+    compile_fn = torch.compile
+
+    def compile_with_backend(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("backend", backend)
+        return compile_fn(*args, **kwargs)
+
+    torch.compile = compile_with_backend
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.compile_backend is not None:
+        use_compile_backend(args.compile_backend)
     if args.threads is not None:
         # On a shared CPU, fewer threads than cores avoids OpenMP workers waiting on a busy core.
         torch.set_num_threads(args.threads)

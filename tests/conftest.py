@@ -1,13 +1,32 @@
-"""Shared fixtures: throwaway plugin distributions, a seeded RNG."""
+"""Shared fixtures: throwaway plugin distributions, a private cache; skipping ``cuda`` tests."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where torch sees no CUDA GPU.
+
+    ``PROJECTED_GAN_CUDA_TESTS_ON_CPU=1`` runs them on the CPU instead (see tests/test_cuda.py).
+    """
+    cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not cuda_items or os.environ.get("PROJECTED_GAN_CUDA_TESTS_ON_CPU") == "1":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = f"needs a CUDA GPU; torch {torch.__version__} sees none (torch.cuda.is_available())"
+    skip = pytest.mark.skip(reason=why)
+    for item in cuda_items:
+        item.add_marker(skip)
 
 
 def write_distribution(
@@ -76,7 +95,6 @@ def offline(monkeypatch):
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Decoded datasets and metric statistics go to a temp folder, never ~/.cache."""
-    import os
 
     old = os.environ.get("PROJECTED_GAN_CACHE")
     os.environ["PROJECTED_GAN_CACHE"] = str(tmp_path_factory.mktemp("pg_cache"))

@@ -1,9 +1,11 @@
-"""The training-throughput benchmark runs end to end on CPU and writes the promised JSON."""
+"""The benchmark scripts run end to end on CPU and write the promised JSON: the training
+throughput, the one-step profile, and the GPU check's CPU dry run."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,144 @@ def test_a_measured_trainer_is_freed_before_the_next_one_is_built():
         assert alive() is None
     finally:
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ profile_step.py, gpu_check
+BENCH = SCRIPT.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_splits_real_steps_into_every_phase():
+    import torch
+
+    profile = _load("profile_step")
+    args = profile.parse_args([*TINY, "--steps", "1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = profile.tt.build_trainer(profile.tt.make_spec(args), random_data=True)
+        result = profile.profile_steps(trainer, steps=1, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
+    groups, phases = result["groups"], result["phases"]
+    for group in ("G", "DiffAugment", "projector", "heads", "optimiser"):
+        assert groups[group]["ms"] > 0, group
+    # The G step's backward runs through the heads, the projector and DiffAugment into G.
+    for phase in ("G", "heads", "feature network", "projection", "DiffAugment"):
+        assert phases[f"{phase} forward"]["device_ms"] > 0, phase
+        assert phases[f"{phase} backward"]["device_ms"] > 0, phase
+    assert sum(g["share"] for g in groups.values()) == pytest.approx(1.0)
+    assert sum(g["ms"] for g in groups.values()) == pytest.approx(result["step_ms"])
+    # Hooks are removed afterwards: a later step records nothing more.
+    assert not trainer.G._forward_hooks and not trainer.G._forward_pre_hooks
+
+
+def test_gpu_check_stage_timeout_and_budget(tmp_path):
+    gpu_check = _load("gpu_check")
+    runner = gpu_check.Runner(budget_s=4, log=tmp_path / "log")
+    sleeper = "import time; print('started', flush=True); time.sleep(60)"
+    env = dict(os.environ)
+    r = runner.run("sleeper", [sys.executable, "-c", sleeper], limit=1.5, min_s=0, env=env)
+    assert r["status"] == "timeout" and r["wall_s"] < 30 and "started" in r["output_tail"]
+    ok = runner.run("quick", [sys.executable, "-c", "pass"], limit=10, min_s=0, env=env)
+    assert ok["status"] == "ok" and ok["rc"] == 0
+    late = runner.run("late", [sys.executable, "-c", "pass"], limit=10, min_s=60, env=env)
+    assert late["status"] == "skipped" and "budget" in late["why"]
+
+
+def test_gpu_check_reads_junit_and_summarises_against_the_anchor(tmp_path):
+    gpu_check = _load("gpu_check")
+    xml = tmp_path / "t.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase name="test_a" time="1.5"/>'
+        '<testcase name="test_b" time="0.1"><failure message="assert 1 == 2">trace</failure>'
+        '</testcase><testcase name="test_c" time="0"><skipped message="no GPU"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    parsed = gpu_check.parse_junit(xml)
+    assert parsed["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
+    assert parsed["tests"][1]["message"].startswith("assert 1 == 2")
+    # pytest killed at the stage's time limit writes no XML: its -v lines still tell.
+    lines = "tests/test_cuda.py::test_a PASSED [ 8%]\ntests/test_cuda.py::test_b[x] FAILED [16%]\n"
+    killed = gpu_check.parse_verbose(lines + "tests/test_cuda.py::test_c SKIPPED (no GPU) [24%]\n")
+    assert killed["counts"] == parsed["counts"]
+    assert [t["test"] for t in killed["tests"]] == ["test_a", "test_b[x]", "test_c"]
+
+    def row(config, img_per_s):
+        return {
+            "preset": "fastgan_lite_256",
+            "config": config,
+            "status": "ok",
+            "img_per_s": img_per_s,
+            "peak_mem_gib": 12.85,
+        }
+
+    summary = gpu_check.summarise([row("baseline", 100.0), row("compile", 600.0)])
+    lite = summary["fastgan_lite_256"]
+    assert lite["compile"]["x_our_baseline"] == 6.0 and lite["best"] == "compile"
+    assert lite["compile"]["x_official"] == pytest.approx(600 / 118, abs=1e-3)
+    assert lite["compile"]["mem_vs_official"] == pytest.approx(0.5)
+    assert lite["meets_target"] is True  # 600 >= 590
+    assert "fastgan_256" not in summary
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [(["--stages", "tests,bogus"], "--stages"), (["--configs", "fp16"], "--configs")],
+)
+def test_gpu_check_bad_arguments_name_the_flag(argv, flag, capsys):
+    gpu_check = _load("gpu_check")
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(argv)
+    assert flag in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_prints_one_json_with_every_stage(tmp_path):
+    """The whole script on the CPU at tiny size (~2-4 minutes on 2 busy cores)."""
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    env.pop("PROJECTED_GAN_CUDA_TESTS_ON_CPU", None)
+    script = BENCH / "gpu_check.sh"
+    proc = subprocess.run(
+        ["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=1200, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((tmp_path / "gpu_check.json").read_text())
+    printed = proc.stdout.split("===== gpu_check JSON =====\n", 1)[1]
+    assert json.loads(printed.rsplit("[gpu_check] wrote", 1)[0]) == r
+    assert (tmp_path / "gpu_check.log").stat().st_size > 0
+
+    assert r["mode"].startswith("dry-run") and r["elapsed_s"] < r["budget_s"]
+    assert r["deps"]["status"] == "ok" and r["deps"]["missing"] == []
+    assert {q["name"] for q in r["deps"]["requirements"]} >= {"torch", "pydantic", "timm"}
+    assert r["machine"]["torch"] and r["machine"]["cuda_available"] is False
+
+    tests = r["cuda_tests"]  # no GPU here: every cuda test collected, every one skipped
+    assert tests["status"] == "ok" and tests["counts"] == {"skipped": len(tests["tests"])}
+    assert len(tests["tests"]) >= 10
+
+    runs = {row["config"]: row for row in r["throughput"]}
+    assert set(runs) == {"baseline", "tf32", "default", "compile"}
+    for config, row in runs.items():
+        assert row["status"] == "ok" and row["preset"] == "fastgan_lite_256", row
+        for key in ("img_per_s", "s_per_kimg", "peak_mem_bytes", "startup_s", "tflops"):
+            assert row[key] > 0, (config, key)
+        assert row["settings"]["compile"] is (config == "compile")
+    assert runs["compile"]["compile_warmup_s"] >= 0
+    assert runs["compile"]["settings"]["compile_backend"] == "eager"
+    assert runs["baseline"]["compile_warmup_s"] is None
+    assert runs["baseline"]["settings"]["precision"] == "fp32"
+    lite = r["summary"]["fastgan_lite_256"]
+    assert lite["baseline"]["x_our_baseline"] == 1.0 and lite["best"] in runs
+
+    profile = r["profile"]
+    assert profile["status"] == "ok" and profile["step_ms"] > 0
+    assert {"G", "DiffAugment", "projector", "heads", "optimiser"} <= set(profile["groups"])
+    assert "| fastgan_lite_256 | compile |" in r["table_md"]
