@@ -201,9 +201,11 @@ def evaluate_checkpoint(
 ) -> dict[str, float]:
     """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data).
 
-    Fakes are drawn as in training (same latents, the run's precision, the run's metric batch),
-    so ``--num`` equal to the run's ``metrics.num_images`` reproduces its logged scores.
+    Fakes are drawn as in training (same latents, the run's precision, memory layout and metric
+    batch), so ``--num`` equal to the run's ``metrics.num_images`` reproduces its logged scores.
     """
+    import torch
+
     from projected_gan.inference import (
         evaluate_generator,
         generator_from_checkpoint,
@@ -219,6 +221,8 @@ def evaluate_checkpoint(
     ckpt = resolve_checkpoint(checkpoint)
     G = generator_from_checkpoint(ckpt, device=dev)
     spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
+    if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
+        G = G.to(memory_format=torch.channels_last)
     spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})
     dataset = load_dataset(spec)
     weights = inception_weights or spec.metrics.fid_weights
