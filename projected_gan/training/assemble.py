@@ -388,4 +388,15 @@ def spec_and_batch(
         raise SpecError(
             [("train.batch", f"{t.batch} is not divisible by the {world_size} processes")]
         )
-    return spec, t.batch // world_size
+    per_rank = t.batch // world_size
+    if t.batch_gpu is not None and per_rank % t.batch_gpu:
+        raise SpecError(
+            [
+                (
+                    "train.batch_gpu",
+                    f"{t.batch_gpu} does not divide the per-process batch {per_rank} "
+                    f"(train.batch {t.batch} / {world_size} processes)",
+                )
+            ]
+        )
+    return spec, per_rank

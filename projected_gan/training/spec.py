@@ -10,6 +10,7 @@ signature, so a typo fails before any work with the field path in the message::
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,20 +112,32 @@ class LossSpec(PartSpec):
 
 
 class OptimSpec(_Strict):
-    """Adam for both networks; per-network learning rates override ``lr`` and are never ignored."""
+    """Adam for both networks; per-network settings override ``lr``/``betas``, never ignored."""
 
     lr: float = Field(2e-4, gt=0)
     g_lr: float | None = Field(None, gt=0)
     d_lr: float | None = Field(None, gt=0)
     betas: tuple[float, float] = (0.0, 0.99)
+    g_betas: tuple[float, float] | None = Field(None, description="G's betas; null = betas")
+    d_betas: tuple[float, float] | None = Field(None, description="D's betas; null = betas")
     eps: float = Field(1e-8, gt=0)
 
-    @field_validator("betas")
+    @field_validator("betas", "g_betas", "d_betas")
     @classmethod
-    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is None:
+            return None
         if not all(0.0 <= b < 1.0 for b in v):
             raise ValueError(f"each beta must be in [0, 1), got {v}")
         return (float(v[0]), float(v[1]))
+
+    @property
+    def generator_betas(self) -> tuple[float, float]:
+        return self.g_betas if self.g_betas is not None else self.betas
+
+    @property
+    def discriminator_betas(self) -> tuple[float, float]:
+        return self.d_betas if self.d_betas is not None else self.betas
 
     @property
     def generator_lr(self) -> float:
@@ -139,6 +152,12 @@ class TrainSpec(_Strict):
     """Length, precision, EMA and the cadence of logs, samples, checkpoints and metrics (kimg)."""
 
     batch: int = Field(64, gt=0, description="global batch (split across processes)")
+    batch_gpu: int | None = Field(
+        None,
+        gt=0,
+        description="micro-batch: each process accumulates gradients over chunks of this many "
+        "samples (BatchNorm sees one chunk); null = the per-process batch",
+    )
     kimg: float = Field(10_000, gt=0, description="train until this many thousand real images")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -204,10 +223,27 @@ class ExperimentSpec(_Strict):
         return part_problems(self.model_dump())
 
     def check(self) -> ExperimentSpec:
-        """Raise :class:`SpecError` if any part is unknown or mis-configured; return self."""
+        """Raise :class:`SpecError` if any part is unknown or mis-configured; return self.
+
+        Warns when a StyleGAN2 generator runs at the FastGAN learning rate by default.
+        """
         problems = self.part_problems()
+        t = self.train
+        if t.batch_gpu is not None and t.batch % t.batch_gpu:
+            problems.append(
+                ("train.batch_gpu", f"{t.batch_gpu} must divide the batch {t.batch} per process")
+            )
         if problems:
             raise SpecError(problems)
+        lr_fields = {"lr", "g_lr", "d_lr"} & self.optim.model_fields_set
+        if self.generator.name == "stylegan2" and not lr_fields:
+            # Warn rather than switch: a default that depends on the generator would surprise.
+            warnings.warn(
+                "generator stylegan2 without optim.lr/g_lr/d_lr: training uses the default "
+                f"{self.optim.lr:g}, but the official StyleGAN2 recipe uses 0.002 "
+                "(see the stylegan2_256 preset)",
+                stacklevel=2,
+            )
         return self
 
     # ------------------------------------------------------------------ loading / saving

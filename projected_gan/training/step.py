@@ -1,11 +1,17 @@
-"""One training step: a G phase, EMA, then a D phase (with lazy R1), all on the device.
+"""One training step: a G phase, a D phase (with lazy R1), then EMA, all on the device.
 
 :class:`TrainingStep` owns the networks (G, D, G_ema), their fused Adam optimisers, the latent
-stream and the device-side tick accumulators. A step is::
+stream and the device-side tick accumulators. A step is, as in the official code::
 
     g_phase  -> G gets gradients through the frozen projector; D's heads get none
-    EMA      -> G_ema moves towards G
     d_phase  -> D on fakes (no autograd through G) and reals (+ R1 every ``interval`` steps)
+    EMA      -> G_ema moves towards G
+
+Micro-batches (``train.batch_gpu``): each phase runs over chunks of ``batch_gpu`` samples whose
+gradients accumulate, each chunk's mean loss weighted by chunk/batch so the sum is the batch
+mean, then takes one optimiser step. BatchNorm therefore normalises over one chunk, as the
+official code's ``--batch-gpu`` does. Latents are drawn for the whole batch first, so the stream
+(and the run) does not depend on the chunk size apart from BatchNorm.
 
 Hot-loop rules: nothing here waits for the GPU. Losses are summed into device accumulators
 (read once per tick by the fit loop), and a non-finite gradient makes the fused Adam kernel
@@ -69,6 +75,18 @@ def logit_stats(loss_logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in loss_logs.items() if k.startswith("logits")}
 
 
+def add_weighted(acc: dict[str, torch.Tensor], logs: dict[str, torch.Tensor], w: float) -> None:
+    """``acc[k] += w * logs[k]`` (detached): chunk means weighted into the batch mean."""
+    for key, value in logs.items():
+        value = value.detach() * w
+        acc[key] = acc[key] + value if key in acc else value
+
+
+def weighted(loss: torch.Tensor, w: float) -> torch.Tensor:
+    """A chunk's mean loss weighted by its share of the batch (untouched for one chunk)."""
+    return loss if w == 1.0 else loss * w
+
+
 class TrainingStep:
     """G, D, G_ema, the two optimisers and EMA: everything one training step touches.
 
@@ -78,7 +96,7 @@ class TrainingStep:
         loss: ``g_loss(fake_logits)``, ``d_loss_real(...)``, ``d_loss_fake(...)``, each
             returning ``(scalar, logs)``.
         r1: optional regulariser with ``should_apply(step)`` and ``lazy_penalty(x, logits)``.
-        spec: learning rates, betas, precision, memory format, compile, EMA, seed.
+        spec: learning rates, betas, precision, memory format, compile, EMA, seed, batch_gpu.
         device: where everything lives.
         dist: this process's place in a distributed run (gradients are all-reduced).
         label_pool: int labels ``(N,)`` of the real data, to draw fake labels from.
@@ -116,8 +134,9 @@ class TrainingStep:
         self.ema_rampup = t.ema_rampup
         self.d_params = list(D.trainable_parameters())
         self.g_params = [p for p in G.parameters() if p.requires_grad]
-        self.g_opt = fused_adam(self.g_params, o.generator_lr, o.betas, o.eps)
-        self.d_opt = fused_adam(self.d_params, o.discriminator_lr, o.betas, o.eps)
+        self.g_opt = fused_adam(self.g_params, o.generator_lr, o.generator_betas, o.eps)
+        self.d_opt = fused_adam(self.d_params, o.discriminator_lr, o.discriminator_betas, o.eps)
+        self.batch_gpu = t.batch_gpu
         self.g_forward = torch.compile(self.G) if t.compile else self.G
         self.d_forward = torch.compile(self.D) if t.compile else self.D
         # Training latents and fake labels: one stream shared by all ranks (see z()).
@@ -168,6 +187,13 @@ class TrainingStep:
         opt.step()
         return found_inf
 
+    def chunks(self, n: int) -> list[slice]:
+        """The micro-batches of a per-process batch of ``n``: slices of ``batch_gpu`` samples."""
+        size = self.batch_gpu or n
+        if n % size:
+            raise ValueError(f"train.batch_gpu {size} does not divide the batch of {n}")
+        return [slice(i, i + size) for i in range(0, n, size)]
+
     def g_phase(self, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Update G on ``n`` fakes; returns (logs, 1.0 if the update was skipped else 0.0)."""
         # Gradients flow through the frozen projector into G; D's heads get none.
@@ -175,13 +201,19 @@ class TrainingStep:
             p.requires_grad_(False)
         self.g_opt.zero_grad(set_to_none=True)
         c = self.fake_labels(n)
-        with self.autocast():
-            fakes = self.g_forward(self.z(n), c)
-            fakes = fakes.contiguous(memory_format=self.memory_format)
-            loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c))
-        loss_g.backward()
+        z = self.z(n)
+        logs: dict[str, torch.Tensor] = {}
+        for part in self.chunks(n):
+            w = (part.stop - part.start) / n
+            c_part = None if c is None else c[part]
+            with self.autocast():
+                fakes = self.g_forward(z[part], c_part)
+                fakes = fakes.contiguous(memory_format=self.memory_format)
+                loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c_part))
+            weighted(loss_g, w).backward()
+            add_weighted(logs, {"loss_g": loss_g, **logit_stats(g_logs)}, w)
         bad = self._optimizer_step("G", self.g_opt, self.g_params)
-        return {"loss_g": loss_g.detach(), **logit_stats(g_logs)}, bad
+        return logs, bad
 
     def d_phase(
         self, reals_u8: torch.Tensor, real_labels: torch.Tensor | None, step_index: int
@@ -191,33 +223,38 @@ class TrainingStep:
         for p in self.d_params:
             p.requires_grad_(True)
         self.d_opt.zero_grad(set_to_none=True)
-        # Fakes made without autograd, so the projector runs without it too.
         c = self.fake_labels(n)
-        with torch.no_grad(), self.autocast():
-            fakes = self.g_forward(self.z(n), c)
-        fakes = fakes.contiguous(memory_format=self.memory_format)
-        with self.autocast():
-            loss_fake, fake_logs = self.loss.d_loss_fake(self.d_forward(fakes, c))
-        loss_fake.backward()
-        reals = to_float(reals_u8).contiguous(memory_format=self.memory_format)
+        z = self.z(n)
         use_r1 = self.r1 is not None and self.r1.should_apply(step_index)
-        if use_r1:
-            reals.requires_grad_(True)
-        with self.autocast():
-            real_logits = self.d_forward(reals, real_labels)
-            loss_real, real_logs = self.loss.d_loss_real(real_logits)
         logs: dict[str, torch.Tensor] = {}
-        total_real = loss_real
-        if use_r1:
-            loss_r1 = self.r1.lazy_penalty(reals, real_logits)  # x interval: lazy regularisation
-            total_real = loss_real + loss_r1
-            logs["loss_r1"] = loss_r1.detach()
-        total_real.backward()
+        for part in self.chunks(n):
+            w = (part.stop - part.start) / n
+            c_part = None if c is None else c[part]
+            # Fakes made without autograd, so the projector runs without it too.
+            with torch.no_grad(), self.autocast():
+                fakes = self.g_forward(z[part], c_part)
+            fakes = fakes.contiguous(memory_format=self.memory_format)
+            with self.autocast():
+                loss_fake, fake_logs = self.loss.d_loss_fake(self.d_forward(fakes, c_part))
+            weighted(loss_fake, w).backward()
+            reals = to_float(reals_u8[part]).contiguous(memory_format=self.memory_format)
+            if use_r1:
+                reals.requires_grad_(True)
+            labels = None if real_labels is None else real_labels[part]
+            with self.autocast():
+                real_logits = self.d_forward(reals, labels)
+                loss_real, real_logs = self.loss.d_loss_real(real_logits)
+            chunk_logs = {"loss_d_real": loss_real, "loss_d_fake": loss_fake}
+            total_real = loss_real
+            if use_r1:
+                loss_r1 = self.r1.lazy_penalty(reals, real_logits)  # x interval: lazy reg.
+                total_real = loss_real + loss_r1
+                chunk_logs["loss_r1"] = loss_r1
+            weighted(total_real, w).backward()
+            chunk_logs.update(logit_stats({**fake_logs, **real_logs}))
+            add_weighted(logs, chunk_logs, w)
         bad = self._optimizer_step("D", self.d_opt, self.d_params)
-        logs["loss_d"] = loss_fake.detach() + loss_real.detach()
-        logs["loss_d_real"] = loss_real.detach()
-        logs["loss_d_fake"] = loss_fake.detach()
-        logs.update(logit_stats({**fake_logs, **real_logs}))
+        logs["loss_d"] = logs["loss_d_fake"] + logs["loss_d_real"]
         return logs, bad
 
     @torch.no_grad()
@@ -237,11 +274,12 @@ class TrainingStep:
         step_index: int,
         nimg: int,
     ) -> dict[str, torch.Tensor]:
-        """One G phase, EMA, one D phase on one batch; returns device scalars (no host sync)."""
+        """One G phase, one D phase, then EMA on one batch; returns device scalars (no sync)."""
         n = reals_u8.shape[0]
         g_logs, bad_g = self.g_phase(n)
-        self.update_ema(n * self.dist.world_size, nimg)
         d_logs, bad_d = self.d_phase(reals_u8, real_labels, step_index)
+        # After both phases, as the official loop does (G_ema tracks G after D's step too).
+        self.update_ema(n * self.dist.world_size, nimg)
         logs = {**g_logs, **d_logs}
         bad = torch.maximum(bad_g, bad_d)
         self.bad_run.mul_(bad).add_(bad)  # reset on a good step, +1 on a bad one
