@@ -98,4 +98,4 @@ def test_hand_built_run_without_recorded_data_says_so(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="recorded no data"):
         Trainer.resume(tmp_path / "run")
     code, _, err = run_main(capsys, "train", "--resume", str(tmp_path / "run"), "--no-progress")
-    assert code == 1 and "recorded no data" in err and "Traceback" not in err
+    assert code == 2 and "recorded no data" in err and "Traceback" not in err

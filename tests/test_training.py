@@ -243,7 +243,7 @@ def test_kill_during_checkpoint_write_then_resume(tmp_path):
         timeout=600,
     )
     # No checkpoint yet: resume must say so clearly rather than crash.
-    assert out.returncode == 1 and "no checkpoints" in out.stderr, out.stderr
+    assert out.returncode == 2 and "no checkpoints" in out.stderr, out.stderr
 
     subprocess.run(
         _train_cmd(tmp_path / "second", "train.kimg=0.008"), check=True, timeout=600, env=env
@@ -327,7 +327,7 @@ def test_cli_resume_of_a_missing_folder_is_a_clear_error(tmp_path):
         text=True,
         timeout=120,
     )
-    assert out.returncode == 1
+    assert out.returncode == 2  # a usage problem: one line, no traceback
     assert "is not a run folder" in out.stderr and "Traceback" not in out.stderr
 
 
