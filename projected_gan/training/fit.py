@@ -170,7 +170,7 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
                         elif plain:
                             print(
                                 f"kimg {now / 1000:.3f}/{total / 1000:.3f}  "
-                                f"{record['img_per_s']:.0f} img/s  {losses}",
+                                f"{record['img_per_s']:.1f} img/s  {losses}",
                                 flush=True,
                             )
                     tick_start, tick_nimg = time.perf_counter(), now
