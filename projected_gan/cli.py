@@ -89,9 +89,21 @@ def _run_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``projected_gan/presets/*.yaml``), read from the folder
+    so that ``--help`` imports nothing heavy."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent / "presets"
+    return sorted(f.stem for f in folder.glob("*.yaml"))
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", nargs="?", help="spec file (YAML or JSON)")
-    p.add_argument("--preset", help="a spec shipped with the package, e.g. minimal_cpu")
+    p.add_argument(
+        "--preset",
+        help=f"a spec shipped with the package: {', '.join(preset_names()) or 'none found'}",
+    )
     p.add_argument("--data", help="image folder or zip (sets data.path)")
     p.add_argument(
         "--set",

@@ -54,6 +54,9 @@ def train(
         else:
             spec = ExperimentSpec.load(spec_file, preset=preset, overrides=overrides, data=data)
             if dry_run:
+                from projected_gan.training.assemble import check_parts
+
+                check_parts(spec)  # what a real run would refuse before reading data
                 print(spec.to_yaml())
                 return None
             trainer = build_from_spec(spec, device=device)

@@ -34,6 +34,7 @@ from projected_gan.configs import (
     record_on_init,
     record_part_config,
 )
+from projected_gan.errors import InputError
 
 __all__ = [
     "AUGMENTATIONS",
@@ -380,7 +381,19 @@ class Registry:
         """Build the part ``name`` with ``kwargs``; the result remembers both (see
         :func:`projected_gan.configs.part_config`)."""
         entry = self.entry(name)
-        part = entry.factory(**kwargs)
+        try:
+            part = entry.factory(**kwargs)
+        except (InputError, UnknownPartError, PluginError):
+            raise  # already says what is wrong (and, for a PartBuildError, which argument)
+        except Exception as exc:
+            # Any other failure in a constructor is almost always a refused argument (a plugin
+            # asserting width > 0, a negative size reaching torch): name the part and where it
+            # comes from; the original exception stays chained for debugging.
+            origin = f" (plugin {entry.distribution} {entry.version})" if entry.is_plugin else ""
+            raise PartBuildError(
+                f"{self.singular} {entry.name!r}{origin} could not be built with "
+                f"{_show_kwargs(kwargs)}: {type(exc).__name__}: {exc}"
+            ) from exc
         record_part_config(part, self.kind, entry.name, bound_arguments(entry.factory, kwargs))
         return part
 
@@ -504,6 +517,12 @@ def get_registry(kind: str) -> Registry:
         raise UnknownPartError(
             f"{kind!r} is not a kind of part{hint} Kinds: {', '.join(REGISTRIES)}."
         ) from None
+
+
+def _show_kwargs(kwargs: dict[str, Any], limit: int = 160) -> str:
+    """``width=-3, depth=2`` for a message, cut at ``limit`` characters."""
+    text = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def create(kind: str, name: str, **kwargs: Any) -> Any:

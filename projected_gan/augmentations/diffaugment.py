@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from projected_gan.errors import PartBuildError
 from projected_gan.registry import AUGMENTATIONS
 
 __all__ = [
@@ -451,9 +452,10 @@ def parse_policy(policy: str | Sequence[str | nn.Module]) -> list[nn.Module]:
         elif isinstance(item, str) and item.strip().lower() in valid:
             ops.append(AUGMENTATIONS.create(item.strip().lower()))
         else:
-            raise ValueError(
+            raise PartBuildError(
                 f"unknown DiffAugment op {item!r} in policy {policy!r}; valid ops: "
-                f"{', '.join(valid)}"
+                f"{', '.join(valid)}",
+                field="policy",
             )
     return ops
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -16,8 +16,10 @@ from projected_gan.configs import (
     spec_form,
     wire,
 )
+from projected_gan.errors import PartBuildError
 from projected_gan.precision import fp32_region
-from projected_gan.projectors import FeatureNetwork, Projector
+from projected_gan.projectors import Projector
+from projected_gan.projectors.feature_networks import check_feature_network
 from projected_gan.registry import AUGMENTATIONS, RegistryEntry, get_registry
 
 __all__ = ["ProjectedDiscriminator"]
@@ -57,7 +59,22 @@ def _build_part(
     kwargs = wire(kind, kwargs, wiring or {}, argument)
     registry = get_registry(kind)
     defaults = {k: v for k, v in (defaults or {}).items() if _accepts(registry.entry(name), k)}
-    return registry.create(name, **{**defaults, **kwargs})
+    with _under(argument, keep=tuple(wiring or ())):
+        return registry.create(name, **{**defaults, **kwargs})
+
+
+@contextlib.contextmanager
+def _under(argument: str, keep: tuple[str, ...] = ()) -> Iterator[None]:
+    """Place a part's :class:`PartBuildError` under ``argument`` (``policy`` ->
+    ``augment.policy``), so a spec error names the section; wired arguments (``keep``) are the
+    previous part's doing and keep their bare name."""
+    try:
+        yield
+    except PartBuildError as exc:
+        field = exc.field
+        if field not in keep and not (field == argument or f"{field}".startswith(argument + ".")):
+            exc.field = argument if not field else f"{argument}.{field}"
+        raise
 
 
 def _accepts(entry: RegistryEntry, keyword: str) -> bool:
@@ -184,7 +201,9 @@ class ProjectedDiscriminator(nn.Module):
         if projection_seed is not None and not isinstance(projection_seed, int):
             raise ValueError(f"projection_seed must be an int or None, got {projection_seed!r}")
         if projector is None:
-            projectors = self._build_projectors(feature_network, projection_head, projection_seed)
+            projectors = self._build_projectors(
+                feature_network, projection_head, projection_seed, img_resolution
+            )
         elif (
             feature_network != _DEFAULT_FEATURE_NETWORK
             or projection_head != _DEFAULT_HEAD
@@ -201,7 +220,8 @@ class ProjectedDiscriminator(nn.Module):
                     raise TypeError(f"projector must be a Projector, got {type(p).__name__}")
         if not projectors:
             raise ValueError("feature_network: the list is empty; give at least one network")
-        self.augment = _build_augment(augment)
+        with _under("augment"):
+            self.augment = _build_augment(augment)
         self.num_classes = num_classes
         self.img_resolution = img_resolution
         self.fp32_features = bool(fp32_features)
@@ -261,6 +281,7 @@ class ProjectedDiscriminator(nn.Module):
         feature_network: PartSpec | Sequence[PartSpec],
         projection_head: PartSpec | Sequence[PartSpec] | None,
         seed: int | None,
+        image_size: int,
     ) -> list[Projector]:
         several = _is_list(feature_network)
         nets = list(feature_network) if several else [feature_network]
@@ -274,11 +295,9 @@ class ProjectedDiscriminator(nn.Module):
                 f"feature_network{suffix}",
                 defaults={"pretrained": True},
             )
-            if not isinstance(net, FeatureNetwork):
-                raise TypeError(
-                    f"feature_network{suffix} must build a projected_gan.projectors."
-                    f"FeatureNetwork, got {type(net).__name__}"
-                )
+            # One dry forward: a wrong `channels` fails here, naming the network, and not as a
+            # conv shape error in the heads at the first training step.
+            check_feature_network(net, f"feature_network{suffix}", image_size)
             head = _build_part(
                 "projection_heads",
                 "none" if head_spec is None else head_spec,

@@ -6,7 +6,13 @@ transformer family) and ``projection_heads`` (``none``, ``ccm``, ``ccm_csm``). t
 imported only when a network is built.
 """
 
-from projected_gan.projectors.feature_networks import RESIZE_RULES, FeatureNetwork
+from projected_gan.projectors.feature_networks import (
+    FEATURE_NETWORK_CONTRACT,
+    RESIZE_RULES,
+    FeatureNetwork,
+    FeatureNetworkContractError,
+    check_feature_network,
+)
 from projected_gan.projectors.heads import CCM, CCMCSM, INITS, NoProjection, ProjectionHead
 from projected_gan.projectors.projector import Projector
 from projected_gan.projectors.timm_cnn import TimmFeatureNetwork, timm_features
@@ -25,16 +31,19 @@ from projected_gan.projectors.weights import (
 __all__ = [
     "CCM",
     "CCMCSM",
+    "FEATURE_NETWORK_CONTRACT",
     "INITS",
     "RESIZE_RULES",
     "WEIGHT_PACKAGES",
     "FeatureNetwork",
+    "FeatureNetworkContractError",
     "NoProjection",
     "PretrainedWeightsError",
     "ProjectionHead",
     "Projector",
     "TimmFeatureNetwork",
     "TransformerFeatureNetwork",
+    "check_feature_network",
     "create_timm_model",
     "evenly_spaced_blocks",
     "load_state_dict_file",

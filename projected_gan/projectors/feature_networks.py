@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RESIZE_RULES", "FeatureNetwork"]
+from projected_gan.errors import PartBuildError
+
+__all__ = [
+    "FEATURE_NETWORK_CONTRACT",
+    "RESIZE_RULES",
+    "FeatureNetwork",
+    "FeatureNetworkContractError",
+    "check_feature_network",
+]
 
 RESIZE_RULES = ("upsample_only", "always", "never")
 
@@ -43,6 +51,74 @@ def __getattr__(name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ the contract
+FEATURE_NETWORK_CONTRACT = (
+    "a feature network subclasses projected_gan.projectors.FeatureNetwork, sets `channels` and "
+    "`reductions` (one entry per feature map it returns), implements forward_features(x) -> "
+    "list of (B, channels[i], H / reductions[i], W / reductions[i]) maps, and calls "
+    "self.freeze() at the end of __init__"
+)
+
+
+class FeatureNetworkContractError(PartBuildError, TypeError):
+    """A module used as feature network breaks :data:`FEATURE_NETWORK_CONTRACT` (wrong class,
+    or maps that disagree with its declared ``channels``). A :class:`PartBuildError` (exit 2 on
+    the command line) and, for older callers, a ``TypeError``."""
+
+
+def check_feature_network(net: Any, where: str = "feature_network", image_size: int = 64) -> None:
+    """Refuse ``net`` unless it keeps the contract, by its class and one dry forward.
+
+    The forward runs once, batch 1, without autograd, at the smallest input the network accepts:
+    ``max(reductions)`` pixels, which the resize rule takes to ``input_size`` (rule ``"never"``
+    feeds ``image_size``, the side it will see in training). The maps must be one per entry of
+    ``channels`` with that many channels, so a wrong declaration fails here and not as a conv
+    shape error in the heads later.
+
+    Raises:
+        FeatureNetworkContractError: with ``field=where``.
+    """
+    if not isinstance(net, FeatureNetwork):
+        raise FeatureNetworkContractError(
+            f"{where} must build a projected_gan.projectors.FeatureNetwork, got "
+            f"{type(net).__name__}: "
+            f"{FEATURE_NETWORK_CONTRACT}",
+            field=where,
+        )
+    name = type(net).__name__
+    side = image_size if net.resize == "never" else max(1, math.ceil(max(net.reductions)))
+    param = next(net.parameters(), None)
+    x = torch.zeros(1, 3, side, side, device=net._scale.device)
+    if param is not None and param.is_floating_point():
+        x = x.to(param.dtype)
+    try:
+        with torch.no_grad():
+            maps = net(x)
+    except NotImplementedError as exc:
+        raise FeatureNetworkContractError(
+            f"{where}: {exc}; {FEATURE_NETWORK_CONTRACT}", field=where
+        ) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise FeatureNetworkContractError(
+            f"{where}: {name} failed a dry forward of a (1, 3, {side}, {side}) image: "
+            f"{type(exc).__name__}: {exc}",
+            field=where,
+        ) from exc
+    if not isinstance(maps, (list, tuple)) or not all(isinstance(m, Tensor) for m in maps):
+        raise FeatureNetworkContractError(
+            f"{where}: {name} returned {type(maps).__name__}, not a list of tensors; "
+            f"{FEATURE_NETWORK_CONTRACT}",
+            field=where,
+        )
+    got = tuple(m.shape[1] if m.ndim == 4 else None for m in maps)
+    if got != tuple(net.channels):
+        raise FeatureNetworkContractError(
+            f"{where}: {name} declares channels={tuple(net.channels)} but its forward returns "
+            f"maps with channels {got} (shapes {[tuple(m.shape) for m in maps]}); set "
+            "`channels` (and `reductions`) to match what forward_features returns",
+            field=where,
+        )
+
+
 class FeatureNetwork(nn.Module):
     """Base class of frozen feature networks: image in [-1, 1] -> list of feature maps.
 

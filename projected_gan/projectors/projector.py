@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from projected_gan.projectors.feature_networks import FeatureNetwork
+from projected_gan.projectors.feature_networks import FEATURE_NETWORK_CONTRACT, FeatureNetwork
 from projected_gan.projectors.heads import NoProjection, ProjectionHead
 
 __all__ = ["Projector"]
@@ -29,8 +29,8 @@ class Projector(nn.Module):
         super().__init__()
         if not isinstance(feature_network, FeatureNetwork):
             raise TypeError(
-                "feature_network must be a projected_gan.projectors.FeatureNetwork (subclass it "
-                f"and implement forward_features), got {type(feature_network).__name__}"
+                f"feature_network must be a FeatureNetwork, got {type(feature_network).__name__}: "
+                f"{FEATURE_NETWORK_CONTRACT}"
             )
         if head is None:
             head = NoProjection(feature_network.channels, feature_network.reductions)

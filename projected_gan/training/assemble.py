@@ -7,6 +7,7 @@ never repeats a channel count.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "build_discriminator",
     "build_generator",
     "build_loss",
+    "check_parts",
     "configure_torch",
     "data_record",
     "load_dataset",
@@ -79,7 +81,8 @@ def _field(section: str, field: str | None) -> str:
     """``field`` (an argument, or a path inside ``section``) as a spec field path."""
     if not field:
         return section
-    return field if field.startswith(section) else f"{section}.{field}"
+    field = re.sub(r"\[(\d+)\]", r".\1", field)  # feature_network[1] -> feature_network.1
+    return field if field.startswith(section + ".") else f"{section}.{field}"
 
 
 def load_dataset(spec: ExperimentSpec) -> Any:
@@ -143,11 +146,26 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
 
 def build_loss(spec: ExperimentSpec) -> tuple[Any, Any]:
     """The adversarial loss ``spec.loss`` (with its arguments) and the R1 regulariser or None."""
-    loss = create("losses", spec.loss.name, **spec.loss.kwargs)
-    r1 = None
-    if spec.loss.r1_gamma > 0:
-        r1 = create("losses", "r1", gamma=spec.loss.r1_gamma, interval=spec.loss.r1_interval)
+    try:
+        loss = create("losses", spec.loss.name, **spec.loss.kwargs)
+        r1 = None
+        if spec.loss.r1_gamma > 0:
+            r1 = create("losses", "r1", gamma=spec.loss.r1_gamma, interval=spec.loss.r1_interval)
+    except PartBuildError as exc:
+        raise SpecError([(_field("loss", exc.field), str(exc))]) from None
     return loss, r1
+
+
+def check_parts(spec: ExperimentSpec) -> None:
+    """Build G, D and the loss once on the CPU and drop them: what a run would refuse before
+    reading any data (argument values, plugin constructors, D's dry forward) is refused here,
+    as a :class:`SpecError`. A conditional spec is checked with one class (the data decides).
+    """
+    num_classes = 1 if spec.data.conditional else 0
+    with torch.no_grad():
+        build_generator(spec, num_classes)
+        build_discriminator(spec, num_classes)
+    build_loss(spec)
 
 
 def metric_batch(spec: ExperimentSpec, world_size: int = 1) -> int:

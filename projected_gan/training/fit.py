@@ -8,6 +8,7 @@ and the trainer (:class:`~projected_gan.training.trainer.Trainer`) ties them tog
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -88,6 +89,15 @@ def stop_signals(distributed_run: bool) -> Iterator[dict[str, int | None]]:
             signal.signal(sig, old)
 
 
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (False for files, pipes, captured output)."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
+
+
 def _progress_bar(trainer: Any, total: int):  # -> tqdm
     from tqdm.auto import tqdm
 
@@ -120,7 +130,11 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
     if dist.enabled:
         trainer.run_dir = distributed.broadcast_object(trainer.run_dir)
     vote = distributed.StopVote(trainer.device, dist.world_size)
-    bar = _progress_bar(trainer, total) if progress and trainer.is_main else None
+    # A terminal gets a progress bar; a log file (stdout redirected) one plain line per tick,
+    # since tqdm's redraws are noise there.
+    show = progress and trainer.is_main
+    plain = show and not _is_terminal(sys.stdout)
+    bar = _progress_bar(trainer, total) if show and not plain else None
     trainer.start_session()
     try:
         with stop_signals(dist.enabled) as stop:
@@ -128,7 +142,8 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
             if trainer.is_main and c.nimg == 0:
                 trainer.save_reals()
                 trainer.save_samples("fakes_init.png")
-            if c.nimg == 0 and trainer.evaluate is not None and t.metrics_every > 0:
+            at_start = trainer.spec.metrics.at_start
+            if c.nimg == 0 and at_start and trainer.evaluate is not None and t.metrics_every > 0:
                 trainer.run_metrics()
             tick_start, tick_nimg = time.perf_counter(), c.nimg
             stopping = not dist.enabled and stop["signal"] is not None
@@ -145,12 +160,18 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
                     c.tick += 1
                     if trainer.is_main:
                         trainer.logger.log_tick(record)
+                        losses = (
+                            f"G {record.get('loss_g', float('nan')):.3f} "
+                            f"D {record.get('loss_d', float('nan')):.3f}"
+                        )
                         if bar is not None:
                             bar.update(now / 1000 - bar.n)
-                            bar.set_postfix_str(
-                                f"G {record.get('loss_g', float('nan')):.3f} "
-                                f"D {record.get('loss_d', float('nan')):.3f} "
-                                f"{record['img_per_s']:.0f} img/s"
+                            bar.set_postfix_str(f"{losses} {record['img_per_s']:.0f} img/s")
+                        elif plain:
+                            print(
+                                f"kimg {now / 1000:.3f}/{total / 1000:.3f}  "
+                                f"{record['img_per_s']:.1f} img/s  {losses}",
+                                flush=True,
                             )
                     tick_start, tick_nimg = time.perf_counter(), now
 

@@ -196,6 +196,9 @@ class MetricsSpec(_Strict):
     num_images: int = Field(5000, gt=0, description="generated images per evaluation")
     feature_network: str = "tf_efficientnet_lite1"
     fid_weights: str | None = Field(None, description="local Inception-v3 weights for fid")
+    at_start: bool = Field(
+        True, description="also compute the metrics at kimg 0 (the untrained baseline)"
+    )
 
 
 class OutputSpec(_Strict):

@@ -24,6 +24,7 @@ __all__ = [
     "PartField",
     "PartSpec",
     "SpecError",
+    "build_problems",
     "check_part",
     "part_problems",
     "validation_problems",
@@ -114,6 +115,7 @@ class PartField:
     own: tuple[str, ...] = ()
     refuse_tags: tuple[str, ...] = ()
     hint: str = ""
+    build: bool = False  # cheap to build (no weights, no pipeline args): try the values too
 
 
 PART_FIELDS: tuple[PartField, ...] = (
@@ -121,7 +123,7 @@ PART_FIELDS: tuple[PartField, ...] = (
     PartField("discriminator.feature_network", "feature_networks"),
     PartField("discriminator.projection_head", "projection_heads"),
     PartField("discriminator.discriminator", "discriminators"),
-    PartField("discriminator.augment", "augmentations"),
+    PartField("discriminator.augment", "augmentations", build=True),
     PartField(
         "loss",
         "losses",
@@ -156,7 +158,10 @@ def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
                 part = PartSpec.model_validate(
                     {k: v for k, v in item.items() if k not in field.own}
                 )
-                problems += check_part(field.kind, part, where, field=field)
+                found = check_part(field.kind, part, where, field=field)
+                if not found and field.build:
+                    found = build_problems(field.kind, part, where)
+                problems += found
     named = list(NAME_FIELDS)
     names = get("metrics.names")
     if isinstance(names, list):
@@ -168,6 +173,17 @@ def part_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, str):
             problems += check_part(kind, PartSpec(name=value), path, name_path=path)
     return problems
+
+
+def build_problems(kind: str, part: PartSpec, path: str) -> list[tuple[str, str]]:
+    """Build ``part`` once to check its argument values (a policy's op names, a range); the
+    refusal goes under ``<path>.<argument>`` when the part names the argument."""
+    try:
+        REGISTRIES[kind].create(part.name, **part.kwargs)
+    except (InputError, UnknownPartError, PluginError) as exc:
+        where = getattr(exc, "field", None)
+        return [(f"{path}.{where}" if where else path, str(exc))]
+    return []
 
 
 def validation_problems(exc: ValidationError, root: type[BaseModel]) -> list[tuple[str, str]]:
