@@ -182,7 +182,7 @@ def evaluate_checkpoint(
     checkpoint: str,
     *,
     data: str | None = None,
-    metrics: str = "fd,kid",
+    metrics: str | None = None,
     num: int = 10_000,
     batch: int = 64,
     feature_network: str | None = None,
@@ -190,7 +190,8 @@ def evaluate_checkpoint(
     json_out: str | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data)."""
+    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data and its
+    ``metrics.names``, else ``fd``)."""
     import torch
 
     from projected_gan.inference import load_generator
@@ -204,7 +205,7 @@ def evaluate_checkpoint(
     dataset = load_dataset(spec)
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
-    built = build_metrics(metrics, **options)
+    built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
 
     def generate_batch(n, labels):
         z = torch.randn(n, G.z_dim, device=dev)
