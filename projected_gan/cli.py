@@ -208,7 +208,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="checkpoint: real images (default: the run's own data)")
     p.add_argument(
         "--metrics",
-        help="comma list of fid, kid, pr, fd (default: fd,kid for a checkpoint, fid for folders)",
+        help="comma list of fid, kid, pr, fd (default: the run's metrics.names; fid for folders)",
     )
     p.add_argument("--num", type=int, help="checkpoint: generated images (default 10000)")
     p.add_argument("--batch", type=int, help="images per pass (default: the run's, as in training)")
@@ -263,7 +263,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     evaluate_checkpoint(
         args.checkpoint,
         data=args.data,
-        metrics=args.metrics or "fd,kid",
+        metrics=args.metrics,
         num=10_000 if args.num is None else args.num,
         batch=args.batch,
         feature_network=args.feature_network,

@@ -193,7 +193,7 @@ def evaluate_checkpoint(
     checkpoint: str,
     *,
     data: str | None = None,
-    metrics: str = "fd,kid",
+    metrics: str | None = None,
     num: int = 10_000,
     batch: int | None = None,
     feature_network: str | None = None,
@@ -202,7 +202,8 @@ def evaluate_checkpoint(
     json_out: str | None = None,
     device: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data).
+    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data and its
+    ``metrics.names``, else ``fd``).
 
     Fakes are drawn as in training (same latents, the run's precision, memory layout and metric
     batch), so ``--num`` equal to the run's ``metrics.num_images`` reproduces its logged scores.
@@ -230,7 +231,7 @@ def evaluate_checkpoint(
     dataset = load_dataset(spec)
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
-    built = build_metrics(metrics, **options)
+    built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
     results = evaluate_generator(
         G,
         dataset,
