@@ -386,6 +386,8 @@ class Registry:
         except (InputError, UnknownPartError, PluginError):
             raise  # already says what is wrong (and, for a PartBuildError, which argument)
         except Exception as exc:
+            if type(exc).__module__.startswith("projected_gan."):
+                raise  # our own typed errors (missing weights, ...) already say what to do
             # Any other failure in a constructor is almost always a refused argument (a plugin
             # asserting width > 0, a negative size reaching torch): name the part and where it
             # comes from; the original exception stays chained for debugging.
