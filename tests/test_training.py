@@ -327,7 +327,7 @@ def test_cli_resume_of_a_missing_folder_is_a_clear_error(tmp_path):
         text=True,
         timeout=120,
     )
-    assert out.returncode == 1
+    assert out.returncode == 2  # a path that is no run: a usage error (#18)
     assert "is not a run folder" in out.stderr and "Traceback" not in out.stderr
 
 
