@@ -152,6 +152,7 @@ def test_eval_fd_writes_json_and_fid_with_missing_weights_explains(trained_run, 
     out = cli("eval", str(trained_run), "--metrics", "fid", "--num", "16", env=env)
     assert out.returncode == 2  # an install problem, said in one line: not a crash
     assert "Inception" in out.stderr and missing in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_only_input_errors_exit_2_bugs_keep_their_traceback(capsys, monkeypatch):

