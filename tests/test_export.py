@@ -142,6 +142,7 @@ def test_export_folder_errors_are_clear(tmp_path):
         export_generator(G, tmp_path / "out", truncation_psi=0.7)
     with pytest.raises(ExportError, match=r"format must be one of"):
         export_generator(G, tmp_path / "out", format="tflite")
+
     class Unregistered(projected_gan.generators.FastGANGenerator):
         """A user's subclass: no registered name, so no config to rebuild it from."""
 
