@@ -23,6 +23,7 @@ from projected_gan.checkpoint import (
     load_module_state,
     resolve_checkpoint,
 )
+from projected_gan.errors import InputError
 from projected_gan.export.card import training_record, write_card_text
 from projected_gan.export.graphs import (
     Sampler,
@@ -61,8 +62,10 @@ DEFAULT_TOLERANCE = 1e-3
 TRACE_BATCH = 2  # graphs are traced at this batch and checked at another (dynamic batch)
 
 
-class ExportError(ValueError):
-    """An export that cannot be made or read: bad folder, missing extra, config, failed check."""
+class ExportError(InputError):
+    """An export that cannot be made or read: bad folder, missing extra, config, failed check.
+
+    An input error: the command line reports it in one line with exit code 2."""
 
 
 @dataclass
