@@ -96,6 +96,7 @@ def spec_for(args: argparse.Namespace, out: Path, seed: int, mode: str) -> Exper
         *(() if args.no_small else SMALL),
         f"train.kimg={args.kimg}",
         f"train.metrics_every={args.every}",
+        "metrics.at_start=true",  # curves start from the untrained baseline
         f"train.seed={seed}",
         f"train.precision={mode}",
         f"train.device={args.device}",

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"train.kimg={args.kimg}",
             f"train.metrics_every={args.every}",
             f"metrics.names={json.dumps(names)}",
+            "metrics.at_start=true",  # a curve starts from the untrained baseline
             f"output.dir={out}",
             *args.set,
         ]

@@ -116,12 +116,12 @@ def _spec(out_dir, *extra: str) -> ExperimentSpec:
 
 def test_trainer_applies_the_mode(tmp_path):
     trainer = build_from_spec(_spec(tmp_path, "train.precision=bf16_fp32_features"))
-    assert trainer.precision.mode == "bf16_fp32_features"
-    assert trainer.amp and trainer.D.fp32_features
+    assert trainer.core.precision.mode == "bf16_fp32_features"
+    assert trainer.core.amp and trainer.D.fp32_features
     logs = trainer.step()
     assert all(math.isfinite(float(v)) for v in logs.values())
     fp32 = build_from_spec(_spec(tmp_path, "train.precision=auto"))  # CPU: fp32
-    assert fp32.precision.mode == "fp32" and not fp32.amp and not fp32.D.fp32_features
+    assert fp32.core.precision.mode == "fp32" and not fp32.core.amp and not fp32.D.fp32_features
 
 
 def test_spec_accepts_the_modes_and_names_a_bad_one(tmp_path):
