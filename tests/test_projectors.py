@@ -217,6 +217,33 @@ def test_resize_rule(resize, size, seen):
     assert net.output_sizes(size) == tuple(f.shape[-1] for f in feats)
 
 
+def test_blur_removes_a_pixel_checkerboard_keeps_flat_areas_and_is_recorded():
+    from projected_gan.projectors.feature_networks import binomial_blur
+
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1
+    x = flat + 0.5 * checker.expand(1, 3, 16, 16)
+    torch.testing.assert_close(binomial_blur(x), flat)  # zero response at Nyquist, gain 1 at DC
+    period4 = torch.tensor([1.0, 1.0, -1.0, -1.0]).repeat(4).expand(1, 3, 16, 16)
+    # response cos(pi f) ** (2 * passes) at f = 1/4 cycles per pixel: 1/2 per pass
+    torch.testing.assert_close(binomial_blur(period4, 2)[..., 4:-4].abs().max(), torch.tensor(0.25))
+
+    plain, blurred = Recorder(input_size=48), Recorder(input_size=48, blur=1)
+    blurred.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain(flat + 0.5 * checker.expand(1, 3, 16, 16)), blurred(x)
+        assert not torch.allclose(plain.seen, blurred.seen)
+        blurred(x), plain(flat)
+    torch.testing.assert_close(blurred.seen, plain.seen)  # the checkerboard never reaches it
+    net = projected_gan.create(
+        "feature_networks", "tf_efficientnet_lite0", pretrained=False, input_size=64, blur=2
+    )
+    assert net.blur == 2 and "blur=2" in repr(net)
+    assert projected_gan.part_config(net)["kwargs"]["blur"] == 2
+    with pytest.raises(ValueError, match="blur"):
+        Recorder(blur=-1)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="resize"):
         Recorder(resize="sometimes")

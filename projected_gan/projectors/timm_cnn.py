@@ -41,6 +41,7 @@ class TimmFeatureNetwork(FeatureNetwork):
         out_indices: Sequence[int] = (-4, -3, -2, -1),
         input_size: int | None = 224,
         resize: str = "upsample_only",
+        blur: int = 0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
@@ -57,6 +58,7 @@ class TimmFeatureNetwork(FeatureNetwork):
             std=std if std is not None else cfg.get("std", (0.229, 0.224, 0.225)),
             input_size=input_size,
             resize=resize,
+            blur=blur,
         )
         self.model_name = model_name
         self.body = body
@@ -79,6 +81,7 @@ def timm_features(
     out_indices: Sequence[int] = (-4, -3, -2, -1),
     input_size: int | None = 224,
     resize: str = "upsample_only",
+    blur: int = 0,
 ) -> TimmFeatureNetwork:
     """Any timm CNN with features_only (e.g. timm/resnet50): last 4 stages, its own mean/std."""
     return TimmFeatureNetwork(
@@ -88,6 +91,7 @@ def timm_features(
         out_indices=out_indices,
         input_size=input_size,
         resize=resize,
+        blur=blur,
     )
 
 
@@ -99,9 +103,15 @@ def _efficientnet_lite(variant: int) -> Callable[..., TimmFeatureNetwork]:
         weights: str | None = None,
         input_size: int | None = 224,
         resize: str = "upsample_only",
+        blur: int = 0,
     ) -> TimmFeatureNetwork:
         return TimmFeatureNetwork(
-            name, pretrained=pretrained, weights=weights, input_size=input_size, resize=resize
+            name,
+            pretrained=pretrained,
+            weights=weights,
+            input_size=input_size,
+            resize=resize,
+            blur=blur,
         )
 
     factory.__name__ = factory.__qualname__ = name
