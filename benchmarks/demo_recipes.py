@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from projected_gan.atomic import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "minimal_cpu"
 
@@ -213,7 +215,7 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
             feature_network=spec.metrics.feature_network,
         )
         floors[floor_key] = split["fd"]
-        (args.out / "fd_floors.json").write_text(json.dumps(floors, indent=2) + "\n")
+        atomic_write_json(args.out / "fd_floors.json", floors)
     from texture import texture_scores
 
     texture = texture_scores(fakes, ds.images)
@@ -234,7 +236,7 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
         "grid": str(folder / "final_grid.png"),
         "run_dir": str(run_dir),
     }
-    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(result_file, result)
     wall = f"{train_wall:.0f} s" if train_wall is not None else "reused"
     fds = " ".join(f"{r['kimg']:g}:{r.get('fd', float('nan')):.0f}" for r in rows)
     print(
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> Any:
     result = commands[args.command](args)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return result
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import sys
 import time
@@ -35,6 +34,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from projected_gan.atomic import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # (same folder) make_spec, build_trainer, sync, settings
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  op {op['op'][:60]:<60} {op['self_ms']:>9.2f} ms x{op['calls']}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return result
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from projected_gan import ExperimentSpec, build_from_spec
+from projected_gan.atomic import atomic_write_json
 from projected_gan.training.run_log import read_jsonl
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "curve": rows,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(args.json, record)
         print(f"wrote {args.json}")
     return rows
 

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import datetime
 import gc
-import json
 import os
 import platform
 import resource
@@ -35,6 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import projected_gan
+from projected_gan.atomic import atomic_write_json
 from projected_gan.data import ImageDataset
 from projected_gan.training import Trainer, assemble
 from projected_gan.training.spec import ExperimentSpec
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return result
 

@@ -8,17 +8,19 @@ file (``.<name>.<token>.tmp``); :func:`remove_partial_writes` deletes those, and
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
     "TEMP_NAME_RE",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
     "remove_partial_writes",
@@ -111,6 +113,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, record: Any) -> None:
+    """Write ``record`` to ``path`` atomically as indented JSON with a final newline."""
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def remove_partial_writes(

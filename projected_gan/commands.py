@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from projected_gan import distributed
+from projected_gan.atomic import atomic_write_json
 from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
@@ -183,12 +183,6 @@ def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, s
     return spaces
 
 
-def _write_json(json_out: str, record: dict[str, Any]) -> None:
-    from projected_gan.atomic import atomic_write_text
-
-    atomic_write_text(Path(json_out), json.dumps(record, indent=2) + "\n")
-
-
 def evaluate_checkpoint(
     checkpoint: str,
     *,
@@ -246,7 +240,7 @@ def evaluate_checkpoint(
     spaces = _print_results(results, built)
     if json_out:
         record = {"checkpoint": str(checkpoint), "data": dataset.source, "num_images": num}
-        _write_json(json_out, {**record, **results, "spaces": spaces})
+        atomic_write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 
 
@@ -283,7 +277,7 @@ def evaluate_image_folders(
     spaces = _print_results(results, built)
     if json_out:
         record = {"real": str(real), "fake": str(fake), "resolution": resolution}
-        _write_json(json_out, {**record, **results, "spaces": spaces})
+        atomic_write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 
 

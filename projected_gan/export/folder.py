@@ -16,7 +16,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from projected_gan._version import __version__
-from projected_gan.atomic import atomic_write_bytes, atomic_write_text
+from projected_gan.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from projected_gan.checkpoint import (
     CheckpointError,
     generator_config,
@@ -234,7 +234,7 @@ def _prepare_folder(out_dir: Path) -> None:
 
 def _write_config(out_dir: Path, record: dict[str, Any]) -> Path:
     path = out_dir / CONFIG_NAME
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    atomic_write_json(path, record)
     return path
 
 
