@@ -218,3 +218,13 @@ def test_no_module_only_forwards_to_another():
         if "sys.modules[" in text or ("DeprecationWarning" in text and "moved" in text):
             bad.append(name)
     assert not bad, f"alias-like modules: {bad}"
+
+
+def test_no_module_is_over_450_lines():
+    """Every module fits in a head: a longer one is split along a seam a reader would name."""
+    long = {
+        name: n
+        for name, path in modules().items()
+        if (n := len(path.read_text().splitlines())) > 450
+    }
+    assert not long, f"modules over 450 lines: {long}"
