@@ -130,10 +130,10 @@ class Registry:
     def __init__(self, kind: str, singular: str) -> None:
         self.kind = kind
         self.singular = singular
-        self.group = f"projected_gan.{kind}"
         self._entries: dict[str, RegistryEntry] = {}
         self._aliases: dict[str, str] = {}
         self._plugins = PluginGroup(kind, singular)
+        self.group = self._plugins.group  # the entry-point group, projected_gan.<kind>
 
     # ----------------------------------------------------------------- registration
     def register(
