@@ -111,7 +111,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a spec field by dotted path, e.g. --set train.batch=32 (repeatable)",
+        help="override a spec field by dotted path, e.g. --set train.batch=32; a number indexes "
+        "a list: discriminator.feature_network.0.name=... (repeatable)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")

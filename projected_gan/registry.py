@@ -2,7 +2,9 @@
 
 One :class:`Registry` per kind of part. Built-ins register themselves with a decorator when their
 subpackage is imported; third-party distributions declare entry points in the group
-``projected_gan.<kind>`` and are imported only when one of their names is requested.
+``projected_gan.<kind>`` and are imported only when one of their names is requested
+(:mod:`projected_gan.plugins`). The words the registries print (cards, did-you-mean hints) are
+in :mod:`projected_gan.part_docs`.
 
     >>> from projected_gan.registry import GENERATORS
     >>> @GENERATORS.register("my_gen", tags=("toy",))
@@ -14,16 +16,12 @@ subpackage is imported; third-party distributions declare entry points in the gr
 from __future__ import annotations
 
 import copy
-import difflib
 import fnmatch
 import functools
 import inspect
-import os
 import re
-import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from importlib import metadata
+from dataclasses import dataclass, replace
 from typing import Any
 
 from projected_gan.configs import (
@@ -35,6 +33,8 @@ from projected_gan.configs import (
     record_part_config,
 )
 from projected_gan.errors import InputError
+from projected_gan.part_docs import describe_lines, did_you_mean, show_kwargs
+from projected_gan.plugins import PluginError, PluginGroup, PluginSlot, PluginWarning
 
 __all__ = [
     "AUGMENTATIONS",
@@ -57,7 +57,6 @@ __all__ = [
     "part_config",
 ]
 
-DISABLE_ENV = "PROJECTED_GAN_DISABLE_PLUGINS"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/?$")
 
 
@@ -66,14 +65,6 @@ class UnknownPartError(KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
         return str(self.args[0]) if self.args else ""
-
-
-class PluginError(RuntimeError):
-    """A plugin entry point that cannot be imported or does not give a callable."""
-
-
-class PluginWarning(UserWarning):
-    """A plugin that was ignored (name clash with a built-in)."""
 
 
 @dataclass(frozen=True)
@@ -127,66 +118,6 @@ class RegistryEntry:
         }
 
 
-@dataclass
-class _PluginSlot:
-    """An entry point seen in metadata but not imported yet."""
-
-    ep: metadata.EntryPoint
-    distribution: str
-    version: str
-    loaded: RegistryEntry | None = field(default=None)
-    clash_reported: bool = False
-
-
-def _disabled_plugins() -> tuple[bool, set[str]]:
-    """Read ``PROJECTED_GAN_DISABLE_PLUGINS``: ``1``/``all`` or a comma list of names."""
-    raw = os.environ.get(DISABLE_ENV, "").strip()
-    if not raw or raw.lower() in {"0", "false", "no"}:
-        return False, set()
-    if raw.lower() in {"1", "true", "yes", "all", "*"}:
-        return True, set()
-    return False, {part.strip() for part in raw.split(",") if part.strip()}
-
-
-_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
-_ARG_LINE = re.compile(r"^(\s*)(\*{0,2}\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
-
-
-def argument_docs(factory: Callable[..., Any]) -> dict[str, str]:
-    """``{argument: one-line meaning}`` from the ``Args:`` sections of a part's docstrings.
-
-    Reads Google-style sections of the factory's docstring (and, for a class, of ``__init__``);
-    an argument's continuation lines are joined to its first line.
-    """
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    docs = [inspect.getdoc(target) or ""]
-    if inspect.isclass(target):
-        docs.append(inspect.getdoc(target.__init__) or "")
-    found: dict[str, str] = {}
-    for doc in docs:
-        in_args, indent, current = False, None, None
-        for line in doc.splitlines():
-            if _ARGS_HEADER.match(line):
-                in_args, indent, current = True, None, None
-                continue
-            if not in_args:
-                continue
-            if not line.strip():
-                continue
-            m = _ARG_LINE.match(line)
-            depth = len(line) - len(line.lstrip())
-            if indent is None and m:
-                indent = depth
-            if m and depth == indent:
-                current = m.group(2).lstrip("*")
-                found.setdefault(current, m.group(3).strip())
-            elif indent is not None and depth > indent and current is not None:
-                found[current] = (found[current] + " " + line.strip()).strip()
-            else:
-                in_args = False  # dedent: the section ended
-    return found
-
-
 class Registry:
     """Name -> factory table for one kind of part, plus that kind's entry-point group.
 
@@ -199,10 +130,10 @@ class Registry:
     def __init__(self, kind: str, singular: str) -> None:
         self.kind = kind
         self.singular = singular
-        self.group = f"projected_gan.{kind}"
         self._entries: dict[str, RegistryEntry] = {}
         self._aliases: dict[str, str] = {}
-        self._plugins: dict[str, _PluginSlot] | None = None  # read from metadata on first use
+        self._plugins = PluginGroup(kind, singular)
+        self.group = self._plugins.group  # the entry-point group, projected_gan.<kind>
 
     # ----------------------------------------------------------------- registration
     def register(
@@ -274,78 +205,29 @@ class Registry:
             self._aliases.pop(alias, None)
 
     # --------------------------------------------------------------------- plugins
-    def _plugin_slots(self) -> dict[str, _PluginSlot]:
-        """Entry points of this kind, read from installed metadata once (nothing imported)."""
-        if self._plugins is None:
-            slots: dict[str, _PluginSlot] = {}
-            for ep in metadata.entry_points(group=self.group):
-                dist = getattr(ep, "dist", None)
-                slots.setdefault(
-                    ep.name,
-                    _PluginSlot(
-                        ep=ep,
-                        distribution=dist.metadata["Name"] if dist is not None else "<unknown>",
-                        version=dist.version if dist is not None else "?",
-                    ),
-                )
-            self._plugins = slots
-        everything_off, off = _disabled_plugins()
-        if everything_off:
-            return {}
-        visible = {}
-        for name, slot in self._plugins.items():
-            if {name, f"{self.kind}:{name}", slot.distribution} & off:
-                continue
-            owner = self._entries.get(self._aliases.get(name, name))
-            if owner is not None and owner is not slot.loaded:
-                if not slot.clash_reported:
-                    slot.clash_reported = True
-                    warnings.warn(
-                        f"plugin {self.singular} {name!r} from distribution "
-                        f"{slot.distribution!r} ({slot.ep.value}) is ignored: the name is taken "
-                        f"by {owner.source}. Ask the plugin's author to rename it.",
-                        PluginWarning,
-                        stacklevel=3,
-                    )
-                continue
-            visible[name] = slot
-        return visible
+    def _plugin_slots(self) -> dict[str, PluginSlot]:
+        """Enabled entry points of this kind whose name no built-in holds (nothing imported)."""
+        return self._plugins.visible(lambda name: self._entries.get(self._aliases.get(name, name)))
 
     def refresh_plugins(self) -> None:
         """Re-read entry-point metadata (after installing a plugin in a running process)."""
-        if self._plugins:
-            for name, slot in self._plugins.items():
-                if slot.loaded is not None and self._entries.get(name) is slot.loaded:
-                    del self._entries[name]
-        self._plugins = None
+        for slot in self._plugins.forget():
+            if self._entries.get(slot.loaded.name) is slot.loaded:
+                del self._entries[slot.loaded.name]
 
-    def _load_plugin(self, name: str, slot: _PluginSlot) -> RegistryEntry:
-        if slot.loaded is not None:
-            return slot.loaded
-        where = f"entry point {name!r} = {slot.ep.value!r} of distribution {slot.distribution!r}"
-        try:
-            obj = slot.ep.load()
-        except Exception as exc:  # any import-time failure is the plugin's, not ours
-            raise PluginError(
-                f"{self.singular} plugin failed to import: {where} "
-                f"(group {self.group}): {type(exc).__name__}: {exc}"
-            ) from exc
-        if not callable(obj):
-            raise PluginError(
-                f"{self.singular} plugin is not callable: {where} gave {type(obj).__name__}; "
-                "an entry point must name a class or a factory function"
+    def _load_plugin(self, name: str, slot: PluginSlot) -> RegistryEntry:
+        if slot.loaded is None:
+            entry = RegistryEntry(
+                name=name,
+                factory=self._plugins.load(name, slot),
+                kind=self.kind,
+                distribution=slot.distribution,
+                version=slot.version,
+                entry_point=f"{name} = {slot.ep.value}",
             )
-        entry = RegistryEntry(
-            name=name,
-            factory=obj,
-            kind=self.kind,
-            distribution=slot.distribution,
-            version=slot.version,
-            entry_point=f"{name} = {slot.ep.value}",
-        )
-        self._entries[name] = entry
-        slot.loaded = entry
-        return entry
+            self._entries[name] = entry
+            slot.loaded = entry
+        return slot.loaded
 
     # ---------------------------------------------------------------------- lookup
     def entry(self, name: str) -> RegistryEntry:
@@ -368,10 +250,7 @@ class Registry:
         raise self._unknown(name)
 
     def _disabled(self, entry: RegistryEntry) -> bool:
-        everything_off, off = _disabled_plugins()
-        return everything_off or bool(
-            {entry.name, f"{self.kind}:{entry.name}", entry.distribution} & off
-        )
+        return self._plugins.is_disabled(entry.name, entry.distribution)
 
     def get(self, name: str) -> Callable[..., Any]:
         """The factory (class or function) registered as ``name``."""
@@ -394,7 +273,7 @@ class Registry:
             origin = f" (plugin {entry.distribution} {entry.version})" if entry.is_plugin else ""
             raise PartBuildError(
                 f"{self.singular} {entry.name!r}{origin} could not be built with "
-                f"{_show_kwargs(kwargs)}: {type(exc).__name__}: {exc}"
+                f"{show_kwargs(kwargs)}: {type(exc).__name__}: {exc}"
             ) from exc
         record_part_config(part, self.kind, entry.name, bound_arguments(entry.factory, kwargs))
         return part
@@ -448,35 +327,12 @@ class Registry:
             lines.append(f"  aliases:  {', '.join(e.aliases)}")
         if e.tags:
             lines.append(f"  tags:     {', '.join(e.tags)}")
-        if sig is not None:
-            docs = argument_docs(e.factory)
-            lines.append("  arguments:")
-            for p in sig.parameters.values():
-                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                    lines.append(f"    {'*' if p.kind == p.VAR_POSITIONAL else '**'}{p.name}")
-                    continue
-                default = "(required)" if p.default is p.empty else f"= {p.default!r}"
-                lines.append(f"    {p.name} {default}")
-                if p.name in docs:
-                    lines.append(f"        {docs[p.name]}")
+        lines += describe_lines(e.factory, sig)
         return "\n".join(lines)
 
     def _unknown(self, name: str) -> UnknownPartError:
         candidates = list(self._entries) + list(self._aliases) + list(self._plugin_slots())
-        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
-        everything_off, off = _disabled_plugins()
-        hidden = (self._plugins or {}).get(name)
-        if hidden is not None:
-            hint += (
-                f" A plugin from {hidden.distribution!r} provides it, but "
-                f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV)!r} disables it."
-            )
-        elif everything_off or off:
-            hint += (
-                f" Note: {DISABLE_ENV}={os.environ.get(DISABLE_ENV)!r} disables plugins, so a "
-                "plugin's parts are not visible."
-            )
+        hint = (did_you_mean(name, candidates) or ".") + self._plugins.disabled_hint(name)
         return UnknownPartError(
             f"{name!r} is not a registered {self.singular}{hint} "
             f"See all with `projected-gan list {self.kind}` "
@@ -514,17 +370,10 @@ def get_registry(kind: str) -> Registry:
     try:
         return REGISTRIES[kind]
     except KeyError:
-        close = difflib.get_close_matches(kind, list(REGISTRIES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(kind, REGISTRIES, n=1)
         raise UnknownPartError(
             f"{kind!r} is not a kind of part{hint} Kinds: {', '.join(REGISTRIES)}."
         ) from None
-
-
-def _show_kwargs(kwargs: dict[str, Any], limit: int = 160) -> str:
-    """``width=-3, depth=2`` for a message, cut at ``limit`` characters."""
-    text = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def create(kind: str, name: str, **kwargs: Any) -> Any:

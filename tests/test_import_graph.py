@@ -1,8 +1,7 @@
 """The package's import graph: no cycles, and imports only point downwards.
 
 Every module is parsed with ``ast`` (nothing is imported), and every ``import projected_gan...``
-counts: at module level and inside functions (a lazy import is still a dependency). An old-path
-alias module (``alias_module(old, new)``) depends on the module it forwards to.
+counts: at module level and inside functions (a lazy import is still a dependency).
 """
 
 from __future__ import annotations
@@ -72,13 +71,6 @@ def imports_in(source: str, own: str, is_package: bool, known: set[str]) -> set[
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 add(sub if sub in known else base)
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "alias_module"
-            and len(node.args) == 2
-            and all(isinstance(a, ast.Constant) for a in node.args)
-        ):
-            add(node.args[1].value)
     found.discard(own)
     return found
 
@@ -143,13 +135,6 @@ def test_the_graph_sees_lazy_imports():
     known = {"projected_gan", "projected_gan.training", "projected_gan.training.spec"}
     found = imports_in(src, "projected_gan.images", False, known)
     assert found == {"projected_gan.training.spec", "projected_gan.training"}
-    src = (
-        "from projected_gan._deprecated import alias_module\nalias_module('a.b', 'projected_gan')\n"
-    )
-    found = imports_in(
-        src, "projected_gan.training.old", False, known | {"projected_gan._deprecated"}
-    )
-    assert found == {"projected_gan._deprecated", "projected_gan"}
 
 
 def test_finding_a_cycle_works():
@@ -181,29 +166,65 @@ def test_inference_does_not_import_training(graph):
     assert not bad, "\n".join(path_to(graph, "projected_gan.inference", t) for t in bad)
 
 
-def test_old_module_paths_still_import_with_a_deprecation_warning():
-    old_paths = [
-        m
-        for m, path in modules().items()
-        if "alias_module" in path.read_text() and m != "projected_gan._deprecated"
-    ] + ["projected_gan.training.loop"]
-    assert "projected_gan.training.images" in old_paths
+# Paths that moved before the first release; none of them is kept as an alias.
+OLD_PATHS = [
+    "projected_gan._deprecated",
+    "projected_gan.losses.diffaugment",
+    *(
+        f"projected_gan.training.{m}"
+        for m in [
+            "atomic",
+            "checkpoint",
+            "commands",
+            "data",
+            "distributed",
+            "image_files",
+            "images",
+            "inference",
+            "metrics",
+            "loop",
+        ]
+    ),
+]
+
+
+def test_old_module_paths_are_gone():
+    """Nothing is released, so a moved module leaves no alias: its old path does not import."""
     code = (
-        "import importlib, json, sys, warnings\n"
+        "import importlib, json, sys\n"
         "found = {}\n"
         "for old in sys.argv[1:]:\n"
-        "    with warnings.catch_warnings(record=True) as caught:\n"
-        "        warnings.simplefilter('always')\n"
+        "    try:\n"
         "        importlib.import_module(old)\n"
-        "    found[old] = any(issubclass(w.category, DeprecationWarning) for w in caught)\n"
-        "from projected_gan.training.loop import Trainer, TrainingStopped, ema_beta\n"
-        "import projected_gan\n"
-        "assert Trainer is projected_gan.Trainer\n"
+        "        found[old] = 'imports'\n"
+        "    except ModuleNotFoundError as e:\n"
+        "        found[old] = 'gone' if e.name == old else f'missing {e.name}'\n"
+        "import projected_gan.losses as losses\n"
+        "found['losses.DiffAugment'] = 'imports' if hasattr(losses, 'DiffAugment') else 'gone'\n"
         "print(json.dumps(found))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, *old_paths], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *OLD_PATHS], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    warned = json.loads(out.stdout)
-    assert warned == dict.fromkeys(old_paths, True)
+    assert json.loads(out.stdout) == dict.fromkeys([*OLD_PATHS, "losses.DiffAugment"], "gone")
+
+
+def test_no_module_only_forwards_to_another():
+    """No module of the package rebinds ``sys.modules`` or warns about a moved path."""
+    bad = []
+    for name, path in modules().items():
+        text = path.read_text()
+        if "sys.modules[" in text or ("DeprecationWarning" in text and "moved" in text):
+            bad.append(name)
+    assert not bad, f"alias-like modules: {bad}"
+
+
+def test_no_module_is_over_450_lines():
+    """Every module fits in a head: a longer one is split along a seam a reader would name."""
+    long = {
+        name: n
+        for name, path in modules().items()
+        if (n := len(path.read_text().splitlines())) > 450
+    }
+    assert not long, f"modules over 450 lines: {long}"

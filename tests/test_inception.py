@@ -3,8 +3,11 @@ the resize convention, FID/KID/PR with the real Inception weights (when installe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -170,6 +173,61 @@ def test_state_dict_file_still_loads_and_wrong_shapes_are_explained(tmp_path):
 
 
 # -------------------------------------------------------------------- resize convention
+# ------------------------------------------------------------- weights read once per process
+_OPENED: list[str] | None = None  # real paths opened while a test listens, else None
+_HOOKED = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _OPENED is not None and isinstance(args[0], str | bytes | os.PathLike):
+        _OPENED.append(os.path.realpath(os.fsdecode(args[0])))
+
+
+@contextlib.contextmanager
+def files_opened():
+    """Every file the process opens inside the block (CPython's ``open`` audit event: Python,
+    io and zipfile opens alike), as real paths."""
+    global _OPENED, _HOOKED
+    if not _HOOKED:  # an audit hook stays for the process; it only records while listening
+        sys.addaudithook(_audit)
+        _HOOKED = True
+    _OPENED = opened = []
+    try:
+        yield opened
+    finally:
+        _OPENED = None
+
+
+def test_a_second_fid_evaluation_does_not_read_the_weights_file_again(tmp_path):
+    path = tmp_path / "weights.pth"
+    state = random_inception_state(seed=5)
+    torch.save(state, path)
+    real = os.path.realpath(path)
+    reals, fakes = fixed_images(2, size=32, seed=1), fixed_images(2, size=32, seed=2)
+
+    def fid() -> float:  # a whole evaluation: metrics, extractor, feature passes, distance
+        return compare_images(reals, fakes, "fid", weights=str(path), download=False)["fid"]
+
+    with files_opened() as opened:
+        first = fid()
+    assert real in opened  # the listener sees the first read (else the next check proves nothing)
+    with files_opened() as opened:
+        second = fid()
+    assert real not in opened
+    assert second == first and math.isfinite(first)
+
+    # A file replaced on disk (new mtime) is read again, and its weights are the ones used.
+    with torch.inference_mode():
+        before = InceptionFeatures(path, download=False)(reals[:1])
+    mtime = path.stat().st_mtime_ns
+    first_conv = "Conv2d_1a_3x3.conv.weight"
+    torch.save({**state, first_conv: -state[first_conv]}, path)
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    with files_opened() as opened, torch.inference_mode():
+        after = InceptionFeatures(path, download=False)(reals[:1])
+    assert real in opened and not torch.equal(before, after)
+
+
 def test_resize_is_tensorflow1_bilinear():
     """Source pixel of output j is j * in / out (no half-pixel shift), clamped at the edge."""
     ramp = torch.tensor([0.0, 10.0, 40.0, 90.0])

@@ -106,7 +106,13 @@ def test_g_betas_fall_back_and_are_validated(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("preset", "lr"), [("fastgan_lite_256", 2e-4), ("fastgan_256", 2e-4), ("stylegan2_256", 2e-3)]
+    ("preset", "lr"),
+    [
+        ("fastgan_lite_256", 2e-4),
+        ("fastgan_256", 2e-4),
+        ("fastgan_lite_two_networks_256", 2e-4),
+        ("stylegan2_256", 2e-3),
+    ],
 )
 def test_official_presets_carry_the_official_optimiser_values(preset, lr):
     o = ExperimentSpec.preset(preset).optim

@@ -239,3 +239,73 @@ def test_dry_run_refuses_r1_as_the_loss():
     )
     assert out.returncode == 2
     assert "loss.name: 'r1' is a regularizer" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_set_indexes_into_lists():
+    two = ExperimentSpec.preset("fastgan_lite_two_networks_256")
+    raw = two.model_dump(mode="json")
+    out = apply_overrides(
+        raw,
+        [
+            "discriminator.feature_network.0.input_size=128",
+            "discriminator.feature_network.1.name=tf_efficientnet_lite2",
+            "metrics.names.0=kid",
+        ],
+    )
+    nets = out["discriminator"]["feature_network"]
+    assert nets[0] == {"name": "tf_efficientnet_lite0", "input_size": 128}
+    assert nets[1] == {"name": "tf_efficientnet_lite2"}
+    assert out["metrics"]["names"][0] == "kid"
+    assert raw["discriminator"]["feature_network"][0] == {"name": "tf_efficientnet_lite0"}
+    # Through the spec: validated like any other value.
+    spec = ExperimentSpec.load(
+        preset="fastgan_lite_two_networks_256",
+        overrides=["discriminator.feature_network.1.name=tf_efficientnet_lite2"],
+    )
+    assert [n.name for n in spec.discriminator.feature_network] == [
+        "tf_efficientnet_lite0",
+        "tf_efficientnet_lite2",
+    ]
+    # A whole entry can be replaced, with the bare-name shorthand.
+    out = apply_overrides(raw, ["discriminator.feature_network.1=tf_efficientnet_lite2"])
+    assert out["discriminator"]["feature_network"][1] == "tf_efficientnet_lite2"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            "discriminator.feature_network.2.name=x",
+            "discriminator.feature_network.2.name: index 2 is out of range: "
+            "discriminator.feature_network has 2 entries",
+        ),
+        (
+            "discriminator.feature_network.name=x",
+            "discriminator.feature_network.name: discriminator.feature_network is a list; "
+            "index it with a number: discriminator.feature_network.0.name",
+        ),
+        (
+            "discriminator.projection_head.0.seed=1",
+            "discriminator.projection_head is a mapping, not a list, so 0 cannot index it",
+        ),
+        ("train.kimg.0=1", "train.kimg is a value, not a section"),
+        ("metrics.names.0=fd", "metrics.names is not a list in this spec; give it whole"),
+    ],
+)
+def test_set_into_lists_refuses_bad_paths_naming_the_key(key, message):
+    raw = ExperimentSpec.preset("fastgan_lite_two_networks_256").model_dump(mode="json")
+    del raw["metrics"]["names"]  # a list the spec does not give
+    with pytest.raises(SpecError) as info:
+        apply_overrides(raw, [key])
+    assert message in str(info.value)
+    assert info.value.field == key.partition("=")[0]
+
+
+def test_set_index_into_a_single_feature_network_says_to_use_the_list_form():
+    """A spec with one ``feature_network`` mapping is not indexed: its fields are set by name."""
+    raw = ExperimentSpec.preset("fastgan_lite_256").model_dump(mode="json")
+    assert isinstance(raw["discriminator"]["feature_network"], dict)
+    with pytest.raises(SpecError, match=r"give a list with --set discriminator.feature_network="):
+        apply_overrides(raw, ["discriminator.feature_network.0.input_size=128"])
+    out = apply_overrides(raw, ["discriminator.feature_network.input_size=128"])
+    assert out["discriminator"]["feature_network"]["input_size"] == 128

@@ -2,28 +2,37 @@
 
 DiffAugment (Zhao et al., 2020): each op draws its parameters per sample and applies them with
 one pure tensor expression; consecutive colour ops and consecutive geometric ops are fused.
+
+diffaugment.py   the policy: parse it, group runs of one family, run them (``DiffAugment``)
+color.py         colour ops, folded into one per-sample affine pass
+geometric.py     geometric ops, folded into one nearest-neighbour ``grid_sample``
+op_base.py       what the ops share: the policy tag, input checks, per-sample random draws
 """
 
-from projected_gan.augmentations.diffaugment import (
-    DEFAULT_POLICY,
-    OP_TAG,
+from projected_gan.augmentations.color import (
     Brightness,
     Color,
     ColorOp,
     Contrast,
-    Cutout,
-    DiffAugment,
-    GeometricOp,
-    Offset,
     PixelAffine,
     Saturation,
+)
+from projected_gan.augmentations.diffaugment import (
+    DEFAULT_POLICY,
+    DiffAugment,
+    diffaugment_ops,
+    parse_policy,
+)
+from projected_gan.augmentations.geometric import (
+    Cutout,
+    GeometricOp,
+    Offset,
     SourceMap,
     Translation,
     cut_out,
-    diffaugment_ops,
-    parse_policy,
     translate,
 )
+from projected_gan.augmentations.op_base import OP_TAG
 
 __all__ = [
     "DEFAULT_POLICY",

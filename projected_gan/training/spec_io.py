@@ -52,7 +52,15 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``section.field=value`` strings (values parsed as YAML) to a raw spec dict."""
+    """Apply ``section.field=value`` strings (values parsed as YAML) to a raw spec dict.
+
+    A number in the key indexes a list of the spec: ``discriminator.feature_network.1.name=...``
+    sets the second network's name. Indexing is strict: an index past the end, a number where
+    the spec has a mapping (a single ``feature_network: {name: ...}`` too: set its fields
+    without an index, or give the whole list) and a name where it has a list are errors naming
+    the key. A missing section is created; a missing list is not (give it whole:
+    ``--set discriminator.feature_network=[lite0, lite1]``).
+    """
     raw = json.loads(json.dumps(raw))  # deep copy of plain data
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -63,15 +71,47 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             parsed = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
             parsed = value
-        node = raw
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise SpecError([(key, f"{where} is a value, not a section; cannot set {key}")])
-            node = child
-        node[parts[-1]] = parsed
+        _set_path(raw, key, parsed)
     return raw
+
+
+def _set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw[a][b][0]... = value`` for the dotted ``key`` ``a.b.0...``."""
+    parts = key.split(".")
+    node: Any = raw  # a dict or a list of the spec
+    for depth, part in enumerate(parts):
+        slot = _slot(node, part, ".".join(parts[:depth]), key)
+        if depth == len(parts) - 1:
+            node[slot] = value
+            return
+        path = ".".join(parts[: depth + 1])
+        if isinstance(node, dict) and node.get(slot) is None:
+            if _is_index(parts[depth + 1]):
+                raise SpecError([(key, f"{path} is not a list in this spec; give it whole")])
+            node[slot] = {}
+        node = node[slot]
+        if not isinstance(node, dict | list):
+            raise SpecError([(key, f"{path} is a value, not a section; cannot set {key}")])
+
+
+def _is_index(part: str) -> bool:
+    return part.isascii() and part.isdigit()
+
+
+def _slot(node: dict[str, Any] | list[Any], part: str, where: str, key: str) -> int | str:
+    """``part`` as a key of ``node`` (at path ``where``): an index into a list, a name else."""
+    if isinstance(node, dict):
+        if _is_index(part):
+            what = f"{where or 'the spec'} is a mapping, not a list, so {part} cannot index it"
+            fix = (
+                f"set its fields by name, or give a list with --set {where}=[...]"
+                if where
+                else "start the key with a section name"
+            )
+            raise SpecError([(key, f"{what}: {fix}")])
+        return part
+    if not _is_index(part):
+        raise SpecError([(key, f"{where} is a list; index it with a number: {where}.0.{part}")])
+    if int(part) >= len(node):
+        raise SpecError([(key, f"index {part} is out of range: {where} has {len(node)} entries")])
+    return int(part)
