@@ -77,7 +77,9 @@ def common(args: argparse.Namespace, data: Path, kimg: float, seed: int, every: 
     ]
 
 
-def train_run(folder: Path, overrides: list[str], kimg: float, args) -> dict[str, Any]:
+def train_run(
+    folder: Path, overrides: list[str], kimg: float, args: argparse.Namespace
+) -> dict[str, Any]:
     """One training run in ``folder`` (skipped when its result exists): FD curve, final grid."""
     from projected_gan.commands import generate
 

@@ -67,6 +67,7 @@ class InitSource:
             were trained on, one per network in order; None if unknown.
         kimg: thousands of images SOURCE had trained on, if known.
         checkpoint: ``"latest"`` or ``"best"`` for a run folder, else None.
+        notes: what was assumed in reading SOURCE (kept in the record).
     """
 
     source: Path

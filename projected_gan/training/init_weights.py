@@ -190,6 +190,9 @@ def _same_features(
     checked = False
     if run_form is not None and src_form is not None:
         checked = True
+        if src["features"]:  # the weights are compared below: where they came from may differ
+            run_form = {k: v for k, v in run_form.items() if k != "weights"}
+            src_form = {k: v for k, v in src_form.items() if k != "weights"}
         if run_form != src_form:
             diff = [
                 f"{k} {src_form.get(k)!r} vs {run_form.get(k)!r}"
@@ -216,7 +219,9 @@ def _same_projection(run: dict, src: dict) -> bool:
     return set(mine) == set(theirs) and all(mine[k].shape == theirs[k].shape for k in mine)
 
 
-def _plan_d(D: nn.Module, src_state: State | None, src_forms: list | None) -> tuple:
+def _plan_d(
+    D: nn.Module, src_state: State | None, src_forms: list | None
+) -> tuple[ModuleReport, list[tuple[torch.Tensor, torch.Tensor]]]:
     """D's heads (and projection) plan: the report and the copies."""
     own = D.state_dict()
     count = len(getattr(D, "projectors", [None]))
