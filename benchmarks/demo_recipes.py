@@ -73,7 +73,7 @@ CANDIDATES: dict[str, list[str]] = {
 }
 
 
-def _env(threads: int = 0) -> dict[str, str]:
+def child_env(threads: int = 0) -> dict[str, str]:
     env = dict(os.environ)
     if threads:  # fewer OpenMP threads than busy cores: workers stop waiting on each other
         env["OMP_NUM_THREADS"] = str(threads)
@@ -146,7 +146,6 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> dict[str, Any]:
     from projected_gan import ExperimentSpec
     from projected_gan.data import default_dataset_path, load_image_dataset
-    from projected_gan.metrics.evaluate import evaluate_real_split
 
     tag = f"{name}-k{kimg:g}-s{seed}"
     folder = args.out / tag  # holds one run folder, <NNNNN>-run
@@ -168,21 +167,11 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
         *args.set,
     ]
     spec = ExperimentSpec.load(preset=PRESET, overrides=overrides)  # fail early on a typo
-    run_dir = _finished_run(folder, kimg)
+    run_dir = finished_run(folder, kimg)
     train_wall, load0 = None, os.getloadavg()[0]
     if run_dir is None or args.force:
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        cmd = [sys.executable, "-m", "projected_gan", "train", "--preset", PRESET, "--no-progress"]
-        cmd += [a for o in overrides for a in ("--set", o)]
-        begin = time.perf_counter()
-        with open(folder / "train.log", "a") as log:
-            subprocess.run(
-                cmd, check=True, env=_env(args.threads), stdout=log, stderr=subprocess.STDOUT
-            )
-        train_wall = time.perf_counter() - begin
-        run_dir = _finished_run(folder, kimg)
+        train_wall = run_training(folder, overrides, args.threads)
+        run_dir = finished_run(folder, kimg)
         if run_dir is None:
             raise SystemExit(f"{tag}: training ended without reaching kimg {kimg}; see {folder}")
     from projected_gan.commands import generate
@@ -204,17 +193,7 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
     floor_key = f"{data_path}@{spec.data.resolution}"
     floors = _floors(args.out)
     if floor_key not in floors:
-        import torch
-
-        images = ds.images
-        if spec.data.mirror:  # the metric compares against the mirrored set too
-            images = torch.cat([images, images.flip(3)])
-        split = evaluate_real_split(
-            type("D", (), {"images": images})(),
-            "fd",
-            feature_network=spec.metrics.feature_network,
-        )
-        floors[floor_key] = split["fd"]
+        floors[floor_key] = real_split_fd(ds, spec)
         atomic_write_json(args.out / "fd_floors.json", floors)
     from texture import texture_scores
 
@@ -245,7 +224,39 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
     return result
 
 
-def _finished_run(folder: Path, kimg: float) -> Path | None:
+def run_training(folder: Path, overrides: list[str], threads: int = 0) -> float:
+    """``projected-gan train --preset minimal_cpu`` + ``overrides`` in a subprocess, in a fresh
+    ``folder`` (emptied first; the log goes to ``train.log``); returns the wall seconds."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "projected_gan", "train", "--preset", PRESET, "--no-progress"]
+    cmd += [a for o in overrides for a in ("--set", o)]
+    begin = time.perf_counter()
+    with open(folder / "train.log", "a") as log:
+        subprocess.run(
+            cmd, check=True, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT
+        )
+    return time.perf_counter() - begin
+
+
+def real_split_fd(dataset: Any, spec: Any) -> float:
+    """FD between two random halves of ``dataset`` (mirrored as the run's metric sees it) in
+    the spec's metric network: the floor of the runs' FD on that data."""
+    import torch
+
+    from projected_gan.metrics.evaluate import evaluate_real_split
+
+    images = dataset.images
+    if spec.data.mirror:  # the metric compares against the mirrored set too
+        images = torch.cat([images, images.flip(3)])
+    split = evaluate_real_split(
+        type("D", (), {"images": images})(), "fd", feature_network=spec.metrics.feature_network
+    )
+    return split["fd"]
+
+
+def finished_run(folder: Path, kimg: float) -> Path | None:
     """The run folder under ``folder`` whose metrics reached ``kimg``, else None."""
     for run in sorted(folder.glob("*-run")):
         rows = (

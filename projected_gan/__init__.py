@@ -42,7 +42,7 @@ from projected_gan.registry import (
 
 # The training pipeline is imported on first use, so that using a trained generator
 # (projected_gan.inference) does not load the trainer.
-_TRAINING_NAMES = ("ExperimentSpec", "SpecError", "Trainer", "build_from_spec")
+_TRAINING_NAMES = ("ExperimentSpec", "SpecError", "Trainer", "build_from_spec", "init_from")
 
 
 def __getattr__(name: str):
@@ -81,6 +81,7 @@ __all__ = [
     "discriminators",
     "generators",
     "get_registry",
+    "init_from",
     "list_parts",
     "load_generator",
     "load_image_dataset",

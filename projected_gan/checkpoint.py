@@ -10,6 +10,7 @@ the counters, the optimisers' param groups, the resolved spec and the library ve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -61,6 +62,7 @@ class Checkpoint:
     models: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    sha256: str | None = None  # of the file's bytes, when loaded with digest=True
 
 
 def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -115,8 +117,11 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and check a checkpoint; :class:`CheckpointError` with the reason if it is unusable."""
+def load_checkpoint(path: str | Path, *, digest: bool = False) -> Checkpoint:
+    """Read and check a checkpoint; :class:`CheckpointError` with the reason if it is unusable.
+
+    ``digest``: also record the SHA-256 of the very bytes read (``Checkpoint.sha256``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -137,6 +142,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     meta = json.loads(metadata.get("meta", "{}"))
     ckpt = Checkpoint(path=path, meta=meta)
+    if digest:
+        ckpt.sha256 = hashlib.sha256(data).hexdigest()
     optim_state: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in tensors.items():
         kind, _, rest = key.partition(".")
@@ -195,15 +202,17 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_SNAPSHOT_RE.match(p.name).group(1)), reverse=True)
 
 
-def latest_valid_checkpoint(folder: str | Path) -> Checkpoint:
-    """Load the newest readable snapshot, warning about each newer one that is unusable."""
+def latest_valid_checkpoint(folder: str | Path, *, digest: bool = False) -> Checkpoint:
+    """Load the newest readable snapshot, warning about each newer one that is unusable.
+
+    ``digest``: as for :func:`load_checkpoint`."""
     candidates = find_checkpoints(folder)
     if not candidates:
         raise CheckpointError(f"no checkpoints ({CHECKPOINT_GLOB}) found in {folder}")
     problems = []
     for path in candidates:
         try:
-            ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(path, digest=digest)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue

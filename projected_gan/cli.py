@@ -115,6 +115,18 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "a list: discriminator.feature_network.0.name=... (repeatable)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument(
+        "--init",
+        metavar="SOURCE",
+        help="start this new run from trained weights: a run folder (newest checkpoint; "
+        "--set train.init.checkpoint=best for its best), a checkpoint file or an export folder "
+        "(sets train.init.source)",
+    )
+    p.add_argument(
+        "--init-partial",
+        action="store_true",
+        help="with --init: start even when no tensor of SOURCE's generator fits this run's",
+    )
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:1)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -130,6 +142,8 @@ def _run_train(args: argparse.Namespace) -> int:
         data=args.data,
         overrides=args.overrides,
         resume=args.resume,
+        init=args.init,
+        init_partial=args.init_partial,
         device=args.device,
         dry_run=args.dry_run,
         progress=not args.no_progress,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,17 @@ def train(
     data: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     resume: str | None = None,
+    init: str | None = None,
+    init_partial: bool = False,
     device: str | None = None,
     dry_run: bool = False,
     progress: bool = True,
 ) -> Path | None:
-    """Train from a spec file / preset (+ overrides), or resume a run folder; return the run dir."""
+    """Train from a spec file / preset (+ overrides), or resume a run folder; return the run dir.
+
+    ``init`` (``--init SOURCE``) starts the new run from trained weights (``train.init.source``;
+    ``init_partial`` sets ``train.init.partial``): see :func:`projected_gan.training.init_from`.
+    """
     from projected_gan.training.build import build_from_spec
     from projected_gan.training.trainer import Trainer
 
@@ -45,6 +52,12 @@ def train(
                     "--resume takes the spec from the run folder; drop SPEC/--preset/--data",
                     field="--resume",
                 )
+            if init or init_partial:
+                raise UsageError(
+                    "--init starts a new run from trained weights; --resume continues a run "
+                    "with its own: use one of them",
+                    field="--init",
+                )
             trainer = Trainer.resume(resume, overrides=overrides, device=device)
             if trainer.is_main:
                 print(
@@ -52,11 +65,17 @@ def train(
                     file=sys.stderr,
                 )
         else:
+            if init is not None:  # JSON-quoted: the path stays a string whatever it looks like
+                overrides = [*overrides, f"train.init.source={json.dumps(init)}"]
+            if init_partial:
+                overrides = [*overrides, "train.init.partial=true"]
             spec = ExperimentSpec.load(spec_file, preset=preset, overrides=overrides, data=data)
             if dry_run:
                 from projected_gan.training.assemble import check_parts
+                from projected_gan.training.init_weights import read_spec_source
 
                 check_parts(spec)  # what a real run would refuse before reading data
+                read_spec_source(spec)  # and a SOURCE it could not read
                 print(spec.to_yaml())
                 return None
             trainer = build_from_spec(spec, device=device)

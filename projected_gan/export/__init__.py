@@ -22,6 +22,7 @@ from projected_gan.export.card import training_record, write_card_text
 from projected_gan.export.folder import (
     CONFIG_NAME,
     EXPORT_FILES,
+    ExportedWeights,
     ExportError,
     ExportResult,
     export_checkpoint,
@@ -29,6 +30,7 @@ from projected_gan.export.folder import (
     is_export_dir,
     load_exported_generator,
     read_export_config,
+    read_exported_weights,
 )
 
 __all__ = [
@@ -36,11 +38,13 @@ __all__ = [
     "EXPORT_FILES",
     "ExportError",
     "ExportResult",
+    "ExportedWeights",
     "export_checkpoint",
     "export_generator",
     "is_export_dir",
     "load_exported_generator",
     "read_export_config",
+    "read_exported_weights",
     "training_record",
     "write_card_text",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,11 +43,13 @@ __all__ = [
     "EXPORT_FILES",
     "ExportError",
     "ExportResult",
+    "ExportedWeights",
     "export_checkpoint",
     "export_generator",
     "is_export_dir",
     "load_exported_generator",
     "read_export_config",
+    "read_exported_weights",
 ]
 
 FORMAT = "projected-gan-export/1"
@@ -114,12 +117,18 @@ def read_export_config(folder: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_exported_generator(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild an exported generator from ``config.json`` + ``model.safetensors``, in eval mode.
+@dataclass
+class ExportedWeights:
+    """An export folder's checked ``config.json`` and the tensors of its model file."""
 
-    Needs neither the training spec nor the discriminator: the registry builds the generator
-    named in the config with its recorded constructor arguments.
-    """
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    path: Path  # the model file read
+    sha256: str  # of its bytes
+
+
+def read_exported_weights(folder: str | Path) -> ExportedWeights:
+    """The config and G_ema state dict of a safetensors export, without building the generator."""
     folder = Path(folder)
     config = read_export_config(folder)
     weights = folder / EXPORT_FILES["safetensors"]
@@ -130,7 +139,23 @@ def load_exported_generator(folder: str | Path, device: str | torch.device = "cp
             f"{EXPORT_FILES.get(fmt, 'its model file')} with its runtime, or re-export with "
             "--format safetensors"
         )
-    gen = config["generator"]
+    data = weights.read_bytes()
+    try:
+        state = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ExportError(f"{weights} is not a readable safetensors file: {exc}") from None
+    return ExportedWeights(config, state, weights, hashlib.sha256(data).hexdigest())
+
+
+def load_exported_generator(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an exported generator from ``config.json`` + ``model.safetensors``, in eval mode.
+
+    Needs neither the training spec nor the discriminator: the registry builds the generator
+    named in the config with its recorded constructor arguments.
+    """
+    folder = Path(folder)
+    exported = read_exported_weights(folder)
+    gen = exported.config["generator"]
     try:
         G = create("generators", gen["name"], **gen["kwargs"])
     except (TypeError, ValueError) as exc:
@@ -139,11 +164,7 @@ def load_exported_generator(folder: str | Path, device: str | torch.device = "cp
             f"{gen['kwargs']}: {exc}"
         ) from None
     try:
-        state = st_load(weights.read_bytes())
-    except Exception as exc:  # safetensors raises its own error types
-        raise ExportError(f"{weights} is not a readable safetensors file: {exc}") from None
-    try:
-        load_module_state(G, state, str(weights))
+        load_module_state(G, exported.state, str(exported.path))
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
     return G.eval().requires_grad_(False).to(device)

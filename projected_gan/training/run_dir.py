@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from projected_gan.atomic import atomic_write_json
 from projected_gan.configs import part_config
 from projected_gan.images import save_image_grid
 from projected_gan.training.spec import ExperimentSpec
 
 __all__ = [
+    "INIT_RECORD",
     "SUBFOLDERS",
     "default_run_name",
     "grid_latents",
@@ -26,6 +29,7 @@ __all__ = [
 ]
 
 SUBFOLDERS = ("samples", "checkpoints", "plots")
+INIT_RECORD = "init.json"  # where a run's starting weights came from (train.init)
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -56,8 +60,14 @@ def default_run_name(
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def prepare_run_dir(run_dir: Path | None, spec: ExperimentSpec, name: str | None = None) -> Path:
-    """The run folder (made under ``spec.output.dir`` if None) with its sub-folders and spec."""
+def prepare_run_dir(
+    run_dir: Path | None,
+    spec: ExperimentSpec,
+    name: str | None = None,
+    init: dict[str, Any] | None = None,
+) -> Path:
+    """The run folder (made under ``spec.output.dir`` if None) with its sub-folders and spec,
+    and ``init.json`` when the run started from trained weights (``init``, its record)."""
     if run_dir is None:
         run_dir = new_run_dir(spec.output.dir, spec.output.name or name or default_run_name(spec))
     for sub in SUBFOLDERS:
@@ -65,6 +75,8 @@ def prepare_run_dir(run_dir: Path | None, spec: ExperimentSpec, name: str | None
     spec_file = run_dir / "spec.yaml"
     if not spec_file.exists():
         spec.save(spec_file)
+    if init is not None and not (run_dir / INIT_RECORD).exists():
+        atomic_write_json(run_dir / INIT_RECORD, init)
     return run_dir
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "DataSpec",
     "DiscriminatorSpec",
     "ExperimentSpec",
+    "InitSpec",
     "LossSpec",
     "MetricsSpec",
     "OptimSpec",
@@ -148,6 +149,28 @@ class OptimSpec(_Strict):
         return self.d_lr if self.d_lr is not None else self.lr
 
 
+class InitSpec(_Strict):
+    """Start a new run from trained weights (fine-tuning, transfer): ``train.init``.
+
+    The run is built from its own spec and data; then G, G_ema and D's heads take every tensor
+    of ``source`` whose name and shape match (see :mod:`projected_gan.training.init_weights`).
+    Counters, optimisers, RNG, data order and the EMA ramp start fresh; ``--resume`` of the new
+    run loads its own checkpoints and never re-applies this.
+    """
+
+    source: str = Field(
+        description="a run folder, a checkpoint file (.safetensors), an export folder (G only), "
+        "or an official network pickle (.pkl)"
+    )
+    checkpoint: Literal["latest", "best"] = Field(
+        "latest",
+        description="which checkpoint of a run folder: the newest, or the best by its first metric",
+    )
+    partial: bool = Field(
+        False, description="start even when no tensor of G matches (else refused)"
+    )
+
+
 class TrainSpec(_Strict):
     """Length, precision, EMA and the cadence of logs, samples, checkpoints and metrics (kimg)."""
 
@@ -179,6 +202,9 @@ class TrainSpec(_Strict):
         50, ge=1, description="stop after this many non-finite steps in a row"
     )
     sync_batchnorm: bool = False
+    init: InitSpec | None = Field(
+        None, description="start from trained weights (fine-tuning); null = from scratch"
+    )
 
     @field_validator("device")
     @classmethod

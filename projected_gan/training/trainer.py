@@ -29,6 +29,7 @@ from projected_gan.checkpoint import (
 from projected_gan.configs import part_config
 from projected_gan.training import fit as fit_loop
 from projected_gan.training.assemble import Assembly, assemble, data_record, spec_and_batch
+from projected_gan.training.init_weights import init_from, read_spec_source
 from projected_gan.training.run_dir import (
     default_run_name,
     grid_latents,
@@ -114,6 +115,8 @@ class Trainer:
         self._grid_z, self._grid_c = grid_latents(G, self.spec.train.seed, self.device)
         self._logger: RunLogger | None = None
         self._session_start: float | None = None
+        # Where the starting weights came from (train.init / init_from); kept in checkpoints.
+        self.init_record: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------- the networks
     G = property(lambda self: self.core.G, doc="The generator being trained.")
@@ -209,7 +212,7 @@ class Trainer:
             name = default_run_name(self.spec)
         else:
             name = default_run_name(self.spec, self.G, data_record(self.batches))
-        self.run_dir = prepare_run_dir(self.run_dir, self.spec, name)
+        self.run_dir = prepare_run_dir(self.run_dir, self.spec, name, init=self.init_record)
         return self.run_dir
 
     @property
@@ -275,6 +278,7 @@ class Trainer:
             "built_from_spec": self.built_from_spec,
             "parts": self.part_configs(),
             "data": None if self.built_from_spec else data_record(self.batches),
+            "init": self.init_record,
         }
 
     def part_configs(self) -> dict[str, dict | None]:
@@ -318,6 +322,7 @@ class Trainer:
         )
         m = ckpt.meta
         self.counters = Counters.from_meta(m)
+        self.init_record = m.get("init")
         if hasattr(self.batches, "load_state_dict") and m.get("loader"):
             self.batches.load_state_dict(m["loader"])
         if restore_rng:
@@ -348,8 +353,13 @@ class Trainer:
         run_dir: str | Path | None = None,
         device: str | torch.device | None = None,
     ) -> Trainer:
-        """Assemble data, G, D, loss, optimisers and EMA from ``spec`` (see ``build_from_spec``)."""
-        return cls.from_assembly(assemble(spec, device), spec, run_dir, built_from_spec=True)
+        """Assemble data, G, D, loss, optimisers and EMA from ``spec`` (see ``build_from_spec``);
+        with ``train.init``, start from those weights (SOURCE is read before anything is built)."""
+        source = read_spec_source(spec)
+        trainer = cls.from_assembly(assemble(spec, device), spec, run_dir, built_from_spec=True)
+        if source is not None:
+            init_from(trainer, source, partial=spec.train.init.partial)
+        return trainer
 
     @classmethod
     def from_assembly(

@@ -1,0 +1,253 @@
+"""The SOURCE of ``train.init``: trained weights a new run starts from, read before any work.
+
+Four kinds, told apart by what is at the path:
+
+* a **run folder** (``checkpoints/snapshot-*.safetensors``): its newest usable checkpoint, or
+  with ``checkpoint="best"`` the one with the best first metric (the run keeps it);
+* a **checkpoint file** (``snapshot-*.safetensors``);
+* an **export folder** (``projected-gan export``: ``config.json`` + ``model.safetensors``):
+  G_ema alone, which seeds both G and G_ema; D starts from scratch;
+* an **official network pickle** (``*.pkl``), read by ``projected_gan.official`` (a restricted
+  unpickler: no code in the file runs).
+
+Each gives an :class:`InitSource`: state dicts ``"G"``, ``"G_ema"`` and (when there is one)
+``"D"`` under this library's names, the SHA-256 of the file actually read, and what is known
+about the networks (G's part config; the feature network(s) D's heads were trained on).
+Anything else, or a damaged file, is an :class:`InitError` (exit code 2 on the command line).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from projected_gan.checkpoint import (
+    CheckpointError,
+    find_checkpoints,
+    generator_config,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    snapshot_path,
+)
+from projected_gan.errors import InputError
+from projected_gan.export import is_export_dir, read_exported_weights
+from projected_gan.registry import FEATURE_NETWORKS
+
+__all__ = ["CHECKPOINT_CHOICES", "InitError", "InitSource", "read_init_source"]
+
+FIELD = "train.init.source"
+CHECKPOINT_CHOICES = ("latest", "best")
+# The official code's D: timm's ImageNet tf_efficientnet_lite0 fed the image at its own size,
+# which is this library's tf_efficientnet_lite0 with its default arguments (equal within 1e-5
+# at 256 px; at 224 px and above no resize applies). Used when a pickle reader does not say.
+OFFICIAL_FEATURE_NETWORK = "tf_efficientnet_lite0"
+
+
+class InitError(InputError):
+    """A ``train.init`` source that cannot be used: not a run, checkpoint, export or network
+    pickle, a damaged file, or weights of which nothing fits the new run's generator."""
+
+
+@dataclass
+class InitSource:
+    """Trained weights to start a run from, as read from SOURCE.
+
+    Attributes:
+        source: the path given, made absolute.
+        kind: ``"run"``, ``"checkpoint"``, ``"export"`` or ``"official_pickle"``.
+        file: the file whose tensors were read (the chosen checkpoint, ``model.safetensors``).
+        sha256: hex digest of that file's bytes, as read.
+        models: ``{"G": state, "G_ema": state[, "D": state]}``, tensors on the CPU.
+        generator: SOURCE's generator part config ``{"kind", "name", "kwargs"}``, if known.
+        feature_networks: spec forms ``{"name", **kwargs}`` of the feature network(s) D's heads
+            were trained on, one per network in order; None if unknown.
+        kimg: thousands of images SOURCE had trained on, if known.
+        checkpoint: ``"latest"`` or ``"best"`` for a run folder, else None.
+        notes: what was assumed in reading SOURCE (kept in the record).
+    """
+
+    source: Path
+    kind: str
+    file: Path
+    sha256: str
+    models: dict[str, dict[str, torch.Tensor]]
+    generator: dict[str, Any] | None = None
+    feature_networks: list[dict[str, Any]] | None = None
+    kimg: float | None = None
+    checkpoint: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """Where the weights came from, as plain JSON (the ``source`` part of ``init.json``)."""
+        return {
+            "source": str(self.source),
+            "kind": self.kind,
+            "file": str(self.file),
+            "sha256": self.sha256,
+            "checkpoint": self.checkpoint,
+            "source_kimg": self.kimg,
+            "source_generator": self.generator,
+            "notes": list(self.notes),
+        }
+
+
+def read_init_source(source: str | Path, checkpoint: str = "latest") -> InitSource:
+    """Read SOURCE (a run folder, checkpoint file, export folder or ``.pkl``) for ``train.init``.
+
+    Args:
+        source: the path.
+        checkpoint: for a run folder, ``"latest"`` (its newest usable checkpoint, as
+            ``--resume`` and ``generate`` take) or ``"best"`` (the best by its first metric).
+
+    Raises:
+        InitError: SOURCE is none of the four kinds, is damaged, or ``"best"`` does not apply.
+    """
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise InitError(
+            f"train.init.checkpoint must be one of {CHECKPOINT_CHOICES}, got {checkpoint!r}",
+            field="train.init.checkpoint",
+        )
+    path = Path(source).expanduser().absolute()
+    where = f"{FIELD} {str(source)!r}"
+    if not path.exists():
+        raise InitError(f"{where} does not exist", field=FIELD)
+    if path.is_dir() and is_export_dir(path):
+        _only_latest(checkpoint, where, "an export folder")
+        return _read_export(path)
+    if path.is_dir():
+        if not find_checkpoints(path):
+            raise InitError(
+                f"{where} is neither a run folder (no checkpoints/snapshot-*.safetensors in it) "
+                "nor an export folder (no config.json)",
+                field=FIELD,
+            )
+        return _read_run(path, checkpoint, where)
+    if path.suffix.lower() == ".pkl":
+        _only_latest(checkpoint, where, "a network pickle")
+        return _read_pickle(path)
+    _only_latest(checkpoint, where, "a checkpoint file")
+    return _from_checkpoint(path, "checkpoint", _load(path, where), None)
+
+
+def _only_latest(checkpoint: str, where: str, what: str) -> None:
+    if checkpoint != "latest":
+        raise InitError(
+            f"train.init.checkpoint={checkpoint} picks a checkpoint of a run folder, but "
+            f"{where} is {what}",
+            field="train.init.checkpoint",
+        )
+
+
+def _load(path: Path, where: str):
+    try:
+        return load_checkpoint(path, digest=True)
+    except CheckpointError as exc:
+        hint = ""
+        if path.name == "model.safetensors" and is_export_dir(path.parent):
+            hint = f" (for an export, give its folder {str(path.parent)!r})"
+        raise InitError(f"{where}: {exc}{hint}", field=FIELD) from None
+
+
+def _read_run(path: Path, checkpoint: str, where: str) -> InitSource:
+    try:
+        ckpt = latest_valid_checkpoint(path, digest=True)
+    except CheckpointError as exc:
+        raise InitError(f"{where}: {exc}", field=FIELD) from None
+    if checkpoint == "best":
+        best_nimg = ckpt.meta.get("best_nimg")
+        if best_nimg is None:
+            raise InitError(
+                f"{where} has no best checkpoint (no metric was computed in that run); use "
+                "train.init.checkpoint=latest",
+                field=FIELD,
+            )
+        best = snapshot_path(ckpt.path.parent, int(best_nimg))
+        if best != ckpt.path:
+            ckpt = _load(best, where)
+    return _from_checkpoint(path, "run", ckpt, checkpoint)
+
+
+def _from_checkpoint(source: Path, kind: str, ckpt, checkpoint: str | None) -> InitSource:
+    """An :class:`InitSource` of a loaded checkpoint (its optimiser and RNG states dropped)."""
+    missing = [name for name in ("G", "G_ema") if name not in ckpt.models]
+    if missing:
+        raise InitError(f"{FIELD}: {ckpt.path} holds no {' or '.join(missing)}", field=FIELD)
+    try:
+        generator = generator_config(ckpt)
+    except CheckpointError:
+        generator = None  # a hand-built G: the tensors still copy by name and shape
+    d_config = (ckpt.meta.get("parts") or {}).get("D") or {}
+    nets = (d_config.get("kwargs") or {}).get("feature_network")
+    nets = None if nets is None else nets if isinstance(nets, list) else [nets]
+    nimg = ckpt.meta.get("nimg")
+    return InitSource(
+        source=source,
+        kind=kind,
+        file=ckpt.path,
+        sha256=ckpt.sha256,
+        models={k: v for k, v in ckpt.models.items() if k in ("G", "G_ema", "D")},
+        generator=generator,
+        feature_networks=nets,
+        kimg=None if nimg is None else int(nimg) / 1000,
+        checkpoint=checkpoint,
+    )
+
+
+def _read_export(path: Path) -> InitSource:
+    try:
+        exported = read_exported_weights(path)
+    except InputError as exc:
+        raise InitError(f"{FIELD}: {exc}", field=FIELD) from None
+    nimg = (exported.config.get("training") or {}).get("images_seen")
+    return InitSource(
+        source=path,
+        kind="export",
+        file=exported.path,
+        sha256=exported.sha256,
+        # An export holds G_ema alone: it seeds both G and G_ema (D starts from scratch).
+        models={"G": exported.state, "G_ema": exported.state},
+        generator=exported.config["generator"],
+        kimg=nimg / 1000 if isinstance(nimg, int) else None,
+    )
+
+
+def _read_pickle(path: Path) -> InitSource:
+    """An official network pickle, through ``projected_gan.official`` (imported on use)."""
+    try:
+        # importlib rather than an import statement: this dependency is optional until the
+        # official-pickle reader ships, and a missing module must be an input error here.
+        official = importlib.import_module("projected_gan.official")
+    except ModuleNotFoundError as exc:
+        if exc.name != "projected_gan.official":
+            raise
+        raise InitError(
+            f"{FIELD} {str(path)!r}: official network pickles (.pkl) cannot be read by this "
+            "version of projected-gan; give a run folder, checkpoint or export folder",
+            field=FIELD,
+        ) from None
+    net = official.read_network_pickle(path)  # raises an InputError for anything it refuses
+    models = {k: v for k, v in net.models.items() if k in ("G", "G_ema", "D")}
+    nets = getattr(net, "feature_networks", None)
+    notes = []
+    if nets is None and "D" in models:
+        defaults = FEATURE_NETWORKS.entry(OFFICIAL_FEATURE_NETWORK).defaults()
+        nets = [{"name": OFFICIAL_FEATURE_NETWORK, **defaults, "pretrained": True}]
+        notes.append(
+            "the official D's heads were trained on ImageNet tf_efficientnet_lite0, taken as "
+            "this library's tf_efficientnet_lite0 with default arguments"
+        )
+    return InitSource(
+        source=path,
+        kind="official_pickle",
+        file=Path(getattr(net, "path", path)),
+        sha256=net.sha256,
+        models=models,
+        generator=net.generator,
+        feature_networks=nets,
+        kimg=getattr(net, "kimg", None),
+        notes=notes,
+    )
