@@ -6,7 +6,7 @@ step.py                               one G + D step, EMA, optimisers
 fit.py                                the schedule: ticks, samples, metrics, snapshots
 state.py, run_dir.py                  checkpoints, counters, RNG; the run folder
 trainer.py                            ``Trainer``: all of the above together
-run_log.py                            log.jsonl, TensorBoard, plots
+run_log.py                            the run's loggers (projected_gan.loggers), from the spec
 """
 
 from projected_gan.checkpoint import CheckpointError, load_checkpoint
