@@ -116,7 +116,8 @@ class LoggerGroup:
             if i in self._dead:
                 continue
             try:
-                getattr(logger, method)(*args)
+                # Each logger gets its own dicts: one that edits them cannot change the others'.
+                getattr(logger, method)(*(dict(a) if isinstance(a, Mapping) else a for a in args))
             except Exception as exc:
                 if method == "start":
                     self._dead.add(i)

@@ -42,8 +42,10 @@ def build_loggers(spec: ExperimentSpec) -> list[tuple[str, Logger]]:
 
 
 def grid_image(images: torch.Tensor) -> np.ndarray:
-    """``(B, C, H, W)`` images (uint8, or float in [-1, 1]) tiled into one uint8 ``(H', W', C)``
-    array, as in the PNG grids of ``samples/``."""
+    """``(B, C, H, W)`` images (uint8, or float in [-1, 1]) tiled into one read-only uint8
+    ``(H', W', C)`` array, as in the PNG grids of ``samples/``."""
     if images.dtype != torch.uint8:
         images = to_uint8(images)
-    return make_grid(images.cpu()).permute(1, 2, 0).numpy()
+    grid = make_grid(images.cpu()).permute(1, 2, 0).numpy()
+    grid.setflags(write=False)  # shared by every logger
+    return grid
