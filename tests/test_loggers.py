@@ -71,6 +71,7 @@ def wandb_config(records: list[dict]) -> dict:
     return config
 
 
+@pytest.mark.slow  # a tiny run and its resume, with W&B's service started: ~1.4x a tiny run
 def test_jsonl_tensorboard_and_wandb_record_the_same_run_and_resume_it(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (dev has it)")
     pytest.importorskip("wandb", reason="the wandb extra is not installed (dev has it)")
