@@ -76,6 +76,7 @@ def test_jsonl_tensorboard_and_wandb_record_the_same_run_and_resume_it(tmp_path,
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (dev has it)")
     pytest.importorskip("wandb", reason="the wandb extra is not installed (dev has it)")
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))  # its logs, not ~/.cache
     spec = tiny_spec(
         tmp_path,
         "output.loggers=[jsonl, tensorboard, {name: wandb, project: pg-tests, tags: [tiny]}]",
