@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f"train.device={args.device}",
                 f"train.batch={args.batch}",
                 f"output.dir={tmp}",
-                "output.tensorboard=false",
                 "metrics.names=[]",
                 *args.set,
             ]

@@ -57,7 +57,6 @@ SPEC = [
     "train.deterministic=true",
     "train.device=cpu",
     "metrics.names=[]",
-    "output.tensorboard=false",
 ]
 MOMENTS = ("startup", "training", "checkpoint_write")
 RESUMING_RE = re.compile(r"resuming .* at kimg ([0-9.]+)")

@@ -58,7 +58,6 @@ SMALL = (
     "train.sample_every=1000",
     "train.snapshot_every=1000",
     "metrics.num_images=250",
-    "output.tensorboard=false",
 )
 INIT_KEYS = ("fakes", "logits_fake", "logits_real", "grad_image", "grad_G", "grad_D")
 

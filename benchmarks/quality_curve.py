@@ -24,7 +24,7 @@ import torch
 
 from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.atomic import atomic_write_json
-from projected_gan.training.run_log import read_jsonl
+from projected_gan.loggers import read_jsonl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

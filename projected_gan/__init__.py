@@ -1,8 +1,8 @@
 """projected-gan: Projected GANs (Sauer et al., NeurIPS 2021) as swappable, registered parts.
 
 The registries (``FEATURE_NETWORKS``, ``PROJECTION_HEADS``, ``DISCRIMINATORS``, ``GENERATORS``,
-``LOSSES``, ``AUGMENTATIONS``, ``METRICS``) are filled with the built-in parts when this package
-is imported; plugins from other distributions are found lazily through entry points.
+``LOSSES``, ``AUGMENTATIONS``, ``METRICS``, ``LOGGERS``) are filled with the built-in parts when
+this package is imported; plugins from other distributions are found lazily through entry points.
 """
 
 # Importing the part subpackages registers the built-ins.
@@ -11,6 +11,7 @@ from projected_gan import (
     data,
     discriminators,
     generators,
+    loggers,
     losses,
     metrics,
     projectors,
@@ -26,6 +27,7 @@ from projected_gan.registry import (
     DISCRIMINATORS,
     FEATURE_NETWORKS,
     GENERATORS,
+    LOGGERS,
     LOSSES,
     METRICS,
     PROJECTION_HEADS,
@@ -58,6 +60,7 @@ __all__ = [
     "DISCRIMINATORS",
     "FEATURE_NETWORKS",
     "GENERATORS",
+    "LOGGERS",
     "LOSSES",
     "METRICS",
     "PRECISIONS",
@@ -85,6 +88,7 @@ __all__ = [
     "list_parts",
     "load_generator",
     "load_image_dataset",
+    "loggers",
     "losses",
     "metrics",
     "part_config",

@@ -41,6 +41,7 @@ __all__ = [
     "DISCRIMINATORS",
     "FEATURE_NETWORKS",
     "GENERATORS",
+    "LOGGERS",
     "LOSSES",
     "METRICS",
     "PROJECTION_HEADS",
@@ -350,6 +351,7 @@ GENERATORS = Registry("generators", "generator")
 LOSSES = Registry("losses", "loss")
 AUGMENTATIONS = Registry("augmentations", "augmentation")
 METRICS = Registry("metrics", "metric")
+LOGGERS = Registry("loggers", "logger")
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r
@@ -361,6 +363,7 @@ REGISTRIES: dict[str, Registry] = {
         LOSSES,
         AUGMENTATIONS,
         METRICS,
+        LOGGERS,
     )
 }
 

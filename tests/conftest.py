@@ -122,7 +122,6 @@ def tiny_overrides(out_dir) -> list[str]:
         "train.deterministic=true",
         "train.device=cpu",
         "metrics.names=[]",
-        "output.tensorboard=false",
         f"output.dir={out_dir}",
     ]
 

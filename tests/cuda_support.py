@@ -42,7 +42,6 @@ def make_spec(out_dir: Path, *extra: str) -> ExperimentSpec:
         "train.snapshot_every=1000",
         "train.metrics_every=1000",
         "metrics.names=[]",
-        "output.tensorboard=false",
         f"output.dir={out_dir}",
         *extra,
     ]

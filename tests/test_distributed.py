@@ -190,11 +190,13 @@ def _worker(workdir: Path) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         steps.append({"step": self.step_index, "digest": digest(*_trained(self))})
         report["run_dir"] = str(self.run_dir)
+        report["loggers"] = [name for name, _ in self._loggers]
         return logs
 
     Trainer.step = observed_step
     argv = ["train", "--preset", "minimal_cpu", "--no-progress"]
-    for override in [*TINY, "train.kimg=0.04", f"output.dir={runs}"]:
+    loggers = "output.loggers=[jsonl, tensorboard]"  # only rank 0 may build and feed them
+    for override in [*TINY, "train.kimg=0.04", f"output.dir={runs}", loggers]:
         argv += ["--set", override]
     report["exit_code"] = cli_main(argv)
     report["cli_steps"] = steps
@@ -341,6 +343,8 @@ def test_only_rank_zero_writes_and_all_agree_on_the_run_folder(launch):
     assert len(runs) == 1 and rank0["run_dir"] == rank1["run_dir"] == str(runs[0])
     names = {p.relative_to(runs[0]).as_posix() for p in runs[0].rglob("*") if p.is_file()}
     assert {"spec.yaml", "log.jsonl", "samples/reals.png", "samples/fakes_init.png"} <= names
+    assert rank0["loggers"] == ["jsonl", "tensorboard"] and rank1["loggers"] == []
+    assert len([n for n in names if n.startswith("tensorboard/events.out")]) == 1
 
 
 def test_signal_on_one_rank_stops_every_rank_after_the_same_step(launch):

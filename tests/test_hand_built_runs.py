@@ -29,7 +29,7 @@ def hand_built(run_dir, dataset=None):
         feature_network={"name": "tf_efficientnet_lite0", "input_size": 64},
         img_resolution=32,
     )
-    spec = ExperimentSpec.validate_dict({**SPEC, "output": {"tensorboard": False}})
+    spec = ExperimentSpec.validate_dict(SPEC)
     batches = InfiniteBatches(data, 4, seed=3, mirror=True)
     return Trainer(
         G, D, loss=create("losses", "hinge"), batches=batches, spec=spec, run_dir=run_dir

@@ -25,6 +25,7 @@ PARTS = (
     "augmentations",
     "metrics",
     "data",
+    "loggers",
 )
 ABOVE_PARTS = ("projected_gan.training", "projected_gan.cli", "projected_gan.commands")
 

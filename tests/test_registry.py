@@ -80,6 +80,7 @@ def test_top_level_create_and_list_parts():
         "losses",
         "augmentations",
         "metrics",
+        "loggers",
     }
     with pytest.raises(UnknownPartError, match="did you mean 'generators'"):
         projected_gan.create("generator", "fastgan")

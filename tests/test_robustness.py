@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from projected_gan import ExperimentSpec, build_from_spec
+from projected_gan.loggers import JsonlLogger, RunInfo
 from projected_gan.training import SpecError
-from projected_gan.training.run_log import RunLogger
 from tests.conftest import tiny_overrides
 
 
@@ -94,10 +94,11 @@ def test_broken_plugin_does_not_break_training_with_other_parts(plugin_dist, tmp
 
 def test_unwritable_log_warns_once_and_continues(tmp_path):
     (tmp_path / "log.jsonl").mkdir()  # appending to a folder fails like a read-only file
-    logger = RunLogger(tmp_path, tensorboard=False)
+    logger = JsonlLogger()
+    logger.start(RunInfo(tmp_path, {}))
     with pytest.warns(UserWarning, match="could not write log.jsonl"):
-        logger.log_tick({"kimg": 0.1, "tick": 0, "loss_g": 1.0})
+        logger.log_scalars({"kimg": 0.1, "tick": 0, "loss_g": 1.0}, 100)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        logger.log_tick({"kimg": 0.2, "tick": 1, "loss_g": 0.9})  # no second warning
+        logger.log_scalars({"kimg": 0.2, "tick": 1, "loss_g": 0.9}, 200)  # no second warning
     assert (tmp_path / "plots" / "losses.png").is_file()

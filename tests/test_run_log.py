@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from projected_gan.training.run_log import RunLogger, loss_figure
+from projected_gan.loggers import JsonlLogger, RunInfo
+from projected_gan.loggers.plots import loss_figure
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -32,7 +33,8 @@ def test_few_ticks_are_drawn_as_visible_points(n):
 
 
 def test_logger_writes_the_loss_plot_after_one_tick(tmp_path):
-    logger = RunLogger(tmp_path, tensorboard=False)
-    logger.log_tick({"tick": 0, "kimg": 0.008, "loss_g": 1.0, "loss_d": 0.5})
-    logger.close()
+    logger = JsonlLogger()
+    logger.start(RunInfo(tmp_path, {}))
+    logger.log_scalars({"tick": 0, "kimg": 0.008, "loss_g": 1.0, "loss_d": 0.5}, 8)
+    logger.finish()
     assert (tmp_path / "plots" / "losses.png").stat().st_size > 0

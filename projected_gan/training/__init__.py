@@ -7,7 +7,7 @@ fit.py                                the schedule: ticks, samples, metrics, sna
 state.py, run_dir.py                  checkpoints, counters, RNG; the run folder
 trainer.py                            ``Trainer``: all of the above together
 init_source.py, init_weights.py       start from trained weights (train.init, ``init_from``)
-run_log.py                            log.jsonl, TensorBoard, plots
+run_log.py                            the run's loggers (projected_gan.loggers), from the spec
 """
 
 from projected_gan.checkpoint import CheckpointError, load_checkpoint

@@ -157,15 +157,19 @@ def build_loss(spec: ExperimentSpec) -> tuple[Any, Any]:
 
 
 def check_parts(spec: ExperimentSpec) -> None:
-    """Build G, D and the loss once on the CPU and drop them: what a run would refuse before
-    reading any data (argument values, plugin constructors, D's dry forward) is refused here,
-    as a :class:`SpecError`. A conditional spec is checked with one class (the data decides).
+    """Build G, D, the loss and the loggers once on the CPU and drop them: what a run would
+    refuse before reading any data (argument values, plugin constructors, D's dry forward, a
+    logger's missing package) is refused here, as a :class:`SpecError` (an :class:`InputError`
+    for a missing package). A conditional spec is checked with one class (the data decides).
     """
+    from projected_gan.training.run_log import build_loggers
+
     num_classes = 1 if spec.data.conditional else 0
     with torch.no_grad():
         build_generator(spec, num_classes)
         build_discriminator(spec, num_classes)
     build_loss(spec)
+    build_loggers(spec)  # a logger's missing package or refused argument
 
 
 def metric_batch(spec: ExperimentSpec, world_size: int = 1) -> int:

@@ -159,7 +159,7 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
                     record = tick_record(trainer, time.perf_counter() - tick_start, now - tick_nimg)
                     c.tick += 1
                     if trainer.is_main:
-                        trainer.logger.log_tick(record)
+                        trainer.logger.log_scalars(record, now)
                         losses = (
                             f"G {record.get('loss_g', float('nan')):.3f} "
                             f"D {record.get('loss_d', float('nan')):.3f}"

@@ -41,6 +41,7 @@ __all__ = [
     "TrainSpec",
     "apply_overrides",
     "list_presets",
+    "upgrade_saved_spec",
 ]
 
 
@@ -227,12 +228,62 @@ class MetricsSpec(_Strict):
     )
 
 
+TENSORBOARD_REPLACED = (
+    "was replaced by output.loggers: for TensorBoard write `loggers: [jsonl, tensorboard]` "
+    '(pip install -e ".[tensorboard]"), for none leave the line out'
+)
+
+
 class OutputSpec(_Strict):
-    """Where runs are written: ``<dir>/<NNNNN>-<name>/``."""
+    """Where runs are written (``<dir>/<NNNNN>-<name>/``) and which loggers follow them."""
 
     dir: str = "runs"
     name: str | None = None
-    tensorboard: bool = True
+    loggers: list[PartSpec] = Field(
+        default_factory=lambda: [PartSpec(name="jsonl")],
+        description="experiment loggers, each a name or {name, **arguments}: jsonl (log.jsonl, "
+        "metrics.jsonl, plots; always on, listed or not), tensorboard, wandb, or a plugin's "
+        "(`projected-gan list loggers`); only rank 0 logs",
+    )
+    tensorboard: None = Field(None, exclude=True, description="replaced by loggers")
+
+    @field_validator("tensorboard", mode="before")
+    @classmethod
+    def _tensorboard(cls, v: Any) -> None:
+        raise ValueError(TENSORBOARD_REPLACED)
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _logger_names(cls, v: Any) -> Any:
+        # A bare name is short for {name: ...}, alone or in a list (handy with --set).
+        if isinstance(v, (str, dict)):
+            v = [v]
+        if isinstance(v, list):
+            return [{"name": p} if isinstance(p, str) else p for p in v]
+        return v
+
+    @field_validator("loggers")
+    @classmethod
+    def _unique(cls, v: list[PartSpec]) -> list[PartSpec]:
+        names = [p.name for p in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; list each logger once")
+        return v
+
+
+def upgrade_saved_spec(raw: dict[str, Any]) -> dict[str, Any]:
+    """A spec written by a run of an earlier version, with replaced fields brought up to date.
+
+    ``output.tensorboard`` (before ``output.loggers``; every run wrote it) is dropped: such a
+    run, resumed, logs with the default loggers unless ``--set output.loggers=[...]`` says
+    otherwise. A copy; ``raw`` is not changed.
+    """
+    output = raw.get("output")
+    if isinstance(output, dict) and "tensorboard" in output:
+        output = {k: v for k, v in output.items() if k != "tensorboard"}
+        raw = {**raw, "output": output}
+    return raw
 
 
 class ExperimentSpec(_Strict):
@@ -277,10 +328,19 @@ class ExperimentSpec(_Strict):
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
-    def validate_dict(cls, raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
-        """Validate a plain dict; all problems at once as a :class:`SpecError`."""
+    def validate_dict(
+        cls, raw: dict[str, Any], source: str = "spec", *, saved: bool = False
+    ) -> ExperimentSpec:
+        """Validate a plain dict; all problems at once as a :class:`SpecError`.
+
+        ``saved``: ``raw`` was written by a run (its spec.yaml, a checkpoint's metadata),
+        possibly by an earlier version: fields replaced since are upgraded (see
+        :func:`upgrade_saved_spec`) instead of refused.
+        """
         if not isinstance(raw, dict):
             raise SpecError([("", f"{source}: expected a mapping of sections, got {type(raw)}")])
+        if saved:
+            raw = upgrade_saved_spec(raw)
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
@@ -309,13 +369,19 @@ class ExperimentSpec(_Strict):
         preset: str | None = None,
         overrides: list[str] | tuple[str, ...] = (),
         data: str | None = None,
+        saved: bool = False,
     ) -> ExperimentSpec:
-        """File or preset (or the defaults), then ``data`` and ``key=value`` overrides."""
+        """File or preset (or the defaults), then ``data`` and ``key=value`` overrides.
+
+        ``saved``: the file is a run's spec.yaml (see :meth:`validate_dict`).
+        """
         if file is not None and preset is not None:
             raise SpecError([("", "give a spec file or a preset, not both")])
         raw: dict[str, Any] = {}
         if file is not None:
             raw = read_mapping(Path(file))
+            if saved:
+                raw = upgrade_saved_spec(raw)
         elif preset is not None:
             raw = preset_dict(preset)
         if data is not None:

@@ -131,6 +131,7 @@ PART_FIELDS: tuple[PartField, ...] = (
         refuse_tags=("regularizer",),
         hint="not an adversarial loss; turn R1 on with loss.r1_gamma (and loss.r1_interval)",
     ),
+    PartField("output.loggers", "loggers"),
 )
 # Fields holding just a registered name.
 NAME_FIELDS: tuple[tuple[str, str], ...] = (("metrics.feature_network", "feature_networks"),)

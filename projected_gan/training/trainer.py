@@ -27,6 +27,7 @@ from projected_gan.checkpoint import (
     snapshot_path,
 )
 from projected_gan.configs import part_config
+from projected_gan.loggers import LoggerGroup, RunInfo
 from projected_gan.training import fit as fit_loop
 from projected_gan.training.assemble import Assembly, assemble, data_record, spec_and_batch
 from projected_gan.training.init_weights import init_from, read_spec_source
@@ -36,7 +37,7 @@ from projected_gan.training.run_dir import (
     prepare_run_dir,
     write_grid,
 )
-from projected_gan.training.run_log import RunLogger
+from projected_gan.training.run_log import build_loggers, grid_image
 from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.state import (
     Counters,
@@ -113,7 +114,9 @@ class Trainer:
         self.counters = Counters()
         self.built_from_spec = False  # set by from_spec: resume rebuilds from spec.yaml
         self._grid_z, self._grid_c = grid_latents(G, self.spec.train.seed, self.device)
-        self._logger: RunLogger | None = None
+        # Only rank 0 logs; built here so a missing package fails before any training.
+        self._loggers = build_loggers(self.spec) if self.is_main else []
+        self._logger: LoggerGroup | None = None
         self._session_start: float | None = None
         # Where the starting weights came from (train.init / init_from); kept in checkpoints.
         self.init_record: dict[str, Any] | None = None
@@ -173,11 +176,11 @@ class Trainer:
         return 0.0 if start is None else time.perf_counter() - start
 
     def end_session(self) -> None:
-        """Add this session to the run's time and close the logs."""
+        """Add this session to the run's time and finish the loggers."""
         self.counters.elapsed += self.session_seconds()
         self._session_start = None
         if self._logger is not None:
-            self._logger.close()
+            self._logger.finish()
             self._logger = None
 
     # ------------------------------------------------------------------- sampling
@@ -216,9 +219,12 @@ class Trainer:
         return self.run_dir
 
     @property
-    def logger(self) -> RunLogger:
+    def logger(self) -> LoggerGroup:
+        """The run's loggers (``output.loggers``; rank 0), started on first use in a session."""
         if self._logger is None:
-            self._logger = RunLogger(self.ensure_run_dir(), self.spec.output.tensorboard)
+            run = RunInfo(self.ensure_run_dir(), self.spec.to_dict(), self.nimg)
+            self._logger = LoggerGroup(self._loggers)
+            self._logger.start(run)
         return self._logger
 
     def save_samples(self, name: str | None = None) -> Path | None:
@@ -226,7 +232,10 @@ class Trainer:
         if not self.is_main:
             return None
         path = self.ensure_run_dir() / "samples" / (name or f"fakes{self.nimg // 1000:06d}.png")
-        return write_grid(self.sample(), path)
+        images = self.sample()
+        written = write_grid(images, path)
+        self.logger.log_images({"fakes": grid_image(images)}, self.nimg)
+        return written
 
     def save_reals(self) -> Path | None:
         """Write ``samples/reals.png`` once, without moving the training data position."""
@@ -239,7 +248,10 @@ class Trainer:
         path = self.ensure_run_dir() / "samples" / "reals.png"
         if path.exists():
             return path
-        return write_grid(reals[: len(self._grid_z)].cpu(), path)
+        reals = reals[: len(self._grid_z)].cpu()
+        written = write_grid(reals, path)
+        self.logger.log_images({"reals": grid_image(reals)}, self.nimg)
+        return written
 
     def run_metrics(self) -> dict[str, float] | None:
         """Evaluate G_ema (all ranks), log on rank 0, keep the best checkpoint's number."""
@@ -257,7 +269,7 @@ class Trainer:
             "eval_seconds": round(time.perf_counter() - t0, 2),
             **results,
         }
-        self.logger.log_metrics(record)
+        self.logger.log_metrics(record, c.nimg)
         c.note_metric(next(iter(results.values()), None))
         return results
 

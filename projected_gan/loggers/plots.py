@@ -1,0 +1,67 @@
+"""The run's plots, drawn with matplotlib from the records of ``log.jsonl``/``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["LOSS_KEYS", "loss_figure", "metric_figure"]
+
+LOSS_KEYS = ("loss_g", "loss_d", "loss_d_real", "loss_d_fake", "loss_r1")
+# Up to this many ticks each point gets a marker: a line through one point draws nothing.
+MARKER_MAX_POINTS = 30
+# Not metric values, though numbers, in a metrics record.
+NOT_METRICS = frozenset({"kimg", "seconds", "eval_seconds", "tick"})
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_figure(records: Sequence[dict[str, Any]]) -> Any:
+    """A matplotlib figure of each loss in ``LOSS_KEYS`` against kimg, one point per tick record."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    kimg = [r["kimg"] for r in records]
+    marker = "o" if len(records) <= MARKER_MAX_POINTS else None
+    for key in LOSS_KEYS:
+        values = [r.get(key) for r in records]
+        if any(v is not None and math.isfinite(v) for v in values):
+            y = [math.nan if v is None else v for v in values]
+            ax.plot(kimg, y, marker=marker, markersize=4, label=key)
+    ax.set_xlabel("kimg")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metric_figure(records: Sequence[dict[str, Any]], axis_key: str, label: str) -> Any:
+    """A figure of every metric in ``records`` against ``axis_key`` (``kimg`` or ``seconds``)."""
+    plt = _pyplot()
+    names = sorted(
+        {
+            k
+            for r in records
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and k not in NOT_METRICS
+        }
+    )
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in names:
+        pts = [(r[axis_key], r[name]) for r in records if name in r and axis_key in r]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xlabel(label)
+    ax.set_ylabel("metric (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
