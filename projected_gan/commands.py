@@ -237,9 +237,7 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     ckpt = resolve_checkpoint(checkpoint)
     G = generator_from_checkpoint(ckpt, device=dev)
-    spec = ExperimentSpec.validate_dict(
-        ckpt.meta.get("spec", {}), source=str(ckpt.path), saved=True
-    )
+    spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
     if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
         G = G.to(memory_format=torch.channels_last)
     spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})

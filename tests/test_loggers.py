@@ -355,13 +355,9 @@ def test_a_refused_logger_argument_value_names_its_field():
     assert problem[0] == "output.loggers.0.mode" and "offline" in problem[1]
 
 
-def test_runs_saved_with_output_tensorboard_still_load(tmp_path):
+def test_a_spec_with_output_tensorboard_is_refused_naming_output_loggers():
     old = ExperimentSpec().to_dict()
-    old["output"] = {"dir": "runs", "name": None, "tensorboard": True}  # as every run wrote it
-    spec = ExperimentSpec.validate_dict(old, saved=True)
-    assert [p.name for p in spec.output.loggers] == ["jsonl"]
-    (tmp_path / "spec.yaml").write_text(json.dumps(old))
-    assert ExperimentSpec.load(tmp_path / "spec.yaml", saved=True) == spec
+    old["output"] = {"dir": "runs", "name": None, "tensorboard": True}
     with pytest.raises(SpecError, match=r"output\.tensorboard: was replaced by output\.loggers"):
         ExperimentSpec.validate_dict(old)
 

@@ -41,7 +41,6 @@ __all__ = [
     "TrainSpec",
     "apply_overrides",
     "list_presets",
-    "upgrade_saved_spec",
 ]
 
 
@@ -272,20 +271,6 @@ class OutputSpec(_Strict):
         return v
 
 
-def upgrade_saved_spec(raw: dict[str, Any]) -> dict[str, Any]:
-    """A spec written by a run of an earlier version, with replaced fields brought up to date.
-
-    ``output.tensorboard`` (before ``output.loggers``; every run wrote it) is dropped: such a
-    run, resumed, logs with the default loggers unless ``--set output.loggers=[...]`` says
-    otherwise. A copy; ``raw`` is not changed.
-    """
-    output = raw.get("output")
-    if isinstance(output, dict) and "tensorboard" in output:
-        output = {k: v for k, v in output.items() if k != "tensorboard"}
-        raw = {**raw, "output": output}
-    return raw
-
-
 class ExperimentSpec(_Strict):
     """Everything needed to train: data, parts, loss, optimiser, schedule, metrics, output."""
 
@@ -328,19 +313,10 @@ class ExperimentSpec(_Strict):
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
-    def validate_dict(
-        cls, raw: dict[str, Any], source: str = "spec", *, saved: bool = False
-    ) -> ExperimentSpec:
-        """Validate a plain dict; all problems at once as a :class:`SpecError`.
-
-        ``saved``: ``raw`` was written by a run (its spec.yaml, a checkpoint's metadata),
-        possibly by an earlier version: fields replaced since are upgraded (see
-        :func:`upgrade_saved_spec`) instead of refused.
-        """
+    def validate_dict(cls, raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
+        """Validate a plain dict; all problems at once as a :class:`SpecError`."""
         if not isinstance(raw, dict):
             raise SpecError([("", f"{source}: expected a mapping of sections, got {type(raw)}")])
-        if saved:
-            raw = upgrade_saved_spec(raw)
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
@@ -369,19 +345,13 @@ class ExperimentSpec(_Strict):
         preset: str | None = None,
         overrides: list[str] | tuple[str, ...] = (),
         data: str | None = None,
-        saved: bool = False,
     ) -> ExperimentSpec:
-        """File or preset (or the defaults), then ``data`` and ``key=value`` overrides.
-
-        ``saved``: the file is a run's spec.yaml (see :meth:`validate_dict`).
-        """
+        """File or preset (or the defaults), then ``data`` and ``key=value`` overrides."""
         if file is not None and preset is not None:
             raise SpecError([("", "give a spec file or a preset, not both")])
         raw: dict[str, Any] = {}
         if file is not None:
             raw = read_mapping(Path(file))
-            if saved:
-                raw = upgrade_saved_spec(raw)
         elif preset is not None:
             raw = preset_dict(preset)
         if data is not None:

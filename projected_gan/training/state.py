@@ -225,7 +225,7 @@ def resume_run(
     spec_file = run_dir / "spec.yaml"
     if not spec_file.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.yaml")
-    spec = ExperimentSpec.load(spec_file, overrides=overrides, saved=True)
+    spec = ExperimentSpec.load(spec_file, overrides=overrides)
     ckpt = latest_valid_checkpoint(run_dir)
     from_spec = ckpt.meta.get("built_from_spec", True)  # older checkpoints: all spec-built
     parts = assemble(spec, device) if from_spec else reassemble(ckpt, spec, device)
