@@ -350,7 +350,7 @@ def prepare_data(
 
     if resolution < 1:
         raise UsageError(f"--resolution must be a positive integer, got {resolution}")
-    start, wall = time.perf_counter(), time.time()
+    start = time.perf_counter()
     dataset = load_image_dataset(
         path,
         resolution,
@@ -387,7 +387,7 @@ def prepare_data(
         "cache_file": str(raw),
         "cache_bytes": size,
         "seconds": round(seconds, 2),
-        "built": raw.stat().st_mtime >= wall - 1,
+        "built": dataset.cache_built,
     }
     shown = ", ".join(f"{name}: {n:,}" for name, n in list(counts.items())[:20])
     more = f", ... ({len(counts) - 20} more)" if len(counts) > 20 else ""
@@ -399,8 +399,7 @@ def prepare_data(
     print(f"skipped   {len(dataset.skipped)} unreadable file(s){': ' + skipped if skipped else ''}")
     if dataset.upscaled:
         print(f"upscaled  {dataset.upscaled} image(s) smaller than {resolution}px")
-    built = raw.stat().st_mtime >= wall - 1  # written by this call (else found ready)
-    how = f"built in {seconds:.1f} s" if built else "already built"
+    how = f"built in {seconds:.1f} s" if dataset.cache_built else "already built"
     print(f"cache     {raw} ({_size(size)}; {how})")
     return summary
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 
 import torch
 
 from projected_gan.data.datasets import GPU_CACHE_BYTES, ImageDataset, StreamingDataset, _check_int
-from projected_gan.data.files import DataError, DataWarning
+from projected_gan.data.files import DataError
 from projected_gan.data.stream import BatchRequest, StreamedBatch
 
 __all__ = ["InfiniteBatches"]
-
-_REPORTED = 5  # unreadable files named one by one while streaming; then one summary line
 
 
 class _Order:
@@ -142,7 +139,6 @@ class InfiniteBatches:
         cuda = self.device.type == "cuda"
         self._stream_data = dataset if isinstance(dataset, StreamingDataset) else None
         self._loader: Iterator[StreamedBatch] | None = None
-        self._reported: set[str] = set()
         if self._stream_data is not None:
             self.resident = False
             self._images = self._labels = None
@@ -273,24 +269,5 @@ class InfiniteBatches:
         batch = next(self._loader)
         if batch.error is not None:
             raise DataError(batch.error)
-        self._report(batch.skipped)
+        self._stream_data.report(batch.skipped)
         return batch.images, batch.labels, batch.flip, batch.cursor
-
-    def _report(self, skipped: list[tuple[str, str]]) -> None:
-        for name, why in skipped:
-            if name in self._reported:
-                continue
-            self._reported.add(name)
-            if len(self._reported) <= _REPORTED:
-                warnings.warn(
-                    f"unreadable file {name} in {self._stream_data.source} ({why}); the next "
-                    f"readable image stands in for it",
-                    DataWarning,
-                    stacklevel=4,
-                )
-            elif len(self._reported) == _REPORTED + 1:
-                warnings.warn(
-                    f"more unreadable files in {self._stream_data.source}; not naming the rest",
-                    DataWarning,
-                    stacklevel=4,
-                )

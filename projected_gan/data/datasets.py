@@ -9,6 +9,7 @@ from a tensor, or mapped from the decoded cache by
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -19,13 +20,14 @@ import torch
 
 from projected_gan.atomic import atomic_write
 from projected_gan.cache import cache_dir
-from projected_gan.data.files import DataError
+from projected_gan.data.files import DataError, DataWarning
 from projected_gan.data.stream import MemberReader, StreamedBatch
 
 __all__ = ["GPU_CACHE_BYTES", "STREAM_METRIC_REALS", "ImageDataset", "StreamingDataset"]
 
 GPU_CACHE_BYTES = 2 * 1024**3
 STREAM_METRIC_REALS = 50_000  # reals a streaming dataset's metrics decode (a fixed random subset)
+_REPORTED = 5  # unreadable files a streaming dataset names one by one; then one summary line
 
 
 class _Labelled:
@@ -129,6 +131,7 @@ class ImageDataset(_Labelled):
         self.skipped = list(skipped)
         self.load_args = None
         self.cache_file: Path | None = None  # the mapped cache file, when there is one
+        self.cache_built = False  # whether this load decoded it into the cache (else found it)
         self.upscaled = 0  # images smaller than the resolution (loaded from files)
 
     @property
@@ -200,7 +203,28 @@ class StreamingDataset(_Labelled):
         """uint8 ``(k, C, R, R)``: the images ``indices``, decoded now (unreadable files
         replaced as in training)."""
         batch: StreamedBatch = self.reader.read(indices, threads=self.workers)
+        self.report(batch.skipped)
         return batch.images
+
+    def report(self, skipped: list[tuple[str, str]]) -> None:
+        """Warn about unreadable files met while decoding: the first few by name, once each."""
+        for name, why in skipped:
+            if name in self.skipped:
+                continue
+            self.skipped.append(name)
+            if len(self.skipped) <= _REPORTED:
+                warnings.warn(
+                    f"unreadable file {name} in {self.source} ({why}); the next readable image "
+                    f"stands in for it",
+                    DataWarning,
+                    stacklevel=3,
+                )
+            elif len(self.skipped) == _REPORTED + 1:
+                warnings.warn(
+                    f"more unreadable files in {self.source}; not naming the rest",
+                    DataWarning,
+                    stacklevel=3,
+                )
 
 
 def _what(x: object) -> str:

@@ -160,7 +160,7 @@ def load_image_dataset(
     if storage == "stream":
         return stream()
     decoded: Decoded | None = None
-    files = None
+    files, built = None, False
     if cache:
         folder = Path(cache_dir or default_cache_dir())
         files = cache_files(folder, path, key)
@@ -181,6 +181,7 @@ def load_image_dataset(
                 if decoded is None:
                     try:
                         decoded = build_cache(files, key, source, progress=progress, **decode)
+                        built = True
                     except CacheWriteError as e:
                         if nbytes > MEMORY_FALLBACK_BYTES:
                             warnings.warn(f"{e}; decoding on the fly", DataWarning, stacklevel=2)
@@ -191,7 +192,7 @@ def load_image_dataset(
     source.close()
     dataset = _dataset(decoded, source, path, key, labels, strict, min_images, load_args)
     if dataset.mapped and files is not None:
-        dataset.cache_file = files.raw
+        dataset.cache_file, dataset.cache_built = files.raw, built
     return dataset
 
 
