@@ -8,7 +8,8 @@ For each N: writes a zip of N synthetic JPEGs at the resolution (smooth colour f
 
 - **build**: ``load_image_dataset`` decodes it into the cache; seconds and the peak RSS (VmHWM);
 - **open x P** (P = 1, then 2 at the same time): seconds to open the built cache, then ``--batches``
-  random batches of ``--batch`` through ``InfiniteBatches`` (img/s), then, while all P processes
+  random batches of ``--batch`` through ``InfiniteBatches``' host-gather path (img/s: what a GPU
+  run with more than 2 GiB of data does on the host; no flips), then, while all P processes
   are alive, the memory of each from ``/proc/self/smaps_rollup`` (``Anonymous``, ``Private_*``,
   ``Shared_*``, ``Rss``) and of the cache file's own mapping from ``/proc/self/smaps``.
 
@@ -119,7 +120,8 @@ def child_open(args: argparse.Namespace) -> None:
     if args.read_all:  # every byte once, through views: no copy of the images is made
         for first in range(0, len(ds), 256):
             checksum ^= int(ds.images[first : first + 256].view(torch.int64).sum())
-    batches = InfiniteBatches(ds, args.batch, seed=os.getpid(), mirror=True)
+    # The host-gather path, as with a GPU and data over 2 GiB (flips would run on the GPU).
+    batches = InfiniteBatches(ds, args.batch, seed=os.getpid(), gpu_cache_bytes=0)
     next(batches)
     start = time.perf_counter()
     for _ in range(args.batches):

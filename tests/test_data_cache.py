@@ -125,6 +125,22 @@ def test_batches_never_write_into_the_cache_file(tmp_path):
     assert torch.equal(ds.images, fresh.images)
 
 
+def test_host_gather_runs_ahead_and_still_resumes_exactly(tmp_path):
+    ds = load_image_dataset(noise_zip(tmp_path / "d.zip", 40), 16, use_labels=True)
+    resident = InfiniteBatches(ds, 8, seed=4, mirror=True)
+    want = [next(resident) for _ in range(9)]
+    gathered = InfiniteBatches(ds, 8, seed=4, mirror=True, gpu_cache_bytes=0, gather_ahead=True)
+    assert not gathered.resident and gathered._thread
+    got = [next(gathered) for _ in range(4)]  # the thread has gathered the 5th already
+    state = gathered.state_dict()
+    got += [next(gathered) for _ in range(2)]
+    gathered.load_state_dict(state)  # rewinds past the batch gathered ahead
+    got += [next(gathered) for _ in range(3)]
+    expected = [*want[:6], *want[4:7]]
+    for (x, y), (u, v) in zip(expected, got):
+        assert torch.equal(x, u) and torch.equal(y, v)
+
+
 # ---------------------------------------------------------------------------------------------
 # Torn, stale, legacy: never trusted, rebuilt with one warning
 

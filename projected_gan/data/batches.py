@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -90,8 +91,9 @@ class InfiniteBatches:
 
     Memory. An :class:`ImageDataset` (in memory or mapped from the cache) is kept whole on
     ``device`` when it takes at most ``gpu_cache_bytes`` (default 2 GiB); otherwise each batch
-    is gathered on the host into pinned memory and copied asynchronously, one batch ahead on a
-    side CUDA stream. A :class:`StreamingDataset` is decoded batch by batch in
+    is gathered on the host into pinned memory, on CUDA by a background thread one batch ahead
+    (``gather_ahead``; so reading the map overlaps with the step), and copied asynchronously,
+    one batch ahead on a side CUDA stream. A :class:`StreamingDataset` is decoded batch by batch in
     ``dataset.workers`` ``DataLoader`` worker processes (this rank's samples only, several
     batches ahead), then copied the same way. Flips run on the device as one ``torch.where``.
 
@@ -112,6 +114,7 @@ class InfiniteBatches:
         world_size: int = 1,
         drop_last: bool = True,
         gpu_cache_bytes: int = GPU_CACHE_BYTES,
+        gather_ahead: bool | None = None,
     ) -> None:
         self.batch_size = _check_int("batch_size", batch_size, low=1)
         self.world_size = _check_int("world_size", world_size, low=1)
@@ -139,6 +142,8 @@ class InfiniteBatches:
         cuda = self.device.type == "cuda"
         self._stream_data = dataset if isinstance(dataset, StreamingDataset) else None
         self._loader: Iterator[StreamedBatch] | None = None
+        self._pool: ThreadPoolExecutor | None = None  # gathers host batches ahead
+        self._ahead: tuple | None = None  # (future images, labels, flip, cursor) of the next
         if self._stream_data is not None:
             self.resident = False
             self._images = self._labels = None
@@ -152,6 +157,9 @@ class InfiniteBatches:
             else:  # gather on the host, copy a batch at a time
                 self._images, self._labels = images, labels
         self._pin = cuda and not self.resident
+        # CUDA's pinned buffers come from torch's caching host allocator; on the CPU, buffers
+        # handed between threads fragment the C heap, and a CPU step is slow anyway.
+        self._thread = self._pin if gather_ahead is None else bool(gather_ahead)
         self._stream = torch.cuda.Stream(self.device) if self._pin else None
         self._order = self._new_order((0, 0))
         self._state = (0, 0)  # (epoch, position) after the last batch returned
@@ -211,8 +219,10 @@ class InfiniteBatches:
         self._pending = None
 
     def close(self) -> None:
-        """Stop the decoding workers of a streaming dataset (started again when needed)."""
+        """Stop the decoding workers of a streaming dataset and drop the batch gathered ahead
+        (both start again when needed)."""
         self._loader = None
+        self._ahead = None
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -228,21 +238,21 @@ class InfiniteBatches:
     def _prepare(self) -> tuple:
         if self._stream_data is not None:
             host, labels, flip, cursor = self._next_streamed()
-        else:
+        elif self.resident:
             idx = self._order.next_indices()
             flip = idx >= self._n if self.mirror else None
             base = idx - self._n * flip if flip is not None else idx
-            if self.resident:
-                images = self._images.index_select(0, base)
-                labels = None if self._labels is None else self._labels.index_select(0, base)
-                return images, labels, flip, self._order.cursor
-            shape = (len(base), *self._images.shape[1:])
-            host = torch.empty(shape, dtype=torch.uint8, pin_memory=self._pin)
-            torch.index_select(self._images, 0, base, out=host)
+            images = self._images.index_select(0, base)
             labels = None if self._labels is None else self._labels.index_select(0, base)
-            if self._pin:
-                labels, flip = (None if t is None else t.pin_memory() for t in (labels, flip))
-            cursor = self._order.cursor
+            return images, labels, flip, self._order.cursor
+        elif self._thread:
+            if self._ahead is None:
+                self._ahead = self._gather_next()
+            (gathered, labels, flip, cursor), self._ahead = self._ahead, self._gather_next()
+            host = gathered.result()
+        else:
+            gathered, labels, flip, cursor = self._gather_next(now=True)
+            host = gathered
         side = contextlib.nullcontext() if self._stream is None else torch.cuda.stream(self._stream)
         with side:
             images, labels, flip = (
@@ -250,6 +260,32 @@ class InfiniteBatches:
                 for t in (host, labels, flip)
             )
         return images, labels, flip, cursor
+
+    def _gather_next(self, now: bool = False) -> tuple:
+        """Gather the next batch from the (mapped) host images: ``now``, or (a future) in a
+        background thread, so that page faults and copies overlap with the step that uses the
+        batch before it. The order is drawn here, on the caller's thread, so the batches stay
+        deterministic."""
+        idx = self._order.next_indices()
+        flip = idx >= self._n if self.mirror else None
+        base = idx - self._n * flip if flip is not None else idx
+        labels = None if self._labels is None else self._labels.index_select(0, base)
+        if self._pin:
+            labels, flip = (None if t is None else t.pin_memory() for t in (labels, flip))
+        host = torch.empty(
+            (len(base), *self._images.shape[1:]), dtype=torch.uint8, pin_memory=self._pin
+        )
+        if now:
+            return (
+                torch.index_select(self._images, 0, base, out=host),
+                labels,
+                flip,
+                self._order.cursor,
+            )
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="gather")
+        future = self._pool.submit(torch.index_select, self._images, 0, base, out=host)
+        return future, labels, flip, self._order.cursor
 
     def _next_streamed(self) -> tuple:
         if self._loader is None:

@@ -169,7 +169,9 @@ class ZipSource:
         members = []
         for info in infos:
             name = info.filename.replace("\\", "/")
-            if info.is_dir() or any(map(_hidden, name.split("/"))):
+            # (The cheap test first: most names have no hidden part; a zip may list millions.)
+            maybe_hidden = name.startswith(".") or "/." in name or "__MACOSX" in name
+            if info.is_dir() or (maybe_hidden and any(map(_hidden, name.split("/")))):
                 continue
             self._names[name] = info.filename
             if _is_image_name(name):
