@@ -382,6 +382,7 @@ def prepare_data(
         "resolution": resolution,
         "channels": channels,
         "classes": counts,
+        "labels_from": dataset.labels_from,
         "skipped": list(dataset.skipped),
         "upscaled": dataset.upscaled,
         "cache_file": str(raw),
@@ -395,7 +396,7 @@ def prepare_data(
     print(f"data      {dataset.source}")
     print(f"images    {len(dataset):,} at {resolution}x{resolution}, {channels} channel(s)")
     if conditional:
-        print(f"classes   {len(counts)}: {shown}{more}")
+        print(f"classes   {len(counts)} (from {dataset.labels_from}): {shown}{more}")
     print(f"skipped   {len(dataset.skipped)} unreadable file(s){': ' + skipped if skipped else ''}")
     if dataset.upscaled:
         print(f"upscaled  {dataset.upscaled} image(s) smaller than {resolution}px")

@@ -175,7 +175,8 @@ def _legacy_npz(files) -> None:
     files.raw.unlink()
     files.meta.unlink()
     files.legacy[0].parent.mkdir(parents=True, exist_ok=True)
-    np.savez(files.legacy[0], images=np.zeros((1, 3, 16, 16), np.uint8), meta=np.array("{}"))
+    for old in files.legacy:  # version 1 kept one per use_labels setting
+        np.savez(old, images=np.zeros((1, 3, 16, 16), np.uint8), meta=np.array("{}"))
 
 
 @pytest.mark.parametrize(
@@ -303,7 +304,8 @@ def test_data_command_prepares_the_cache_that_training_maps(tmp_path, capsys, mo
     data = dataset_tool_zip(tmp_path / "d.zip", 30, classes=3)
     assert main(["data", str(data), "--resolution", "16", "--conditional"]) == 0
     out = capsys.readouterr().out
-    assert "images    30 at 16x16" in out and "classes   3: 0: 10, 1: 10, 2: 10" in out
+    assert "images    30 at 16x16" in out
+    assert "classes   3 (from dataset.json): 0: 10, 1: 10, 2: 10" in out
     assert "skipped   0 unreadable" in out and ".raw (" in out and "built in" in out
     [raw] = (tmp_path / "cache").rglob("*.raw")
     both = raw.stat().st_size + raw.with_suffix(".json").stat().st_size  # images + sidecar

@@ -68,6 +68,9 @@ class _Labelled:
         self.labels = labels
         self.class_names = [str(s) for s in class_names or ()] if labels is not None else []
 
+    # Where the labels came from when loaded from files: "dataset.json" or "folders".
+    labels_from = ""
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

@@ -245,6 +245,7 @@ def _dataset(
     )
     dataset.load_args = load_args
     dataset.upscaled = decoded.upscaled
+    dataset.labels_from = "" if labels is None else labels.origin
     return dataset
 
 
@@ -282,6 +283,7 @@ def _streaming(
         workers=workers,
     )
     dataset.load_args = load_args
+    dataset.labels_from = "" if labels is None else labels.origin
     return dataset
 
 

@@ -270,16 +270,20 @@ def _remove_leftovers(files: CacheFiles) -> None:
             if m and m.group("target") in targets and p.is_file() and not p.is_symlink():
                 with contextlib.suppress(OSError):
                     p.unlink()
-    for old in files.legacy:
-        if old.exists():
-            warnings.warn(
-                f"ignoring the dataset cache {old} (written by an older version, format "
-                f"{_LEGACY_FORMAT}): not trusted, removing it and rebuilding as {files.raw}",
-                DataWarning,
-                stacklevel=4,
-            )
+    stale = [old for old in files.legacy if old.exists()]
+    if stale:
+        warnings.warn(
+            f"ignoring the dataset cache {' and '.join(map(str, stale))} (written by an older "
+            f"version, format {_LEGACY_FORMAT}): not trusted, removing it and rebuilding as "
+            f"{files.raw}",
+            DataWarning,
+            stacklevel=4,
+        )
+        for old in stale:
             with contextlib.suppress(OSError):
                 old.unlink()
+        with contextlib.suppress(OSError):
+            stale[0].parent.rmdir()  # the old layout's sub-folder, when nothing else is in it
 
 
 def disk_room(folder: Path) -> int:
