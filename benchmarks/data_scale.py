@@ -233,6 +233,8 @@ def open_group(args: argparse.Namespace, data: Path, processes: int, *extra: str
     for p, record in zip(procs, records):
         record["together"] = json.loads(p.stdout.readline())
         p.wait(timeout=60)
+        p.stdin.close()
+        p.stdout.close()
     return records
 
 

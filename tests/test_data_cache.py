@@ -96,6 +96,9 @@ def test_opening_maps_the_cache_and_two_processes_share_its_pages(tmp_path):
                 p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
+            p.stdin.close()
+            p.stdout.close()
     for record, mem in zip(records, together):
         assert record["mapped"] and record["images"] == n
         before, after = record["before"], record["after_reading"]
