@@ -316,6 +316,42 @@ def _run_export(args: argparse.Namespace) -> int:
 # --- end export ---
 
 
+# --- data (#25) ---
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="image folder or zip (labels: dataset.json or class sub-folders)")
+    p.add_argument("--resolution", type=int, required=True, help="side R of the training images")
+    p.add_argument(
+        "--conditional", action="store_true", help="read and check the labels; print the classes"
+    )
+    p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="3 (RGB) or 1 (luma)")
+    p.add_argument("--max-images", type=int, help="only the first N readable images")
+    p.add_argument(
+        "--cache-dir", help="cache folder (data.cache_dir; default $PROJECTED_GAN_CACHE/datasets)"
+    )
+    p.add_argument("--workers", type=int, help="decoding threads (default: the CPU cores)")
+    p.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+
+
+@command("data", "decode a dataset into the cache that training maps; print a summary", _data_args)
+def _run_data(args: argparse.Namespace) -> int:
+    from projected_gan.commands import prepare_data
+
+    prepare_data(
+        args.path,
+        resolution=args.resolution,
+        conditional=args.conditional,
+        channels=args.channels,
+        max_images=args.max_images,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+        strict=args.strict,
+    )
+    return 0
+
+
+# --- end data ---
+
+
 def build_parser() -> argparse.ArgumentParser:
     from projected_gan._version import __version__
 

@@ -339,6 +339,31 @@ def test_pinned_host_batches_equal_device_resident_ones():
     assert torch.equal(next(again)[0], next(streamed)[0])
 
 
+def test_mapped_and_streamed_batches_on_the_device_equal_resident_ones():
+    """Issue #25: the mapped cache gathered ahead in a thread, and decoding on the fly in
+    DataLoader workers (pinned), give the resident batches, without host-device syncs."""
+    path = default_dataset_path()
+    mapped = load_image_dataset(path, 64, max_images=24, use_labels=True)
+    streaming = load_image_dataset(
+        path, 64, max_images=24, use_labels=True, storage="stream", workers=2
+    )
+    assert mapped.mapped
+    kwargs = {"seed": 5, "mirror": True, "device": DEVICE}
+    resident = InfiniteBatches(mapped, 8, **kwargs)
+    gathered = InfiniteBatches(mapped, 8, **kwargs, gpu_cache_bytes=0, gather_ahead=True)
+    streamed = InfiniteBatches(streaming, 8, **kwargs)
+    for it in (gathered, streamed):  # warm: thread and workers started outside the check
+        next(it)
+    next(resident)
+    with no_host_sync():
+        batches = [(next(resident), next(gathered), next(streamed)) for _ in range(8)]
+    for i, ((x, y), (u, v), (s, t)) in enumerate(batches):
+        assert u.device.type == s.device.type == DEVICE
+        assert torch.equal(x, u) and torch.equal(x, s), f"batch {i}"
+        assert torch.equal(y, v) and torch.equal(y, t), f"batch {i}"
+    streamed.close()
+
+
 # ---------------------------------------------- torch.compile (last: the slowest, a cold compile)
 def _where(reason) -> str:
     stack = getattr(reason, "user_stack", None) or []

@@ -23,7 +23,8 @@ from projected_gan.data import (
     load_image_dataset,
     to_float,
 )
-from projected_gan.data import datasets as data_module
+from projected_gan.data import load as load_module
+from projected_gan.data import store as store_module
 
 
 @pytest.fixture(autouse=True)
@@ -297,7 +298,7 @@ def test_labels_need_class_folders(tmp_path):
 
 
 def cache_files(tmp_path) -> list[Path]:
-    return sorted((tmp_path / "cache").rglob("*.npz"))
+    return sorted((tmp_path / "cache").rglob("*.raw"))
 
 
 def test_cache_reused_without_decoding(tmp_path, monkeypatch):
@@ -310,8 +311,10 @@ def test_cache_reused_without_decoding(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although a valid cache exists")
 
-    monkeypatch.setattr(data_module, "decode_all", no_decoding)
+    monkeypatch.setattr(load_module, "decode_all", no_decoding)
+    monkeypatch.setattr(store_module, "decode_into", no_decoding)
     second = load_image_dataset(folder, 32, use_labels=True)
+    assert first.mapped and second.mapped  # both map the one cache file
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert second.fingerprint == first.fingerprint
     assert file.stat().st_mtime_ns == stamp
@@ -326,24 +329,24 @@ def test_cache_invalidated_when_a_file_changes(tmp_path):
     assert second.fingerprint != first.fingerprint
     assert int(second.images[2].min()) == 255 and int(first.images[2].min()) == 0
     assert len(cache_files(tmp_path)) == 2
-    # Other settings get their own entries.
+    # Other settings get their own entries; labels are not decoded, so they share one.
     load_image_dataset(folder, 16)
     load_image_dataset(folder, 32, use_labels=True)
-    assert len(cache_files(tmp_path)) == 4
+    assert len(cache_files(tmp_path)) == 3
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path):
     folder = make_classes(tmp_path / "d")
-    first = load_image_dataset(folder, 32)
+    expected = load_image_dataset(folder, 32).images.clone()  # in memory: the file is cut next
     [file] = cache_files(tmp_path)
-    file.write_bytes(file.read_bytes()[:300])  # a torn write
-    with pytest.warns(DataWarning, match="ignoring unreadable dataset cache"):
+    file.write_bytes(file.read_bytes()[:300])  # cut off (in place: never read the old map now)
+    with pytest.warns(DataWarning, match="ignoring the dataset cache.*cut off"):
         second = load_image_dataset(folder, 32)
-    assert torch.equal(first.images, second.images)
+    assert torch.equal(expected, second.images)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         third = load_image_dataset(folder, 32)  # the rebuilt file is valid again
-    assert torch.equal(first.images, third.images)
+    assert torch.equal(expected, third.images)
 
 
 def test_cached_skips_still_warn_and_still_fail_strict(messy):

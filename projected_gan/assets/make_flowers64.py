@@ -8,7 +8,7 @@ The source is the 5-class flower photo collection (3,311 JPEGs, CC-BY 2.0) with 
 ``LICENSE.txt`` crediting each photo on a line ``<class>/<file>.jpg CC-BY ...``. From each class
 folder, ``--per-class`` photos are drawn without replacement by ``random.Random(f"{seed}-{class}")``
 from the sorted file names; each is centre-cropped to a square and resized with LANCZOS by the
-same :func:`~projected_gan.data.files.prepare_image` that training uses, then saved as
+same :func:`~projected_gan.data.decode.prepare_image` that training uses, then saved as
 JPEG. The zip holds ``<class>/<original stem>.jpg`` plus ``LICENSE.txt``, stored uncompressed
 (JPEGs do not shrink) with fixed timestamps, so the same inputs give a byte-identical zip.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from projected_gan.data.files import prepare_image
+from projected_gan.data.decode import prepare_image
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = HERE.parents[1].parent / "shared" / "data" / "flowers"

@@ -1,35 +1,39 @@
-"""Training data: image folders and zips -> a cached uint8 tensor -> endless batches.
+"""Training data: image folders and zips -> a decoded, mapped cache (or decoding on the fly)
+-> endless batches.
 
     >>> ds = load_image_dataset(default_dataset_path(), 64, use_labels=True)  # shipped flowers
     >>> images, labels = next(InfiniteBatches(ds, 8, mirror=True))  # uint8 (8, 3, 64, 64)
+    >>> x = to_float(images)  # float32 in [-1, 1]
 
-``files`` reads folders and zips and keeps the decoded cache; ``datasets`` holds
-:class:`ImageDataset` and its loader; ``batches`` the resumable :class:`InfiniteBatches`.
+``files`` lists folders and zips; ``decode`` turns files into square uint8 arrays; ``labels``
+reads ``dataset.json`` or class folders; ``store`` keeps the decoded cache (a raw file mapped by
+every process); ``stream`` decodes on the fly; ``datasets`` holds :class:`ImageDataset` and
+:class:`StreamingDataset`, ``load`` the loader; ``batches`` the resumable
+:class:`InfiniteBatches`.
 """
 
 from projected_gan.data.batches import InfiniteBatches
-from projected_gan.data.datasets import (
-    ImageDataset,
-    default_dataset_path,
-    load_image_dataset,
-    to_float,
-)
+from projected_gan.data.datasets import ImageDataset, StreamingDataset, default_dataset_path
+from projected_gan.data.decode import prepare_image
 from projected_gan.data.files import (
     CACHE_ENV,
     IMAGE_EXTENSIONS,
     DataError,
     DataWarning,
     default_cache_dir,
-    prepare_image,
 )
+from projected_gan.data.load import STORAGES, load_image_dataset
+from projected_gan.images import to_float
 
 __all__ = [
     "CACHE_ENV",
     "IMAGE_EXTENSIONS",
+    "STORAGES",
     "DataError",
     "DataWarning",
     "ImageDataset",
     "InfiniteBatches",
+    "StreamingDataset",
     "default_cache_dir",
     "default_dataset_path",
     "load_image_dataset",

@@ -89,7 +89,7 @@ def _rounds(items: Iterable[torch.Tensor | None], world: int) -> Iterator[list]:
 
 
 def _image_batches(
-    images: torch.Tensor,
+    images: torch.Tensor | _RealSet,
     batch_size: int,
     device: torch.device,
     mirror: bool = False,
@@ -128,6 +128,46 @@ def _as_images(images: Any, name: str) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 2:
         raise ValueError(f"{name} must be (N >= 2, 1 or 3, H, W) images, got {tuple(images.shape)}")
     return images
+
+
+class _RealSet:
+    """The reals of ``dataset`` read in slices, ``reals[a:b]`` uint8 ``(b - a, C, H, W)``: all
+    of them, or a fixed random subset of ``num_real`` (in index order).
+
+    Through ``dataset.read_images(indices)`` where it has one (a mapped or streamed dataset: a
+    batch is read or decoded only when its turn comes), else from the ``dataset.images``
+    tensor. ``num_real`` defaults to ``dataset.metric_reals`` where present (a dataset decoded
+    on the fly bounds what its metrics decode).
+    """
+
+    def __init__(self, dataset: Any, num_real: int | None) -> None:
+        read = getattr(dataset, "read_images", None)
+        if read is None:
+            images = _as_images(dataset.images, "dataset.images")
+            if images.dtype != torch.uint8:
+                raise ValueError(f"dataset.images must be uint8, got {images.dtype}")
+            read = images.__getitem__  # an index tensor: a copy of those rows only
+            shape = tuple(images.shape)
+        else:
+            r = int(dataset.resolution)
+            shape = (len(dataset), int(dataset.channels), r, r)
+            if shape[0] < 2:
+                raise ValueError(f"dataset must hold at least 2 images, got {shape[0]}")
+        n = shape[0]
+        if num_real is None and getattr(dataset, "metric_reals", None) is not None:
+            num_real = min(int(dataset.metric_reals), n)
+        if num_real is not None and not (isinstance(num_real, int) and 2 <= num_real <= n):
+            raise ValueError(f"num_real must be in [2, {n}], got {num_real!r}")
+        if num_real is not None and num_real < n:
+            subset = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+            self.index = subset[:num_real].sort().values
+        else:
+            self.index = torch.arange(n)
+        self.shape = (len(self.index), *shape[1:])
+        self._read = read
+
+    def __getitem__(self, part: slice) -> torch.Tensor:
+        return self._read(self.index[part])
 
 
 def compare_images(
@@ -180,12 +220,12 @@ def evaluate_real_split(
     )
 
 
-def _dataset_fingerprint(dataset: Any, images: torch.Tensor) -> str:
+def _dataset_fingerprint(dataset: Any, images: _RealSet) -> str:
     """``dataset.fingerprint`` when present, else a sha256 of the image (and label) bytes."""
     fingerprint = getattr(dataset, "fingerprint", None)
     if fingerprint:
         return str(fingerprint)
-    digest = hashlib.sha256(images.contiguous().numpy().tobytes())
+    digest = hashlib.sha256(images[:].contiguous().numpy().tobytes())
     labels = getattr(dataset, "labels", None)
     if labels is not None:
         digest.update(torch.as_tensor(labels).contiguous().numpy().tobytes())
@@ -294,8 +334,10 @@ def evaluate(
             unlabelled datasets, else ``dataset.labels`` rows drawn uniformly at random (so the
             fakes follow the real label distribution), on ``device``. Outputs are clamped to
             [-1, 1] and quantised to uint8 like the reals.
-        dataset: has ``images`` (uint8 ``(N, C, R, R)``, CPU), ``labels`` (``None`` or ``(N, ...)``)
-            and ideally ``fingerprint`` (content hash; computed from the bytes if absent).
+        dataset: has ``images`` (uint8 ``(N, C, R, R)``, CPU) or ``read_images(indices)``
+            (then also ``len``, ``channels``, ``resolution``: a dataset decoded on the fly),
+            ``labels`` (``None`` or ``(N, ...)``) and ideally ``fingerprint`` (content hash;
+            computed from the bytes if absent).
         metrics: registry names (``"fd,kid"``, ``("fd", "fid")``) or :class:`Metric` objects.
         num_images: generated images.
         batch_size: images per extractor call (reals and fakes).
@@ -304,7 +346,8 @@ def evaluate(
             ``$PROJECTED_GAN_CACHE`` or ``~/.cache/projected_gan``).
         seed: label draws and KID subsets.
         mirror: add x-flipped reals (as when training with ``mirror``); part of the cache key.
-        num_real: use a fixed random subset of this many reals (default: all).
+        num_real: use a fixed random subset of this many reals (default: all, or
+            ``dataset.metric_reals`` where the dataset has it).
         use_cache: read and write cached real statistics.
         distributed: inside a ``torch.distributed`` process group, every rank calls
             ``evaluate`` with the same arguments; each embeds its share of the batches (reals
@@ -319,14 +362,7 @@ def evaluate(
     _check_batch_size(batch_size)
     if not isinstance(num_images, int) or num_images < 2:
         raise ValueError(f"num_images must be an int >= 2, got {num_images!r}")
-    images = _as_images(dataset.images, "dataset.images")
-    if images.dtype != torch.uint8:
-        raise ValueError(f"dataset.images must be uint8, got {images.dtype}")
-    if num_real is not None:
-        if not isinstance(num_real, int) or not 2 <= num_real <= images.shape[0]:
-            raise ValueError(f"num_real must be in [2, {images.shape[0]}], got {num_real!r}")
-        subset = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
-        images = images[subset[:num_real].sort().values]
+    images = _RealSet(dataset, num_real)
     labels = getattr(dataset, "labels", None)
     labels = None if labels is None else torch.as_tensor(labels)
     if labels is not None and labels.numel() == 0:

@@ -1,7 +1,7 @@
 """Metrics between two folders (or zips) of images made by anything: ``projected-gan eval
 --real A --fake B``, like ``python -m pytorch_fid A B``.
 
-Both sets are read by the training data reader (:mod:`projected_gan.data.files`): any size and
+Both sets are read by the training data reader (:mod:`projected_gan.data.decode`): any size and
 format it reads, converted to RGB, centre-cropped to a square and resized with LANCZOS to
 ``resolution`` (default: the short side of the first fake image, so generated images of one
 size pass untouched, and reals are prepared exactly as for training at that size). The metric's
@@ -23,14 +23,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from projected_gan.data.files import (
-    DataError,
-    DataWarning,
-    Source,
-    fingerprint,
-    iter_decoded,
-    open_source,
-)
+from projected_gan.data.decode import iter_decoded
+from projected_gan.data.files import DataError, DataWarning, Source, fingerprint, open_source
 from projected_gan.devices import resolve_device
 from projected_gan.metrics.base import Metric, build_metrics
 from projected_gan.metrics.evaluate import (

@@ -67,6 +67,7 @@ DATA_FIELDS = {
     "min_images": "data.min_images",
     "max_images": "data.max_images",
     "workers": "data.workers",
+    "storage": "data.storage",
     "batch_size": "train.batch",
 }
 # The spec section that decides each argument the pipeline wires into D's heads.
@@ -99,6 +100,7 @@ def load_dataset(spec: ExperimentSpec) -> Any:
             min_images=d.min_images,
             max_images=d.max_images,
             workers=d.workers,
+            storage=d.storage,
         )
     except DataError as exc:
         raise SpecError([(DATA_FIELDS.get(exc.field, "data.path"), str(exc))]) from None
@@ -238,12 +240,19 @@ def _start(
     return dev, info
 
 
-def _rank0_first(info: distributed.DistInfo, load: Callable[[], Any]) -> Any:
-    """``load()`` on rank 0 first (it decodes and caches the data), then on the other ranks."""
-    if info.enabled and not info.is_main:
+def _node_first(info: distributed.DistInfo, load: Callable[[], Any]) -> Any:
+    """``load()`` on each node's first process (local rank 0) first, then on the node's others.
+
+    The first process of every node decodes that node's cache while the node's other processes
+    wait; they then map it. A cache on a filesystem that all nodes share is built once: the
+    first processes of the nodes meet at the cache's lock file, and those that come second find
+    it built (:func:`projected_gan.data.store.build_lock`).
+    """
+    first = info.local_rank == 0
+    if info.enabled and not first:
         distributed.barrier()
     result = load()
-    if info.enabled and info.is_main:
+    if info.enabled and first:
         distributed.barrier()
     return result
 
@@ -255,11 +264,17 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
     """
     spec.check()
     dev, info = _start(spec, device)
-    dataset = _rank0_first(info, lambda: load_dataset(spec))
+    dataset = _node_first(info, lambda: load_dataset(spec))
     num_classes = dataset.num_classes if spec.data.conditional else 0
     if spec.data.conditional and num_classes < 2:
         raise SpecError(
-            [("data.conditional", f"needs class sub-folders in {dataset.source}; found none")]
+            [
+                (
+                    "data.conditional",
+                    f"needs two or more classes (a dataset.json or class sub-folders) in "
+                    f"{dataset.source}; found {num_classes}",
+                )
+            ]
         )
 
     torch.manual_seed(spec.train.seed)  # same initial weights on every rank
@@ -335,7 +350,7 @@ def reassemble(
             "trainer.load_latest()."
         )
     dev, info = _start(spec, device)
-    dataset = _rank0_first(
+    dataset = _node_first(
         info,
         lambda: load_image_dataset(
             data["path"],
@@ -344,6 +359,7 @@ def reassemble(
             channels=data["channels"],
             max_images=data["max_images"],
             cache_dir=spec.data.cache_dir,
+            storage=data.get("storage", "auto"),
         ),
     )
     if data.get("fingerprint") and dataset.fingerprint != data["fingerprint"]:

@@ -58,9 +58,19 @@ class DataSpec(_Strict):
     path: str | None = Field(None, description="image folder or zip; null = the shipped flowers64")
     resolution: int = Field(64, description="side of the square training images (power of two)")
     mirror: bool = Field(False, description="add x-flipped copies (doubles the dataset)")
-    conditional: bool = Field(False, description="use class sub-folders as labels")
-    workers: int = Field(2, ge=1, description="threads decoding images when building the cache")
+    conditional: bool = Field(
+        False, description="labels from dataset.json at the data's root, else class sub-folders"
+    )
+    workers: int = Field(
+        2, ge=1, description="threads decoding into the cache; processes decoding when streaming"
+    )
     cache_dir: str | None = Field(None, description="decoded-dataset cache (default ~/.cache)")
+    storage: Literal["auto", "cache", "stream"] = Field(
+        "auto",
+        description="cache: decode once into a file every process maps; stream: decode on the "
+        "fly in data.workers processes, nothing cached; auto: cache unless it would not fit "
+        "the free disk",
+    )
     strict: bool = Field(False, description="fail on the first unreadable image instead of skip")
     min_images: int = Field(16, ge=1, description="fail if fewer readable images remain")
     max_images: int | None = Field(None, ge=1, description="use only the first N images")

@@ -1,0 +1,292 @@
+"""Loading a folder or zip of images: the decoded cache (mapped), memory, or decoding on the fly.
+
+    >>> ds = load_image_dataset(default_dataset_path(), 64, use_labels=True)  # shipped flowers
+    >>> ds.images.shape, ds.images.dtype, ds.class_names[:2]
+    (torch.Size([500, 3, 64, 64]), torch.uint8, ['daisy', 'dandelion'])
+
+Each image is decoded once (a thread pool), converted to RGB, centre-cropped to a square and
+resized with an antialiased filter, and written window by window into the decoded cache under
+``$PROJECTED_GAN_CACHE`` (default ``~/.cache/projected_gan``), keyed by a cheap fingerprint of
+the source; later loads map that file instead of reading it (:mod:`projected_gan.data.store`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from projected_gan.data.datasets import ImageDataset, StreamingDataset, _check_int
+from projected_gan.data.decode import Decoded, decode_all, unreadable_message
+from projected_gan.data.files import (
+    DataError,
+    DataWarning,
+    Source,
+    default_cache_dir,
+    fingerprint,
+    open_source,
+)
+from projected_gan.data.labels import Labels, read_labels
+from projected_gan.data.store import (
+    CacheWriteError,
+    build_cache,
+    build_lock,
+    cache_files,
+    disk_room,
+    open_cache,
+)
+from projected_gan.data.stream import MemberReader
+
+__all__ = ["STORAGES", "Storage", "dataset_cache_files", "load_image_dataset"]
+
+Storage = Literal["auto", "cache", "stream"]
+STORAGES: tuple[str, ...] = ("auto", "cache", "stream")
+MEMORY_FALLBACK_BYTES = 512 * 2**20  # cache unwritable: data up to this size is kept in memory
+_SHOW = 5  # how many example paths a summary warning names
+
+
+def _cache_key(source: Source, resolution: int, channels: int, max_images: int | None) -> dict:
+    return {
+        "fingerprint": fingerprint(source),
+        "resolution": resolution,
+        "channels": channels,
+        "max_images": max_images,
+    }
+
+
+def dataset_cache_files(
+    source: Source,
+    path: Path,
+    resolution: int,
+    channels: int = 3,
+    max_images: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """The :class:`~projected_gan.data.store.CacheFiles` that loading ``path`` uses."""
+    key = _cache_key(source, resolution, channels, max_images)
+    return cache_files(Path(cache_dir or default_cache_dir()), path, key)
+
+
+def load_image_dataset(
+    path: str | os.PathLike[str],
+    resolution: int,
+    *,
+    use_labels: bool = False,
+    channels: int = 3,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+    storage: Storage = "auto",
+    strict: bool = False,
+    min_images: int = 1,
+    max_images: int | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> ImageDataset | StreamingDataset:
+    """Load a folder (searched recursively) or a zip of images.
+
+    Args:
+        path: folder or ``.zip``; files ending in .jpg/.jpeg/.png/.webp/.bmp (any case) are
+            used, hidden files and folders (``.name``, ``__MACOSX``) are ignored.
+        resolution: side ``R`` of the square output images.
+        use_labels: label the images by ``dataset.json`` at the root of ``path`` (the official
+            ``dataset_tool.py`` format), else by their first-level sub-folder (classes sorted
+            by name); see :mod:`projected_gan.data.labels`.
+        channels: 3 (RGB) or 1 (luma).
+        cache_dir: where decoded datasets are cached (default :func:`default_cache_dir`).
+        cache: False neither reads nor writes the cache: the images are decoded into memory.
+        storage: ``"cache"``: decode once into the cache and map it (an
+            :class:`ImageDataset`); ``"stream"``: decode on the fly in the batches' worker
+            processes, nothing cached (a :class:`StreamingDataset`); ``"auto"``: the cache,
+            unless it is not built yet and would not fit the free disk space.
+        strict: fail on the first unreadable file instead of skipping it.
+        min_images: fail if fewer readable images remain.
+        max_images: keep only the first ``max_images`` readable images in sorted path order
+            (streaming: the first ``max_images`` files).
+        workers: decoding threads; streaming, ``DataLoader`` worker processes (default: the
+            number of CPU cores).
+        progress: show a progress bar while building the cache, whatever its size.
+
+    Returns:
+        :class:`ImageDataset` with ``images`` uint8 ``(N, channels, R, R)``, or a
+        :class:`StreamingDataset` (``storage="stream"``, or ``"auto"`` on a disk too small).
+
+    Raises:
+        DataError: missing or empty path, no images, bad labels, fewer than ``min_images``
+            readable images, or (``strict``) the first unreadable file.
+    """
+    resolution = _check_int("resolution", resolution, low=1)
+    min_images = _check_int("min_images", min_images, low=1)
+    if max_images is not None:
+        max_images = _check_int("max_images", max_images, low=1)
+    if channels not in (1, 3):
+        raise DataError(f"channels: expected 1 or 3, got {channels!r}", field="channels")
+    if storage not in STORAGES:
+        raise DataError(
+            f"storage: expected one of {', '.join(STORAGES)}, got {storage!r}", field="storage"
+        )
+    workers = _check_int("workers", (os.cpu_count() or 1) if workers is None else workers, low=1)
+
+    path = Path(path).expanduser()
+    source = open_source(path)
+    if strict and source.problems:  # an unreadable sub-folder: fail before decoding anything
+        raise DataError(unreadable_message(*source.problems[0], path))
+    labels = read_labels(source, path) if use_labels else None
+    key = _cache_key(source, resolution, channels, max_images)
+    load_args = {
+        "path": str(path.resolve()),
+        "resolution": resolution,
+        "use_labels": use_labels,
+        "channels": channels,
+        "max_images": max_images,
+        "storage": storage,
+    }
+    count = len(source.members) if max_images is None else min(max_images, len(source.members))
+    nbytes = count * channels * resolution * resolution
+    decode = dict(workers=workers, strict=strict, max_images=max_images)
+
+    def stream() -> StreamingDataset:
+        if count < min_images:
+            raise DataError(
+                f"only {count} image file(s) in {path}; min_images={min_images} are needed",
+                field="min_images",
+            )
+        return _streaming(source, path, key, labels, count, workers, strict, load_args)
+
+    if storage == "stream":
+        return stream()
+    decoded: Decoded | None = None
+    files, built = None, False
+    if cache:
+        folder = Path(cache_dir or default_cache_dir())
+        files = cache_files(folder, path, key)
+        decoded = open_cache(files, key, warn=False)  # a valid entry: no lock, no waiting
+        if decoded is None and storage == "auto" and not _fits(nbytes, folder):
+            warnings.warn(
+                f"the decoded images of {path} would take {nbytes / 1e9:.1f} GB, more than "
+                f"{folder} has free ({disk_room(folder) / 1e9:.1f} GB): decoding them on the "
+                f"fly instead (storage 'stream'); set the cache folder to a larger disk, or "
+                f"storage 'cache' to insist",
+                DataWarning,
+                stacklevel=2,
+            )
+            return stream()
+        if decoded is None:
+            with build_lock(files):
+                decoded = open_cache(files, key)  # built meanwhile by another process?
+                if decoded is None:
+                    try:
+                        decoded = build_cache(files, key, source, progress=progress, **decode)
+                        built = True
+                    except CacheWriteError as e:
+                        if nbytes > MEMORY_FALLBACK_BYTES:
+                            warnings.warn(f"{e}; decoding on the fly", DataWarning, stacklevel=2)
+                            return stream()
+                        warnings.warn(f"{e}; keeping it in memory", DataWarning, stacklevel=2)
+    if decoded is None:
+        decoded = decode_all(source, resolution, channels, **decode)
+    source.close()
+    dataset = _dataset(decoded, source, path, key, labels, strict, min_images, load_args)
+    if dataset.mapped and files is not None:
+        dataset.cache_file, dataset.cache_built = files.raw, built
+    return dataset
+
+
+def _fits(nbytes: int, folder: Path) -> bool:
+    """Room for the cache and a margin (5 %, at least 1 GiB) on the disk of ``folder``."""
+    return nbytes + max(nbytes // 20, 2**30) <= disk_room(folder)
+
+
+def _dataset(
+    decoded: Decoded,
+    source: Source,
+    path: Path,
+    key: dict,
+    labels: Labels | None,
+    strict: bool,
+    min_images: int,
+    load_args: dict,
+) -> ImageDataset:
+    skipped = [*source.problems, *decoded.skipped]
+    if skipped and strict:
+        raise DataError(unreadable_message(*skipped[0], path))
+    if skipped:
+        named = [f"{name} ({why})" for name, why in skipped]
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable file(s) in {path}: {_examples(named)}",
+            DataWarning,
+            stacklevel=3,
+        )
+    if decoded.upscaled:
+        warnings.warn(
+            f"{decoded.upscaled} image(s) in {path} are smaller than {key['resolution']}px and "
+            f"were upscaled",
+            DataWarning,
+            stacklevel=3,
+        )
+    if len(decoded.names) < min_images:
+        raise DataError(
+            f"only {len(decoded.names)} readable image(s) in {path} ({len(skipped)} skipped); "
+            f"min_images={min_images} are needed",
+            field="min_images",
+        )
+    dataset = ImageDataset(
+        torch.from_numpy(decoded.images),  # a writable (copy-on-write) map: no copy, no warning
+        None if labels is None else torch.tensor([labels.of[n] for n in decoded.names]),
+        class_names=None if labels is None else labels.class_names,
+        fingerprint=key["fingerprint"],
+        source=str(path.resolve()),
+        skipped=[name for name, _ in skipped],
+        mapped=isinstance(decoded.images, np.memmap),
+    )
+    dataset.load_args = load_args
+    dataset.upscaled = decoded.upscaled
+    dataset.labels_from = "" if labels is None else labels.origin
+    return dataset
+
+
+def _streaming(
+    source: Source,
+    path: Path,
+    key: dict,
+    labels: Labels | None,
+    count: int,
+    workers: int,
+    strict: bool,
+    load_args: dict,
+) -> StreamingDataset:
+    if source.problems:
+        named = [f"{name} ({why})" for name, why in source.problems]
+        warnings.warn(
+            f"skipped {len(named)} unreadable folder(s) in {path}: {_examples(named)}",
+            DataWarning,
+            stacklevel=3,
+        )
+    names = [m.name for m in source.members[:count]]
+    reader = MemberReader(
+        source,
+        names,
+        key["resolution"],
+        key["channels"],
+        labels=None if labels is None else torch.tensor([labels.of[n] for n in names]),
+        strict=strict,
+    )
+    dataset = StreamingDataset(
+        reader,
+        class_names=None if labels is None else labels.class_names,
+        fingerprint=key["fingerprint"],
+        source=str(path.resolve()),
+        workers=workers,
+    )
+    dataset.load_args = load_args
+    dataset.labels_from = "" if labels is None else labels.origin
+    return dataset
+
+
+def _examples(items: Sequence[str]) -> str:
+    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return ", ".join(items[:_SHOW]) + more
