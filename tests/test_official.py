@@ -292,3 +292,13 @@ def test_a_snapshot_pickled_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
         path = official.dump(official.snapshot(theirs, theirs, None), tmp_path / "gpu.pkl")
     assert path.read_bytes().count(b"cuda:0") >= len(G.state_dict())  # every storage says so
     assert _same_images(G, generator_from_pickle(path), torch.randn(2, 32)) == 0.0
+
+
+def test_eval_of_a_pickle_uses_the_default_spec_with_the_given_data(generator_pickle):
+    from projected_gan.commands import _network_pickle_for_eval
+
+    path, G_ema = generator_pickle
+    G, spec, meta = _network_pickle_for_eval(str(path), "my_images/", torch.device("cpu"))
+    assert _same_images(G_ema, G, torch.randn(2, 32)) == 0.0
+    assert spec.data.conditional is False and meta == {}
+    assert spec.metrics.names == pg.ExperimentSpec.validate_dict({}).metrics.names

@@ -147,7 +147,10 @@ def read_network_pickle(
         report["D"] = {
             "tensors": len(mapped.state),
             "left_at_init": mapped.left_at_init,
-            "ignored": f"{len(mapped.ignored)} tensors of the feature network (not carried)",
+            "ignored": {  # one line for the whole trunk rather than its 288 names
+                "feature_network.pretrained.*": f"{len(mapped.ignored)} tensors of the "
+                f"{features['name']} trunk: this library uses its own ImageNet weights"
+            },
         }
         info["feature_network"] = features
     info["models"] = report

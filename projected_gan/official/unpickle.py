@@ -157,7 +157,7 @@ class Record:
 
     official_path = "?"
 
-    def __new__(cls, *args: Any) -> Record:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Record:
         record = object.__new__(cls)
         record.cls = cls.official_path
         record.state = {}
