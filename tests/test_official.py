@@ -92,6 +92,7 @@ def _same_images(ours, theirs, z, c=None, **kwargs) -> float:
     return float((a - b).abs().max())
 
 
+@pytest.mark.slow  # two discriminators built and read back: ~25 s of CPU for both
 @pytest.mark.parametrize("name", ["fastgan_lite", "fastgan"])
 def test_fastgan_snapshot_maps_onto_our_modules(fastgan_pickles, name):
     _, G, G_ema, D, nets = fastgan_pickles[name]
