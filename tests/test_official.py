@@ -303,3 +303,32 @@ def test_eval_of_a_pickle_uses_the_default_spec_with_the_given_data(generator_pi
     assert _same_images(G_ema, G, torch.randn(2, 32)) == 0.0
     assert spec.data.conditional is False and meta == {}
     assert spec.metrics.names == pg.ExperimentSpec.validate_dict({}).metrics.names
+
+
+class _TensorRecord:
+    """Unpickles as a tensor of ``size`` over a 4-element storage (torch's own tensor record)."""
+
+    def __init__(self, size, stride, offset=0):
+        self.args = (offset, size, stride)
+
+    def __reduce__(self):
+        import collections
+
+        storage = torch.arange(4.0).untyped_storage()
+        typed = torch.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+        hooks = collections.OrderedDict()
+        return torch._utils._rebuild_tensor_v2, (typed, *self.args, False, hooks)
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "offset"), [((100,), (1,), 0), ((3,), (1,), 2), ((4,), (-1,), 0)]
+)
+def test_a_tensor_larger_than_its_storage_is_refused(tmp_path, size, stride, offset):
+    """torch's set_ would grow the storage to fit (a few bytes could ask for gigabytes)."""
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps({"G": _TensorRecord(size, stride, offset)}))
+    with pytest.raises(OfficialPickleError, match="does not fit its storage"):
+        read_network_pickle(path)
+    path.write_bytes(pickle.dumps({"G": _TensorRecord((2, 2), (2, 1), 0)}))  # one that fits
+    with pytest.raises(OfficialPickleError, match="not an official network snapshot"):
+        read_network_pickle(path)

@@ -230,6 +230,17 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: An
     if type(offset) is not int or (len(rest) > 1 and rest[1]):
         raise pickle.UnpicklingError("a tensor record has a bad offset or backward hooks")
     size, stride = _ints(size, "size"), _ints(stride, "stride")
+    # set_ would grow the storage to fit: check the extent against the bytes that were read
+    extent = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    itemsize = torch.empty(0, dtype=storage.dtype).element_size()
+    if (
+        len(size) != len(stride)
+        or min((offset, *size, *stride), default=0) < 0
+        or (offset + extent) * itemsize > storage.untyped.nbytes()
+    ):
+        raise pickle.UnpicklingError(
+            f"a tensor of size {size}, stride {stride} at offset {offset} does not fit its storage"
+        )
     try:
         return torch.empty(0, dtype=storage.dtype).set_(storage.untyped, offset, size, stride)
     except RuntimeError as exc:  # out of bounds of its storage
