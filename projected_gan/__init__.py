@@ -48,6 +48,10 @@ _TRAINING_NAMES = ("ExperimentSpec", "SpecError", "Trainer", "build_from_spec", 
 
 
 def __getattr__(name: str):
+    if name == "official":  # the official code's network pickles, imported on first use
+        import projected_gan.official as official
+
+        return official
     if name == "training" or name in _TRAINING_NAMES:
         import projected_gan.training as training
 
@@ -91,6 +95,7 @@ __all__ = [
     "loggers",
     "losses",
     "metrics",
+    "official",
     "part_config",
     "projectors",
     "resolve_precision",

@@ -152,7 +152,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument(
+        "checkpoint",
+        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
+        "official network .pkl",
+    )
     p.add_argument("--seeds", default="0-15", help="e.g. 0-7,12 (default 0-15)")
     p.add_argument("--grid", metavar="OUT.png", help="write one grid image")
     p.add_argument("--outdir", help="write seedNNNN.png files here")
@@ -180,7 +184,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _interpolate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument(
+        "checkpoint",
+        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
+        "official network .pkl",
+    )
     p.add_argument("out", help="output .gif (or .mp4 with imageio installed)")
     p.add_argument("--seeds", default="0-3", help="key frames, e.g. 1,2,3")
     p.add_argument("--frames", type=int, default=60, help="frames between two seeds")
@@ -211,7 +219,11 @@ def _run_interpolate(args: argparse.Namespace) -> int:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "checkpoint", nargs="?", help="a run folder (newest checkpoint) or a .safetensors file"
+        "checkpoint",
+        nargs="?",
+        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
+        "official network .pkl (a pickle records no spec: give --data; metrics, seed, precision "
+        "and batch are then this library's defaults)",
     )
     p.add_argument("--real", metavar="DIR_OR_ZIP", help="real images: compare with --fake")
     p.add_argument("--fake", metavar="DIR_OR_ZIP", help="generated images (made by anything)")
@@ -220,7 +232,10 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="--real/--fake: side both sets are read at (default: the first fake's short side)",
     )
-    p.add_argument("--data", help="checkpoint: real images (default: the run's own data)")
+    p.add_argument(
+        "--data",
+        help="checkpoint: real images (default: the run's own data; required for a .pkl)",
+    )
     p.add_argument(
         "--metrics",
         help="comma list of fid, kid, pr, fd (default: the run's metrics.names; fid for folders)",
@@ -292,7 +307,11 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 # --- export (#21) ---
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run folder (newest checkpoint) or a .safetensors file")
+    p.add_argument(
+        "checkpoint",
+        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
+        "official network .pkl",
+    )
     p.add_argument("out_dir", help="export folder (new, empty, or a previous export)")
     p.add_argument(
         "--format",
@@ -350,6 +369,34 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 # --- end data ---
+
+
+# --- convert (#26: official network pickles) ---
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "pickle",
+        help="an official Projected GAN network pickle (network-snapshot*.pkl, best_model.pkl or "
+        "a released model); read without running anything in it",
+    )
+    p.add_argument("out_dir", help="export folder (new, empty, or a previous export)")
+    p.add_argument(
+        "--model", choices=["G_ema", "G"], default="G_ema", help="which generator to convert"
+    )
+
+
+@command(
+    "convert",
+    "convert an official Projected GAN network pickle into an export folder",
+    _convert_args,
+)
+def _run_convert(args: argparse.Namespace) -> int:
+    from projected_gan.commands import convert
+
+    convert(args.pickle, args.out_dir, model=args.model)
+    return 0
+
+
+# --- end convert ---
 
 
 def build_parser() -> argparse.ArgumentParser:

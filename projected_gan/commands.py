@@ -14,6 +14,7 @@ from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
 __all__ = [
+    "convert",
     "evaluate_checkpoint",
     "evaluate_image_folders",
     "export",
@@ -230,18 +231,23 @@ def evaluate_checkpoint(
         resolve_checkpoint,
     )
     from projected_gan.metrics import build_metrics
+    from projected_gan.official import is_network_pickle
     from projected_gan.training.assemble import metric_batch
     from projected_gan.training.build import load_dataset
 
     if num < 2:
         raise UsageError(f"--num must be at least 2, got {num}", field="--num")
     dev = resolve_device(device)
-    ckpt = resolve_checkpoint(checkpoint)
-    G = generator_from_checkpoint(ckpt, device=dev)
-    spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
+    if is_network_pickle(checkpoint):
+        G, spec, meta = _network_pickle_for_eval(checkpoint, data, dev)
+    else:
+        ckpt = resolve_checkpoint(checkpoint)
+        G = generator_from_checkpoint(ckpt, device=dev)
+        spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
+        meta = ckpt.meta
     if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
         G = G.to(memory_format=torch.channels_last)
-    spec = spec.model_copy(update={"data": _eval_data(spec, ckpt.meta, data, G)})
+    spec = spec.model_copy(update={"data": _eval_data(spec, meta, data, G)})
     dataset = load_dataset(spec)
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
@@ -301,6 +307,29 @@ def evaluate_image_folders(
     return results
 
 
+def _network_pickle_for_eval(
+    path: str, data: str | None, device: Any
+) -> tuple[Any, ExperimentSpec, dict[str, Any]]:
+    """G_ema of an official network pickle, and the default spec to evaluate it with: a
+    pickle records no spec, so the metrics, seed, precision and batch are this library's
+    defaults, and the real images must be given."""
+    from projected_gan.official import generator_from_pickle, read_network_pickle
+
+    nets = read_network_pickle(path)
+    if data is None:
+        recorded = (nets.info.get("training_set_kwargs") or {}).get("path")
+        raise UsageError(
+            f"--data: {Path(path).name} is an official network pickle, which holds no data this "
+            f"library can read (its run used {recorded!r}); pass the real images",
+            field="--data",
+        )
+    G = generator_from_pickle(nets, device=device)
+    spec = ExperimentSpec.validate_dict(
+        {"data": {"conditional": G.c_dim > 0}}, source=f"defaults for {Path(path).name}"
+    )
+    return G, spec, {}
+
+
 def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: Any) -> Any:
     """The data section to evaluate against: the run's own data (a hand-built run's recorded
     data), or ``path`` at the generator's resolution."""
@@ -332,10 +361,20 @@ def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: 
 def export(
     checkpoint: str, out_dir: str, *, format: str = "safetensors", truncation_psi: float = 1.0
 ) -> Path:
-    """Export a checkpoint's G_ema to ``out_dir``; prints the files, sizes and the check result."""
-    from projected_gan.export import export_checkpoint
+    """Export a checkpoint's G_ema to ``out_dir``; prints the files, sizes and the check result.
 
-    result = export_checkpoint(checkpoint, out_dir, format=format, truncation_psi=truncation_psi)
+    ``checkpoint`` may also be an official network pickle (see :func:`convert`)."""
+    from projected_gan.export import export_checkpoint
+    from projected_gan.official import convert_network_pickle, is_network_pickle
+
+    if is_network_pickle(checkpoint):
+        result = convert_network_pickle(
+            checkpoint, out_dir, format=format, truncation_psi=truncation_psi
+        )
+    else:
+        result = export_checkpoint(
+            checkpoint, out_dir, format=format, truncation_psi=truncation_psi
+        )
     for path in result.files:
         print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
     print(
@@ -432,3 +471,33 @@ def _size(nbytes: int) -> str:
 
 
 # --- end data ---
+
+
+# --- convert (#26: official network pickles) ---
+def convert(pickle_path: str, out_dir: str, *, model: str = "G_ema") -> Path:
+    """An official Projected GAN network pickle as an export folder (safetensors + config.json,
+    model card, samples), read without running anything in the pickle; prints what was read."""
+    from projected_gan.official import convert_network_pickle, read_network_pickle
+
+    nets = read_network_pickle(pickle_path)
+    info = nets.info
+    kimg = f", {info['kimg']:g} kimg" if "kimg" in info else ""
+    print(
+        f"read {nets.path.name} (sha256 {nets.sha256[:16]}...): official --cfg={info['cfg']}, "
+        f"{info['resolution']} px, {info['c_dim']} classes{kimg}; nothing in it was run"
+    )
+    for key, record in info["models"].items():
+        left = record["left_at_init"]
+        note = f", {len(left)} of ours left at initialisation" if left else ""
+        print(f"  {key}: {record['tensors']} tensors mapped{note}")
+    result = convert_network_pickle(nets, out_dir, model=model)
+    for path in result.files:
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
+    print(
+        f"reloaded and checked against the converted {model}: "
+        f"max abs diff {result.max_abs_diff:.3g}"
+    )
+    return result.folder
+
+
+# --- end convert ---

@@ -57,10 +57,15 @@ def load_generator(
 
     Works for spec-built and hand-built runs alike (the checkpoint records the generator's
     registered name and arguments); needs no spec and does not import the trainer. ``path`` may
-    also be an export folder from ``projected-gan export`` (G_ema only).
+    also be an export folder from ``projected-gan export`` (G_ema only), or a network pickle of
+    the official Projected GAN code (read without running anything in it, see
+    :mod:`projected_gan.official`).
     """
     from projected_gan.export import is_export_dir, load_exported_generator
+    from projected_gan.official import generator_from_pickle, is_network_pickle
 
+    if is_network_pickle(path):
+        return generator_from_pickle(path, model="G_ema" if ema else "G", device=device)
     if is_export_dir(path):
         if not ema:
             raise UsageError(f"{path} is an export folder, which holds G_ema only; drop --no-ema")

@@ -35,8 +35,9 @@ class SpectralNorm(nn.Module):
         mat = self._matrix(weight.detach().float())
         self.register_buffer("_u", F.normalize(mat.new_empty(mat.shape[0]).normal_(), dim=0))
         self.register_buffer("_v", F.normalize(mat.new_empty(mat.shape[1]).normal_(), dim=0))
-        with torch.no_grad():
-            self._power_iteration(mat, 15)  # start from a good estimate, as torch does
+        if mat.device.type != "meta":  # meta tensors (shape-only builds) hold no values
+            with torch.no_grad():
+                self._power_iteration(mat, 15)  # start from a good estimate, as torch does
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.movedim(self.dim, 0).reshape(weight.shape[self.dim], -1)

@@ -183,6 +183,15 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
         count_text = "unknown count" if count is None else f"{count} images ({data['counted']})"
         rows.append(("data", f"`{data.get('name')}`, {count_text}"))
         rows.append(("exported from", f"`{training['checkpoint']}` ({training['model']})"))
+        official = training.get("official")
+        if official:
+            rows.append(
+                (
+                    "converted from",
+                    f"an official Projected GAN network pickle (--cfg={official['cfg']}, sha256 "
+                    f"`{official['sha256'][:16]}...`)",
+                )
+            )
     lines = [
         f"# `{gen['name']}` generator, {res}x{res}",
         "",
@@ -218,6 +227,12 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
                 for k, v in metrics["values"].items()
             ),
         ]
+    elif training.get("official"):
+        best = training["official"].get("best_fid50k_full_so_far")
+        lines.append(
+            "The official pickle records no metric of this snapshot"
+            + ("." if best is None else f"; the best fid50k_full of its run so far was {best:g}.")
+        )
     else:
         lines.append("No metrics were computed during training.")
     if samples_name:

@@ -25,7 +25,6 @@ to install.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import pickle
@@ -36,6 +35,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from projected_gan.hashing import file_sha256
 
 __all__ = [
     "FID_HELPER_SHA256",
@@ -199,14 +200,6 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") for n in archive.namelist())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_torchscript_conv_layers(
     path: str | os.PathLike, sha256: str | None = None
 ) -> list[dict[str, torch.Tensor]]:
@@ -221,7 +214,7 @@ def read_torchscript_conv_layers(
     """
     path = Path(path)
     sha256 = sha256 or FID_HELPER_SHA256
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != sha256:
         raise MetricWeightsError(
             _how_to_get(f"{path} has sha256 {actual}, expected {sha256} ({FID_HELPER_FILE}).")

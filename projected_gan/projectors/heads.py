@@ -90,7 +90,7 @@ def _frozen_conv(cin: int, cout: int, kernel: int) -> nn.Conv2d:
 
 def _draw_(tensor: Tensor, generator: torch.Generator, low: float, high: float) -> None:
     # drawn on the CPU, then copied: the same values whatever device the head lives on
-    tensor.copy_(torch.empty(tensor.shape).uniform_(low, high, generator=generator))
+    tensor.copy_(torch.empty(tensor.shape, device="cpu").uniform_(low, high, generator=generator))
 
 
 @PROJECTION_HEADS.register("ccm")
