@@ -284,3 +284,53 @@ def test_init_flags_and_init_only_starting_a_run(source, tmp_path, capsys):
     trainer.counters.nimg, trainer.counters.step = 4, 1  # as after one step
     with pytest.raises(InitError, match="already trained"):
         init_from(trainer, path)
+
+
+@pytest.mark.slow  # two lite0 trunks pickled and read back: ~20 s of CPU
+@pytest.mark.parametrize("trunk_weights", ["shipped", "other"])
+def test_an_official_pickle_seeds_g_g_ema_and_the_heads_on_its_own_trunk(tmp_path, trunk_weights):
+    """An official network-snapshot.pkl (written here in the official layout) as SOURCE: G and
+    G_ema copy; D's heads and projection copy only when the pickle's lite0 trunk is the shipped
+    ImageNet one this library uses, since the heads judged that trunk's features."""
+    from projected_gan.projectors.weights import create_timm_model
+    from tests import official_structure as official
+    from tests.test_official import _randomise
+
+    # The official D at 32 px upsamples to 224 (interp224): our lite0 with input_size 224.
+    run_args = ("discriminator.feature_network.input_size=224",)
+    template = build_from_spec(tiny_spec(tmp_path / "template", *run_args))
+    G, G_ema, D = (copy_of(m) for m in (template.G, template.G_ema, template.D))
+    for i, module in enumerate((G, G_ema, D)):
+        _randomise(module, 20 + i)
+    timm_lite0 = create_timm_model("tf_efficientnet_lite0", pretrained=trunk_weights == "shipped")
+    trunk = official.lite0_trunk(timm_lite0)
+    data = official.snapshot(
+        official.fastgan_generator(G.eval()),
+        official.fastgan_generator(G_ema.eval()),
+        official.projected_discriminator(D.eval(), trunk, 32),
+    )
+    pkl = official.dump(data, tmp_path / "network-snapshot.pkl")
+
+    trainer = build_from_spec(tiny_spec(tmp_path / "run", *run_args, f"train.init.source={pkl}"))
+    record = trainer.init_record
+    assert record["kind"] == "official_pickle" and record["file"] == str(pkl)
+    assert record["sha256"] == hashlib.sha256(pkl.read_bytes()).hexdigest()
+    assert equal_states(trainer.G, G.state_dict())
+    assert equal_states(trainer.G_ema, G_ema.state_dict())
+    assert record["modules"]["G"]["copied"] == record["modules"]["G"]["total"]
+    own_heads = heads(trainer.D)
+    if trunk_weights == "shipped":
+        assert all(torch.equal(v, D.state_dict()[k]) for k, v in own_heads.items())
+        assert equal_states(trainer.D.projector.head, D.projector.head.state_dict())
+        assert record["modules"]["D"]["copied"] == len(own_heads)
+    else:  # heads trained on other trunk weights start fresh, and the record says why
+        fresh = heads(template.D)  # same seed, same spec: the initial heads
+        assert all(torch.equal(v, fresh[k]) for k, v in own_heads.items())
+        assert record["modules"]["D"]["copied"] == 0
+        assert any("differs from the shipped ImageNet weights" in n for n in record["notes"])
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module).cpu()

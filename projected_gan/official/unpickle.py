@@ -370,8 +370,8 @@ def load_network_pickle(
         unpickler = RestrictedUnpickler(f, allow_sources)
         try:
             root = unpickler.load()
-        except OfficialPickleError:
-            raise
+        except OfficialPickleError as exc:  # a refusal: say which file it came from
+            raise OfficialPickleError(f"{path}: {exc}") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as exc:
             raise OfficialPickleError(
                 f"{path} is not a readable network pickle (truncated or corrupt?): "

@@ -18,7 +18,6 @@ Anything else, or a damaged file, is an :class:`InitError` (exit code 2 on the c
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,6 @@ __all__ = ["CHECKPOINT_CHOICES", "InitError", "InitSource", "read_init_source"]
 
 FIELD = "train.init.source"
 CHECKPOINT_CHOICES = ("latest", "best")
-# The official code's D: timm's ImageNet tf_efficientnet_lite0 fed the image at its own size,
-# which is this library's tf_efficientnet_lite0 with its default arguments (equal within 1e-5
-# at 256 px; at 224 px and above no resize applies). Used when a pickle reader does not say.
-OFFICIAL_FEATURE_NETWORK = "tf_efficientnet_lite0"
 
 
 class InitError(InputError):
@@ -216,30 +211,27 @@ def _read_export(path: Path) -> InitSource:
 
 
 def _read_pickle(path: Path) -> InitSource:
-    """An official network pickle, through ``projected_gan.official`` (imported on use)."""
-    try:
-        # importlib rather than an import statement: this dependency is optional until the
-        # official-pickle reader ships, and a missing module must be an input error here.
-        official = importlib.import_module("projected_gan.official")
-    except ModuleNotFoundError as exc:
-        if exc.name != "projected_gan.official":
-            raise
-        raise InitError(
-            f"{FIELD} {str(path)!r}: official network pickles (.pkl) cannot be read by this "
-            "version of projected-gan; give a run folder, checkpoint or export folder",
-            field=FIELD,
-        ) from None
-    net = official.read_network_pickle(path)  # raises an InputError for anything it refuses
+    """An official network pickle, read by :mod:`projected_gan.official` (no code in it runs)."""
+    from projected_gan.official import read_network_pickle
+
+    net = read_network_pickle(path)  # raises an InputError for anything it refuses
     models = {k: v for k, v in net.models.items() if k in ("G", "G_ema", "D")}
-    nets = getattr(net, "feature_networks", None)
-    notes = []
-    if nets is None and "D" in models:
-        defaults = FEATURE_NETWORKS.entry(OFFICIAL_FEATURE_NETWORK).defaults()
-        nets = [{"name": OFFICIAL_FEATURE_NETWORK, **defaults, "pretrained": True}]
-        notes.append(
-            "the official D's heads were trained on ImageNet tf_efficientnet_lite0, taken as "
-            "this library's tf_efficientnet_lite0 with default arguments"
-        )
+    nets, notes = None, []
+    if "D" in models and net.discriminator:
+        # The heads judged the official lite0 trunk's features: this library's network with
+        # the resize rule the pickle's interp224 flag stands for, when the trunk is the shipped
+        # ImageNet lite0 (the reader compares them).
+        form = dict(net.discriminator["kwargs"]["feature_network"])
+        name = form.pop("name")
+        nets = [{"name": name, **FEATURE_NETWORKS.entry(name).defaults(), **form}]
+        trunk = net.info.get("feature_network") or {}
+        if trunk.get("equal_to_shipped_imagenet_weights") is False:
+            del models["D"]
+            notes.append(
+                f"the pickle's {name} trunk differs from the shipped ImageNet weights (max abs "
+                f"diff {trunk.get('max_abs_diff_to_shipped_imagenet_weights')}), so D's heads "
+                "start fresh"
+            )
     return InitSource(
         source=path,
         kind="official_pickle",
@@ -248,6 +240,6 @@ def _read_pickle(path: Path) -> InitSource:
         models=models,
         generator=net.generator,
         feature_networks=nets,
-        kimg=getattr(net, "kimg", None),
+        kimg=net.info.get("kimg"),
         notes=notes,
     )
