@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from projected_gan.errors import UsageError
-from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError
+from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError, parts_table
 
 EXIT_USAGE = 2
 
@@ -31,18 +31,6 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
     return deco
 
 
-def parts_table(plugins: bool = False) -> str:
-    """Markdown table of the registered parts (built-ins only unless ``plugins``)."""
-    rows = ["| kind | name | summary |", "| --- | --- | --- |"]
-    for kind, registry in REGISTRIES.items():
-        for name in registry.names(plugins=plugins):
-            entry = registry.entry(name)
-            alias = f" (alias: {', '.join(entry.aliases)})" if entry.aliases else ""
-            summary = entry.summary.replace("|", "\\|")
-            rows.append(f"| {kind} | `{name}`{alias} | {summary} |")
-    return "\n".join(rows)
-
-
 def _list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", nargs="?", choices=list(REGISTRIES), help="kind of part (default: all)")
     p.add_argument("--pattern", default="*", help="fnmatch filter on names, e.g. 'tf_*'")
@@ -61,21 +49,8 @@ def _run_list(args: argparse.Namespace) -> int:
         names = registry.names(args.pattern)
         width = max((len(n) for n in names), default=0)
         for name in names:
-            print("  " + _list_line(registry, name, width))
+            print("  " + registry.summary_line(name, width))
     return 0
-
-
-def _list_line(registry, name: str, width: int) -> str:
-    """``name  summary  (alias: ...)`` for a built-in; ``name  [plugin: dist version]`` for a
-    plugin, whose module is not imported just to be listed."""
-    dist = registry.plugin_distribution(name)
-    if dist:
-        return f"{name}  [plugin: {dist}]"
-    entry = registry.entry(name)
-    line = f"{name:<{width}}  {entry.summary}"
-    if entry.aliases:
-        line += f"  (alias: {', '.join(entry.aliases)})"
-    return line.rstrip()
 
 
 def _describe_args(p: argparse.ArgumentParser) -> None:
@@ -119,8 +94,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "--init",
         metavar="SOURCE",
         help="start this new run from trained weights: a run folder (newest checkpoint; "
-        "--set train.init.checkpoint=best for its best), a checkpoint file or an export folder "
-        "(sets train.init.source)",
+        "--set train.init.checkpoint=best for its best), a checkpoint file, an export folder "
+        "or an official network .pkl (sets train.init.source)",
     )
     p.add_argument(
         "--init-partial",

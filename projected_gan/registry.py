@@ -56,6 +56,7 @@ __all__ = [
     "get_registry",
     "list_parts",
     "part_config",
+    "parts_table",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/?$")
@@ -316,6 +317,18 @@ class Registry:
         slot = self._plugin_slots().get(name)
         return None if slot is None else f"{slot.distribution} {slot.version}"
 
+    def summary_line(self, name: str, width: int = 0) -> str:
+        """``name  summary  (alias: ...)`` for a built-in; ``name  [plugin: dist version]`` for
+        a plugin, whose module is not imported just to be listed."""
+        dist = self.plugin_distribution(name)
+        if dist:
+            return f"{name}  [plugin: {dist}]"
+        entry = self.entry(name)
+        line = f"{name:<{width}}  {entry.summary}"
+        if entry.aliases:
+            line += f"  (alias: {', '.join(entry.aliases)})"
+        return line.rstrip()
+
     def describe(self, name: str) -> str:
         """Human-readable card: summary, signature with defaults, aliases, tags, source."""
         e = self.entry(name)
@@ -389,6 +402,18 @@ def list_parts(kind: str | None = None, pattern: str = "*") -> dict[str, list[st
     if kind is not None:
         return get_registry(kind).names(pattern)
     return {k: r.names(pattern) for k, r in REGISTRIES.items()}
+
+
+def parts_table(plugins: bool = False) -> str:
+    """Markdown table of the registered parts (built-ins only unless ``plugins``): README's."""
+    rows = ["| kind | name | summary |", "| --- | --- | --- |"]
+    for kind, registry in REGISTRIES.items():
+        for name in registry.names(plugins=plugins):
+            entry = registry.entry(name)
+            alias = f" (alias: {', '.join(entry.aliases)})" if entry.aliases else ""
+            summary = entry.summary.replace("|", "\\|")
+            rows.append(f"| {kind} | `{name}`{alias} | {summary} |")
+    return "\n".join(rows)
 
 
 def create_from_config(config: dict[str, Any]) -> Any:

@@ -296,7 +296,7 @@ def test_a_snapshot_pickled_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
 
 
 def test_eval_of_a_pickle_uses_the_default_spec_with_the_given_data(generator_pickle):
-    from projected_gan.commands import _network_pickle_for_eval
+    from projected_gan.commands.evaluation import _network_pickle_for_eval
 
     path, G_ema = generator_pickle
     G, spec, meta = _network_pickle_for_eval(str(path), "my_images/", torch.device("cpu"))

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from projected_gan.cli import parts_table
+from projected_gan.registry import parts_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

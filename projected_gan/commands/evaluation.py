@@ -1,0 +1,212 @@
+"""``projected-gan eval``: metrics of a checkpoint, an official pickle or two image folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from projected_gan.atomic import atomic_write_json
+from projected_gan.devices import resolve_device
+from projected_gan.errors import UsageError
+from projected_gan.training.spec import ExperimentSpec
+
+__all__ = ["evaluate_checkpoint", "evaluate_image_folders"]
+
+
+def _metric_options(
+    feature_network: str | None, inception_weights: str | None, fd_default: str | None = None
+) -> dict[str, Any]:
+    """``--feature-network`` moves fd, kid and pr; ``--inception-weights`` feeds every metric in
+    the Inception space."""
+    options: dict[str, Any] = {}
+    if feature_network:
+        options["feature_network"] = feature_network
+    elif fd_default:
+        options["fd"] = {"feature_network": fd_default}
+    if inception_weights:
+        options["weights"] = inception_weights
+    return options
+
+
+def _comparability(key: str, space: str) -> str:
+    if space != "inception":
+        return "for this library's runs only"
+    if key in ("precision", "recall"):
+        return "the paper measures in VGG-16 space"
+    return "comparable with papers"
+
+
+def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, str]:
+    """A table of the results, each with its feature space (KID x 10^3, as papers print it);
+    returns ``{result: space}``."""
+    spaces = {key: getattr(m, "space", "?") for m in metrics for key in m.results}
+    rows = []
+    for key, value in results.items():
+        scaled = key in ("kid", "kid_std")
+        space = spaces.get(key, "?")
+        rows.append(
+            (
+                f"{key} x10^3" if scaled else key,
+                f"{value * 1e3 if scaled else value:.6g}",
+                f"{space} ({_comparability(key, space)})",
+            )
+        )
+    width, digits = (max(len(r[i]) for r in rows) for i in (0, 1))
+    print(f"{'metric':<{width}}  {'value':>{digits}}  space")
+    for label, value, space in rows:
+        print(f"{label:<{width}}  {value:>{digits}}  {space}")
+    return spaces
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    *,
+    data: str | None = None,
+    metrics: str | None = None,
+    num: int = 10_000,
+    batch: int | None = None,
+    feature_network: str | None = None,
+    inception_weights: str | None = None,
+    precision: str | None = None,
+    json_out: str | None = None,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Metrics of a checkpoint's G_ema against a dataset (default: the run's own data and its
+    ``metrics.names``, else ``fd``).
+
+    Fakes are drawn as in training (same latents, the run's precision, memory layout and metric
+    batch), so ``--num`` equal to the run's ``metrics.num_images`` reproduces its logged scores.
+    """
+    import torch
+
+    from projected_gan.inference import (
+        evaluate_generator,
+        generator_from_checkpoint,
+        resolve_checkpoint,
+    )
+    from projected_gan.metrics import build_metrics
+    from projected_gan.official import is_network_pickle
+    from projected_gan.training.assemble import metric_batch
+    from projected_gan.training.build import load_dataset
+
+    if num < 2:
+        raise UsageError(f"--num must be at least 2, got {num}", field="--num")
+    dev = resolve_device(device)
+    if is_network_pickle(checkpoint):
+        G, spec, meta = _network_pickle_for_eval(checkpoint, data, dev)
+    else:
+        ckpt = resolve_checkpoint(checkpoint)
+        G = generator_from_checkpoint(ckpt, device=dev)
+        spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
+        meta = ckpt.meta
+    if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
+        G = G.to(memory_format=torch.channels_last)
+    spec = spec.model_copy(update={"data": _eval_data(spec, meta, data, G)})
+    dataset = load_dataset(spec)
+    weights = inception_weights or spec.metrics.fid_weights
+    options = _metric_options(feature_network, weights, spec.metrics.feature_network)
+    built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
+    results = evaluate_generator(
+        G,
+        dataset,
+        metrics=built,
+        num_images=num,
+        batch_size=batch or metric_batch(spec),
+        device=dev,
+        seed=spec.train.seed,
+        precision=precision or spec.train.precision,
+        mirror=spec.data.mirror,
+    )
+    spaces = _print_results(results, built)
+    if json_out:
+        record = {"checkpoint": str(checkpoint), "data": dataset.source, "num_images": num}
+        atomic_write_json(json_out, {**record, **results, "spaces": spaces})
+    return results
+
+
+def evaluate_image_folders(
+    real: str | None,
+    fake: str | None,
+    *,
+    metrics: str = "fid",
+    resolution: int | None = None,
+    batch: int = 64,
+    feature_network: str | None = None,
+    inception_weights: str | None = None,
+    json_out: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Metrics of the images in ``fake`` against those in ``real`` (folders or zips)."""
+    from projected_gan.metrics import build_metrics, evaluate_folders, folder_resolution
+
+    if not real or not fake:
+        raise UsageError("give both --real DIR_OR_ZIP and --fake DIR_OR_ZIP", field="--real")
+    resolution = resolution or folder_resolution(fake)
+    built = build_metrics(metrics, **_metric_options(feature_network, inception_weights))
+    print(f"reading both sets at {resolution}x{resolution}", file=sys.stderr)
+    results = evaluate_folders(
+        real,
+        fake,
+        built,
+        resolution=resolution,
+        batch_size=batch,
+        device=resolve_device(device),
+        progress=progress,
+    )
+    spaces = _print_results(results, built)
+    if json_out:
+        record = {"real": str(real), "fake": str(fake), "resolution": resolution}
+        atomic_write_json(json_out, {**record, **results, "spaces": spaces})
+    return results
+
+
+def _network_pickle_for_eval(
+    path: str, data: str | None, device: Any
+) -> tuple[Any, ExperimentSpec, dict[str, Any]]:
+    """G_ema of an official network pickle, and the default spec to evaluate it with: a
+    pickle records no spec, so the metrics, seed, precision and batch are this library's
+    defaults, and the real images must be given."""
+    from projected_gan.official import generator_from_pickle, read_network_pickle
+
+    nets = read_network_pickle(path)
+    if data is None:
+        recorded = (nets.info.get("training_set_kwargs") or {}).get("path")
+        raise UsageError(
+            f"--data: {Path(path).name} is an official network pickle, which holds no data this "
+            f"library can read (its run used {recorded!r}); pass the real images",
+            field="--data",
+        )
+    G = generator_from_pickle(nets, device=device)
+    spec = ExperimentSpec.validate_dict(
+        {"data": {"conditional": G.c_dim > 0}}, source=f"defaults for {Path(path).name}"
+    )
+    return G, spec, {}
+
+
+def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: Any) -> Any:
+    """The data section to evaluate against: the run's own data (a hand-built run's recorded
+    data), or ``path`` at the generator's resolution."""
+    d = spec.data
+    recorded = meta.get("data")
+    if not meta.get("built_from_spec", True):
+        if recorded:
+            d = d.model_copy(
+                update={
+                    "path": recorded["path"],
+                    "conditional": recorded["use_labels"],
+                    "max_images": recorded["max_images"],
+                    "mirror": recorded["mirror"],
+                }
+            )
+        elif path is None:
+            raise UsageError(
+                "--data: this checkpoint comes from a hand-built run that recorded no data; "
+                "say which images to compare with",
+                field="--data",
+            )
+    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", d.resolution))}
+    if path is not None:
+        update["path"] = path
+    return d.model_copy(update=update)
