@@ -67,6 +67,7 @@ CANDIDATES: dict[str, list[str]] = {
     "res32_fnet64": [*BEFORE, "data.resolution=32", F64],
     "batch8": [*BEFORE, "train.batch=8"],
     "bf16": [*BEFORE, "train.precision=bf16"],
+    "fnet64_bf16": [*BEFORE, F64, "train.precision=bf16"],  # minimal_cpu in bf16 (#27)
     # combined
     "blur1_f64": [*BEFORE, BLUR, F64],
     "blur1_b8_f64": [*BEFORE, BLUR, "train.batch=8", F64],

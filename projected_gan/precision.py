@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["AUTO_CUDA", "PRECISIONS", "Precision", "fp32_region", "resolve_precision"]
+__all__ = [
+    "AUTO_CUDA",
+    "PRECISIONS",
+    "Precision",
+    "cpu_has_native_bf16",
+    "fp32_region",
+    "resolve_precision",
+]
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "bf16_fp32_features")
 # What "auto" means on CUDA. See benchmarks/README.md, "precision_parity.py", for the numbers.
@@ -75,6 +82,17 @@ def resolve_precision(mode: str, device: torch.device | str, tf32: bool | None =
         fp32_features=mode == "bf16_fp32_features",
         tf32=use_tf32 and cuda,
     )
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), as torch reports it.
+
+    Only there does bf16 autocast speed CPU training up (1.6-1.75x a step on an AMX Xeon,
+    ``benchmarks/README.md``); elsewhere bf16 is emulated and no faster than fp32. ``auto``
+    does not use it: the CPU demo (``examples/train_minimal.py``) opts in, by measurement.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, torch>=2.1
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def fp32_region(device_type: str) -> Any:
