@@ -1,6 +1,6 @@
 """Train a Projected GAN end to end on the flower photos shipped with the package.
 
-    python examples/train_minimal.py                # ~11 minutes on a 2-core CPU
+    python examples/train_minimal.py                # 6-11 minutes on a 2-core CPU
     python examples/train_minimal.py --kimg 200     # longer (use a GPU)
     python examples/train_minimal.py --data ./my_images --set data.resolution=128
 
