@@ -17,9 +17,8 @@ import sys
 
 import torch
 
-from projected_gan import ExperimentSpec, build_from_spec
+from projected_gan import ExperimentSpec, build_from_spec, cpu_has_native_bf16
 from projected_gan.commands import generate
-from projected_gan.precision import cpu_has_native_bf16
 
 
 def demo_overrides(

@@ -21,7 +21,7 @@ from projected_gan.configs import part_config
 from projected_gan.data import InfiniteBatches, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.inference import load_generator
-from projected_gan.precision import PRECISIONS, resolve_precision
+from projected_gan.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision
 from projected_gan.registry import (
     AUGMENTATIONS,
     DISCRIMINATORS,
@@ -82,6 +82,7 @@ __all__ = [
     "__version__",
     "augmentations",
     "build_from_spec",
+    "cpu_has_native_bf16",
     "create",
     "create_from_config",
     "data",
