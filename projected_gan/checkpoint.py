@@ -28,6 +28,7 @@ from safetensors.torch import save as st_save
 
 from projected_gan.atomic import atomic_write
 from projected_gan.configs import PIPELINE_ARGS
+from projected_gan.errors import InputError
 
 __all__ = [
     "CHECKPOINT_GLOB",
@@ -49,7 +50,7 @@ CHECKPOINT_GLOB = "snapshot-*.safetensors"
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d+)\.safetensors$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint file that is missing, truncated, foreign, or does not fit the model."""
 
 

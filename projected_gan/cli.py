@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from projected_gan.errors import UsageError
-from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError, parts_table
+from projected_gan.registry import REGISTRIES, parts_table
+from projected_gan.sources import HELP as SOURCE_HELP
 
 EXIT_USAGE = 2
 
@@ -93,9 +94,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--init",
         metavar="SOURCE",
-        help="start this new run from trained weights: a run folder (newest checkpoint; "
-        "--set train.init.checkpoint=best for its best), a checkpoint file, an export folder "
-        "or an official network .pkl (sets train.init.source)",
+        help=f"start this new run from trained weights (sets train.init.source): {SOURCE_HELP}; "
+        "--set train.init.checkpoint=best takes a run folder's best checkpoint",
     )
     p.add_argument(
         "--init-partial",
@@ -129,8 +129,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
-        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
-        "official network .pkl",
+        help=SOURCE_HELP,
     )
     p.add_argument("--seeds", default="0-15", help="e.g. 0-7,12 (default 0-15)")
     p.add_argument("--grid", metavar="OUT.png", help="write one grid image")
@@ -161,8 +160,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _interpolate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
-        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
-        "official network .pkl",
+        help=SOURCE_HELP,
     )
     p.add_argument("out", help="output .gif (or .mp4 with imageio installed)")
     p.add_argument("--seeds", default="0-3", help="key frames, e.g. 1,2,3")
@@ -196,9 +194,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
         nargs="?",
-        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
-        "official network .pkl (a pickle records no spec: give --data; metrics, seed, precision "
-        "and batch are then this library's defaults)",
+        help=f"{SOURCE_HELP}. A pickle or an export records no spec: give --data; metrics, seed, "
+        "precision and batch are then this library's defaults",
     )
     p.add_argument("--real", metavar="DIR_OR_ZIP", help="real images: compare with --fake")
     p.add_argument("--fake", metavar="DIR_OR_ZIP", help="generated images (made by anything)")
@@ -280,12 +277,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- export (#21) ---
+# --- export ---
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "checkpoint",
-        help="a run folder (newest checkpoint), a .safetensors file, an export folder, or an "
-        "official network .pkl",
+        help=SOURCE_HELP,
     )
     p.add_argument("out_dir", help="export folder (new, empty, or a previous export)")
     p.add_argument(
@@ -310,7 +306,7 @@ def _run_export(args: argparse.Namespace) -> int:
 # --- end export ---
 
 
-# --- data (#25) ---
+# --- data ---
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="image folder or zip (labels: dataset.json or class sub-folders)")
     p.add_argument("--resolution", type=int, required=True, help="side R of the training images")
@@ -346,7 +342,7 @@ def _run_data(args: argparse.Namespace) -> int:
 # --- end data ---
 
 
-# --- convert (#26: official network pickles) ---
+# --- convert (official network pickles) ---
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "pickle",
@@ -390,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(command: str, exc: Exception) -> str:
+    """``projected-gan CMD: <headline>: <message>``; a message of several lines (a spec's list
+    of problems) goes below the headline, indented."""
+    text = str(exc)
+    headline = getattr(exc, "headline", "error")
+    if "\n" not in text:
+        return f"projected-gan {command}: {headline}: {text}"
+    lines = "\n".join(f"  {line}" for line in text.splitlines())
+    return f"projected-gan {command}: {headline}:\n{lines}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code.
 
@@ -399,22 +406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     (exit 1).
     """
     import projected_gan  # noqa: F401  (registers the built-in parts)
-    from projected_gan.checkpoint import CheckpointError
     from projected_gan.errors import InputError
-    from projected_gan.metrics import MetricWeightsError
-    from projected_gan.training.spec import SpecError
     from projected_gan.training.state import TrainingStopped
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args._run(args)
-    except SpecError as exc:
-        lines = "\n".join(f"  {line}" for line in str(exc).splitlines())
-        print(f"projected-gan {args.command}: invalid spec:\n{lines}", file=sys.stderr)
-        return EXIT_USAGE
-    except (InputError, UnknownPartError, PluginError, CheckpointError, MetricWeightsError) as exc:
-        print(f"projected-gan {args.command}: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # every error a user can cause; anything else is a bug
+        print(error_message(args.command, exc), file=sys.stderr)
         return EXIT_USAGE
     except TrainingStopped as exc:
         print(f"projected-gan {args.command}: {exc}", file=sys.stderr)

@@ -12,7 +12,10 @@ __all__ = ["InputError", "PartBuildError", "UsageError"]
 
 
 class InputError(ValueError):
-    """Bad input: a spec, data, a part's arguments, a device, a command-line flag.
+    """Bad input: a spec, data, a part's arguments, a device, a command-line flag, a file that is
+    no run, checkpoint, export or network pickle, missing weights. Every error a user can cause
+    derives from this one type: the command line catches it alone and exits 2 with the message
+    (``tests/test_user_errors.py`` checks every exception class of the package).
 
     Args:
         message: what is wrong and what was expected.
@@ -23,6 +26,9 @@ class InputError(ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+    #: How the command line introduces the message: ``projected-gan CMD: <headline>: <message>``.
+    headline = "error"
 
 
 class PartBuildError(InputError):

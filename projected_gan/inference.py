@@ -53,20 +53,24 @@ def generator_from_checkpoint(
 def load_generator(
     path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Rebuild the generator of a run folder or checkpoint file from the checkpoint alone.
+    """The generator (G_ema by default) at ``path``, in eval mode on ``device``.
 
-    Works for spec-built and hand-built runs alike (the checkpoint records the generator's
-    registered name and arguments); needs no spec and does not import the trainer. ``path`` may
-    also be an export folder from ``projected-gan export`` (G_ema only), or a network pickle of
+    ``path`` is any kind :func:`projected_gan.sources.identify` tells apart: a run folder (its
+    newest checkpoint), a checkpoint file, an export folder (G_ema only), or a network pickle of
     the official Projected GAN code (read without running anything in it, see
-    :mod:`projected_gan.official`).
+    :mod:`projected_gan.official`). Needs no spec and does not import the trainer: checkpoints
+    and exports record the generator's registered name and arguments.
     """
-    from projected_gan.export import is_export_dir, load_exported_generator
-    from projected_gan.official import generator_from_pickle, is_network_pickle
+    from projected_gan import sources
 
-    if is_network_pickle(path):
+    kind = sources.identify(path)
+    if kind == sources.NETWORK_PICKLE:
+        from projected_gan.official import generator_from_pickle
+
         return generator_from_pickle(path, model="G_ema" if ema else "G", device=device)
-    if is_export_dir(path):
+    if kind == sources.EXPORT:
+        from projected_gan.export import load_exported_generator
+
         if not ema:
             raise UsageError(f"{path} is an export folder, which holds G_ema only; drop --no-ema")
         return load_exported_generator(path, device=device)

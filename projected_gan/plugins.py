@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from projected_gan.errors import InputError
+
 __all__ = [
     "DISABLE_ENV",
     "PluginError",
@@ -28,7 +30,7 @@ __all__ = [
 DISABLE_ENV = "PROJECTED_GAN_DISABLE_PLUGINS"
 
 
-class PluginError(RuntimeError):
+class PluginError(InputError):
     """A plugin entry point that cannot be imported or does not give a callable."""
 
 

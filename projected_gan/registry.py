@@ -62,11 +62,8 @@ __all__ = [
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/?$")
 
 
-class UnknownPartError(KeyError):
+class UnknownPartError(InputError):
     """A name that no registry entry (built-in or plugin) answers to."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -264,7 +261,7 @@ class Registry:
         entry = self.entry(name)
         try:
             part = entry.factory(**kwargs)
-        except (InputError, UnknownPartError, PluginError):
+        except InputError:
             raise  # already says what is wrong (and, for a PartBuildError, which argument)
         except Exception as exc:
             if type(exc).__module__.startswith("projected_gan."):

@@ -16,7 +16,6 @@ import projected_gan as pg
 from projected_gan.official import (
     OfficialPickleError,
     generator_from_pickle,
-    is_network_pickle,
     read_network_pickle,
 )
 from tests import official_structure as official
@@ -248,16 +247,6 @@ def test_a_tensor_of_another_shape_is_refused_naming_it(tmp_path):
     path = official.dump(official.snapshot(theirs, theirs, None), tmp_path / "bad.pkl")
     with pytest.raises(OfficialPickleError, match=r"to_rgb.*5, 5.*expected"):
         read_network_pickle(path)
-
-
-def test_is_network_pickle(tmp_path, generator_pickle):
-    assert is_network_pickle(generator_pickle[0])
-    other = tmp_path / "snapshot.bin"
-    other.write_bytes(pickle.dumps({}, protocol=4))
-    assert is_network_pickle(other)  # by its header
-    st = tmp_path / "model.safetensors"
-    st.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    assert not is_network_pickle(st) and not is_network_pickle(tmp_path)
 
 
 def test_convert_generate_and_export_take_a_pickle(tmp_path, generator_pickle, capsys):

@@ -80,21 +80,22 @@ def evaluate_checkpoint(
     """
     import torch
 
+    from projected_gan import sources
     from projected_gan.inference import (
         evaluate_generator,
         generator_from_checkpoint,
         resolve_checkpoint,
     )
     from projected_gan.metrics import build_metrics
-    from projected_gan.official import is_network_pickle
     from projected_gan.training.assemble import metric_batch
     from projected_gan.training.build import load_dataset
 
     if num < 2:
         raise UsageError(f"--num must be at least 2, got {num}", field="--num")
     dev = resolve_device(device)
-    if is_network_pickle(checkpoint):
-        G, spec, meta = _network_pickle_for_eval(checkpoint, data, dev)
+    kind = sources.identify(checkpoint, field="CHECKPOINT")
+    if kind in (sources.NETWORK_PICKLE, sources.EXPORT):
+        G, spec, meta = _generator_alone(checkpoint, kind, data, dev)
     else:
         ckpt = resolve_checkpoint(checkpoint)
         G = generator_from_checkpoint(ckpt, device=dev)
@@ -162,23 +163,22 @@ def evaluate_image_folders(
     return results
 
 
-def _network_pickle_for_eval(
-    path: str, data: str | None, device: Any
+def _generator_alone(
+    path: str, kind: str, data: str | None, device: Any
 ) -> tuple[Any, ExperimentSpec, dict[str, Any]]:
-    """G_ema of an official network pickle, and the default spec to evaluate it with: a
-    pickle records no spec, so the metrics, seed, precision and batch are this library's
+    """G_ema of a network pickle or an export folder, and the default spec to evaluate it with:
+    neither records a run's spec, so the metrics, seed, precision and batch are this library's
     defaults, and the real images must be given."""
-    from projected_gan.official import generator_from_pickle, read_network_pickle
+    from projected_gan import sources
+    from projected_gan.inference import load_generator
 
-    nets = read_network_pickle(path)
     if data is None:
-        recorded = (nets.info.get("training_set_kwargs") or {}).get("path")
         raise UsageError(
-            f"--data: {Path(path).name} is an official network pickle, which holds no data this "
-            f"library can read (its run used {recorded!r}); pass the real images",
+            f"--data: {Path(path).name} is {sources.describe_kind(kind)}, which holds no data "
+            "this library can read; pass the real images",
             field="--data",
         )
-    G = generator_from_pickle(nets, device=device)
+    G = load_generator(path, device=device)
     spec = ExperimentSpec.validate_dict(
         {"data": {"conditional": G.c_dim > 0}}, source=f"defaults for {Path(path).name}"
     )

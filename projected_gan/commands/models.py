@@ -10,15 +10,30 @@ __all__ = ["convert", "export"]
 def export(
     checkpoint: str, out_dir: str, *, format: str = "safetensors", truncation_psi: float = 1.0
 ) -> Path:
-    """Export a checkpoint's G_ema to ``out_dir``; prints the files, sizes and the check result.
+    """Export the G_ema at ``checkpoint`` to ``out_dir``; prints the files, sizes and the check.
 
-    ``checkpoint`` may also be an official network pickle (see :func:`convert`)."""
-    from projected_gan.export import export_checkpoint
-    from projected_gan.official import convert_network_pickle, is_network_pickle
+    ``checkpoint`` is any kind :func:`projected_gan.sources.identify` tells apart: a run folder,
+    a checkpoint, an export folder (re-exported, e.g. to ONNX) or an official network pickle
+    (see :func:`convert`)."""
+    from projected_gan import sources
+    from projected_gan.export import export_checkpoint, export_generator, read_export_config
+    from projected_gan.inference import load_generator
+    from projected_gan.official import convert_network_pickle
 
-    if is_network_pickle(checkpoint):
+    kind = sources.identify(checkpoint, field="CHECKPOINT")
+    if kind == sources.NETWORK_PICKLE:
         result = convert_network_pickle(
             checkpoint, out_dir, format=format, truncation_psi=truncation_psi
+        )
+    elif kind == sources.EXPORT:
+        config = read_export_config(checkpoint)
+        result = export_generator(
+            load_generator(checkpoint),
+            out_dir,
+            format=format,
+            truncation_psi=truncation_psi,
+            config=config["generator"],
+            training=config.get("training"),
         )
     else:
         result = export_checkpoint(
@@ -36,8 +51,10 @@ def export(
 def convert(pickle_path: str, out_dir: str, *, model: str = "G_ema") -> Path:
     """An official Projected GAN network pickle as an export folder (safetensors + config.json,
     model card, samples), read without running anything in the pickle; prints what was read."""
+    from projected_gan import sources
     from projected_gan.official import convert_network_pickle, read_network_pickle
 
+    sources.require(pickle_path, (sources.NETWORK_PICKLE,), "convert", field="PICKLE")
     nets = read_network_pickle(pickle_path)
     info = nets.info
     kimg = f", {info['kimg']:g} kimg" if "kimg" in info else ""

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from projected_gan import distributed
+from projected_gan import distributed, sources
 from projected_gan.errors import UsageError
 from projected_gan.training.spec import ExperimentSpec
 
@@ -48,6 +48,7 @@ def train(
                     "with its own: use one of them",
                     field="--init",
                 )
+            sources.require(resume, (sources.RUN,), "--resume", field="--resume")
             trainer = Trainer.resume(resume, overrides=overrides, device=device)
             if trainer.is_main:
                 print(

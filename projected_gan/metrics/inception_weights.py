@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from projected_gan.errors import InputError
 from projected_gan.hashing import file_sha256
 
 __all__ = [
@@ -63,7 +64,7 @@ NUM_CONV_LAYERS = 94
 _DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class MetricWeightsError(RuntimeError):
+class MetricWeightsError(InputError):
     """A metric's network weights are missing or unreadable; the message says how to get them."""
 
 

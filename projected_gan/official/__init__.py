@@ -14,7 +14,6 @@ from projected_gan.official.unpickle import (
     KNOWN_SOURCES,
     PERSISTENT_CLASSES,
     OfficialPickleError,
-    is_network_pickle,
 )
 
 __all__ = [
@@ -25,6 +24,5 @@ __all__ = [
     "OfficialPickleError",
     "convert_network_pickle",
     "generator_from_pickle",
-    "is_network_pickle",
     "read_network_pickle",
 ]

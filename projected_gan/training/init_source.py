@@ -1,14 +1,15 @@
 """The SOURCE of ``train.init``: trained weights a new run starts from, read before any work.
 
-Four kinds, told apart by what is at the path:
+Four kinds, told apart by what is at the path (:func:`projected_gan.sources.identify`, as for
+every command):
 
 * a **run folder** (``checkpoints/snapshot-*.safetensors``): its newest usable checkpoint, or
   with ``checkpoint="best"`` the one with the best first metric (the run keeps it);
 * a **checkpoint file** (``snapshot-*.safetensors``);
 * an **export folder** (``projected-gan export``: ``config.json`` + ``model.safetensors``):
   G_ema alone, which seeds both G and G_ema; D starts from scratch;
-* an **official network pickle** (``*.pkl``), read by ``projected_gan.official`` (a restricted
-  unpickler: no code in the file runs).
+* an **official network pickle** (``*.pkl``, ``*.pickle``), read by ``projected_gan.official``
+  (a restricted unpickler: no code in the file runs).
 
 Each gives an :class:`InitSource`: state dicts ``"G"``, ``"G_ema"`` and (when there is one)
 ``"D"`` under this library's names, the SHA-256 of the file actually read, and what is known
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from projected_gan import sources
 from projected_gan.checkpoint import (
     CheckpointError,
     find_checkpoints,
@@ -108,23 +110,22 @@ def read_init_source(source: str | Path, checkpoint: str = "latest") -> InitSour
         )
     path = Path(source).expanduser().absolute()
     where = f"{FIELD} {str(source)!r}"
-    if not path.exists():
-        raise InitError(f"{where} does not exist", field=FIELD)
-    if path.is_dir() and is_export_dir(path):
-        _only_latest(checkpoint, where, "an export folder")
-        return _read_export(path)
-    if path.is_dir():
+    try:
+        kind = sources.identify(path, field=FIELD)
+    except sources.SourceError as exc:
+        raise InitError(str(exc), field=FIELD) from None
+    if kind == sources.RUN:
         if not find_checkpoints(path):
             raise InitError(
-                f"{where} is neither a run folder (no checkpoints/snapshot-*.safetensors in it) "
-                "nor an export folder (no config.json)",
+                f"{where} is a run folder without checkpoints (checkpoints/snapshot-*.safetensors)",
                 field=FIELD,
             )
         return _read_run(path, checkpoint, where)
-    if path.suffix.lower() == ".pkl":
-        _only_latest(checkpoint, where, "a network pickle")
+    _only_latest(checkpoint, where, sources.describe_kind(kind))
+    if kind == sources.EXPORT:
+        return _read_export(path)
+    if kind == sources.NETWORK_PICKLE:
         return _read_pickle(path)
-    _only_latest(checkpoint, where, "a checkpoint file")
     return _from_checkpoint(path, "checkpoint", _load(path, where), None)
 
 

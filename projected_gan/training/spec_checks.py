@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from projected_gan.configs import PIPELINE_ARGS
 from projected_gan.errors import InputError
-from projected_gan.registry import REGISTRIES, PluginError, UnknownPartError
+from projected_gan.registry import REGISTRIES
 
 __all__ = [
     "NAME_FIELDS",
@@ -33,6 +33,8 @@ __all__ = [
 
 class SpecError(InputError):
     """An invalid spec. ``problems`` holds ``(field_path, message)`` pairs; ``field`` the first."""
+
+    headline = "invalid spec"
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
@@ -75,7 +77,7 @@ def check_part(
     registry = REGISTRIES[kind]
     try:
         entry = registry.entry(part.name)
-    except (UnknownPartError, PluginError) as exc:
+    except InputError as exc:
         return [(name_path, str(exc))]
     refused = sorted(set(entry.tags) & set(field.refuse_tags if field else ()))
     if refused:
@@ -181,7 +183,7 @@ def build_problems(kind: str, part: PartSpec, path: str) -> list[tuple[str, str]
     refusal goes under ``<path>.<argument>`` when the part names the argument."""
     try:
         REGISTRIES[kind].create(part.name, **part.kwargs)
-    except (InputError, UnknownPartError, PluginError) as exc:
+    except InputError as exc:
         where = getattr(exc, "field", None)
         return [(f"{path}.{where}" if where else path, str(exc))]
     return []
