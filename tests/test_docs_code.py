@@ -183,7 +183,8 @@ def issue_numbers(text: str) -> list[str]:
 
 
 def test_the_issue_pattern_flags_references_and_spares_headings_and_urls():
-    assert issue_numbers("fixed in #25; see issue 27 and issues #3") == ["#25", "issue 27", "issues #3"]
+    found = issue_numbers("fixed in #25; see issue 27 and issues #3")
+    assert found == ["#25", "issue 27", "issues #3"]
     clean = "# Title\n## Section 2\n[a](#section-2) https://x.org/a#L10 &#39; x = y  # 3 px\n"
     assert issue_numbers(clean) == []
 
@@ -242,7 +243,8 @@ def spec_table() -> str:
             if field.exclude:
                 continue
             key = prefix + name
-            nested = [m for m in _models_in(field.annotation) if m.model_config.get("extra") != "allow"]
+            models = _models_in(field.annotation)
+            nested = [m for m in models if m.model_config.get("extra") != "allow"]  # not a part
             if len(nested) == 1 and nested[0] is not ExperimentSpec:
                 if field.description:
                     rows.append(f"| `{key}` | section | | {field.description} |")
