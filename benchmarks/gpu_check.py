@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     save()
     shutil.rmtree(work, ignore_errors=True)
-    print("[gpu_check] results table (for benchmarks/README.md):")
+    print("[gpu_check] results table (for benchmarks/results/gpu_check.md):")
     print(result["table_md"])
     print("===== gpu_check JSON =====")
     print(json.dumps(result, indent=2))

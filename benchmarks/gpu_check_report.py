@@ -1,5 +1,6 @@
 """Reading the GPU check's results: pytest's JUnit XML, the throughput summary against the
-official anchor, and the Markdown table for benchmarks/README.md (used by ``gpu_check.py``)."""
+official anchor, and the Markdown table for benchmarks/results/gpu_check.md (used by
+``gpu_check.py``)."""
 
 from __future__ import annotations
 

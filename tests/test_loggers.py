@@ -362,11 +362,11 @@ def test_a_spec_with_output_tensorboard_is_refused_naming_output_loggers():
         ExperimentSpec.validate_dict(old)
 
 
-def test_readme_logger_example_runs(capsys):
-    readme = (ROOT / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "(Logger)" in b]
+def test_docs_logger_example_runs(capsys):
+    page = (ROOT / "docs" / "logging.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "(Logger)" in b]
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(block, "docs/logging.md", "exec"), namespace)
     logger = namespace["PrintLosses"](every=2)
     for tick in range(3):
         logger.log_scalars({"tick": tick, "loss_g": 1.5, "loss_d": 0.25}, 8 * tick)
