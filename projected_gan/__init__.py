@@ -15,11 +15,13 @@ from projected_gan import (
     losses,
     metrics,
     projectors,
+    sources,
 )
 from projected_gan._version import __version__
 from projected_gan.configs import part_config
 from projected_gan.data import InfiniteBatches, load_image_dataset
 from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.errors import InputError
 from projected_gan.inference import load_generator
 from projected_gan.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision
 from projected_gan.registry import (
@@ -72,6 +74,7 @@ __all__ = [
     "REGISTRIES",
     "ExperimentSpec",
     "InfiniteBatches",
+    "InputError",
     "PluginError",
     "PluginWarning",
     "ProjectedDiscriminator",
@@ -100,5 +103,6 @@ __all__ = [
     "part_config",
     "projectors",
     "resolve_precision",
+    "sources",
     "training",
 ]
