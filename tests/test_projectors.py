@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import projected_gan
+from projected_gan.errors import InputError
 from projected_gan.projectors import (
     CCM,
     CCMCSM,
@@ -106,7 +107,8 @@ def test_lite3_pretrained_offline_raises_explained_error(offline):
     with pytest.raises(PretrainedWeightsError) as info:
         projected_gan.create("feature_networks", "tf_efficientnet_lite3", pretrained=True)
     message = str(info.value)
-    assert isinstance(info.value, RuntimeError)
+    assert isinstance(info.value, InputError)  # exit 2 and one line on the command line
+    assert "\n" not in message
     for needle in ("tf_efficientnet_lite3", "weights=", "package", "timm", "pretrained=False"):
         assert needle in message
 
