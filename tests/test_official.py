@@ -285,10 +285,13 @@ def test_a_snapshot_pickled_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
 
 
 def test_eval_of_a_pickle_uses_the_default_spec_with_the_given_data(generator_pickle):
-    from projected_gan.commands.evaluation import _network_pickle_for_eval
+    from projected_gan import sources
+    from projected_gan.commands.evaluation import _generator_alone
 
     path, G_ema = generator_pickle
-    G, spec, meta = _network_pickle_for_eval(str(path), "my_images/", torch.device("cpu"))
+    G, spec, meta = _generator_alone(
+        str(path), sources.NETWORK_PICKLE, "my_images/", torch.device("cpu")
+    )
     assert _same_images(G_ema, G, torch.randn(2, 32)) == 0.0
     assert spec.data.conditional is False and meta == {}
     assert spec.metrics.names == pg.ExperimentSpec.validate_dict({}).metrics.names

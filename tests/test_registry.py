@@ -47,7 +47,9 @@ def test_unknown_name_suggests_close_matches(reg):
     with pytest.raises(UnknownPartError) as info:
         reg.create("fastgun")
     msg = str(info.value)
-    assert isinstance(info.value, KeyError)
+    assert isinstance(
+        info.value, projected_gan.InputError
+    )  # exit 2 and one line on the command line
     assert "'fastgun' is not a registered widget" in msg
     assert "did you mean 'fastgan'" in msg
     assert "projected-gan list widgets" in msg

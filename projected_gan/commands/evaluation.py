@@ -171,14 +171,18 @@ def _generator_alone(
     defaults, and the real images must be given."""
     from projected_gan import sources
     from projected_gan.inference import load_generator
+    from projected_gan.official import generator_from_pickle, read_network_pickle
 
+    nets = read_network_pickle(path) if kind == sources.NETWORK_PICKLE else None
     if data is None:
+        recorded = (nets.info.get("training_set_kwargs") or {}).get("path") if nets else None
+        used = f" (its run used {recorded!r})" if recorded else ""
         raise UsageError(
             f"--data: {Path(path).name} is {sources.describe_kind(kind)}, which holds no data "
-            "this library can read; pass the real images",
+            f"this library can read{used}; pass the real images",
             field="--data",
         )
-    G = load_generator(path, device=device)
+    G = generator_from_pickle(nets, device=device) if nets else load_generator(path, device=device)
     spec = ExperimentSpec.validate_dict(
         {"data": {"conditional": G.c_dim > 0}}, source=f"defaults for {Path(path).name}"
     )
