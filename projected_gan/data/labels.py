@@ -12,12 +12,12 @@ the classes, sorted by name. Every problem is a :class:`DataError` naming the fi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from projected_gan.data.files import DataError, Source
+from projected_gan.safejson import JSONFileError, loads_bounded
 
 __all__ = ["LABELS_FILE", "Labels", "read_labels"]
 
@@ -63,11 +63,9 @@ def read_labels(source: Source, path: Path) -> Labels:
 
 def _from_dataset_json(raw: bytes, source: Source, where: Path) -> Labels:
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(
-            f"{where} is not valid JSON ({e}); expected {{'labels': [[name, int], ...]}}"
-        ) from None
+        doc = loads_bounded(raw, str(where))
+    except JSONFileError as e:
+        raise _fail(f"{e}; expected {{'labels': [[name, int], ...]}}") from None
     if not isinstance(doc, dict) or "labels" not in doc:
         raise _fail(f"{where}: expected an object with 'labels': [[name, int], ...]")
     entries = doc["labels"]

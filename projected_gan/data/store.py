@@ -36,6 +36,10 @@ import numpy as np
 from projected_gan.atomic import TEMP_NAME_RE, atomic_write, atomic_write_json
 from projected_gan.data.decode import Decoded, decode_into
 from projected_gan.data.files import DataWarning, Source
+from projected_gan.errors import quote
+from projected_gan.safejson import read_json
+
+MAX_SIDECAR_BYTES = 256 << 20  # member names of millions of images
 
 try:  # POSIX; elsewhere builds are not serialised (still atomic)
     import fcntl
@@ -132,16 +136,19 @@ def _open(files: CacheFiles, key: dict) -> Decoded:
             raise _Untrusted("its sidecar .json is missing: a build was cut off")
         raise FileNotFoundError(files.meta)
     try:
-        meta = json.loads(files.meta.read_text(encoding="utf-8"))
+        meta = read_json(files.meta, max_bytes=MAX_SIDECAR_BYTES)
         version = meta["format"]
         shape = tuple(int(s) for s in meta["shape"])
         names = [str(n) for n in meta["names"]]
         skipped = [(str(a), str(b)) for a, b in meta["skipped"]]
         upscaled = int(meta["upscaled"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, OverflowError) as e:
+        # JSONFileError (a ValueError): torn, not JSON, too large or nested too deep
         raise _Untrusted(f"its sidecar is torn or unreadable: {type(e).__name__}: {e}") from None
     if version != CACHE_FORMAT:
-        raise _Untrusted(f"it is in format {version!r}; this version reads format {CACHE_FORMAT}")
+        raise _Untrusted(
+            f"it is in format {quote(version)}; this version reads format {CACHE_FORMAT}"
+        )
     if meta.get("key") != key:
         raise _Untrusted("its settings do not match its name")
     expected = (len(names), key["channels"], key["resolution"], key["resolution"])
