@@ -47,7 +47,7 @@ def loads_bounded(text: str | bytes, where: str, max_depth: int = MAX_DEPTH) -> 
             raise JSONFileError(f"{where}: JSON nested {depth} levels deep (at most {max_depth})")
         return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise JSONFileError(f"{where} is not readable JSON: {exc}") from None
+        raise JSONFileError(f"{where} is not valid JSON: {exc}") from None
 
 
 def read_json(

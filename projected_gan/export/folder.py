@@ -6,6 +6,9 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,10 +236,27 @@ def _prepare_folder(out_dir: Path) -> None:
             f"OUT_DIR {out_dir} is not empty and holds no export ({CONFIG_NAME}); "
             "pick a new or empty folder"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*EXPORT_FILES.values(), SAMPLES_NAME):  # a re-export leaves nothing stale
+
+
+def _work_folder(out_dir: Path) -> Path:
+    """A new hidden folder beside ``out_dir``: the export is written and checked there."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+
+
+def _publish(work: Path, out_dir: Path) -> None:
+    """Move a checked export from ``work`` to ``out_dir`` (renamed whole when new; else file by
+    file, after the previous export's files, so that a re-export leaves nothing stale)."""
+    if not out_dir.exists():
+        os.replace(work, out_dir)
+        return
+    for name in (*EXPORT_FILES.values(), SAMPLES_NAME, CARD_NAME):
         with contextlib.suppress(FileNotFoundError):
             (out_dir / name).unlink()
+    names = sorted(p.name for p in work.iterdir())
+    for name in sorted(names, key=lambda n: n == CONFIG_NAME):  # config.json last
+        os.replace(work / name, out_dir / name)
+    work.rmdir()
 
 
 def _write_config(out_dir: Path, record: dict[str, Any]) -> Path:
@@ -291,6 +311,31 @@ def export_generator(
         )
     out_dir = Path(out_dir)
     _prepare_folder(out_dir)
+    work = _work_folder(out_dir)  # nothing reaches OUT_DIR unless the export passes its check
+    try:
+        result = _export_into(
+            G, work, format, truncation_psi, config, training, tolerance, check_batch, num_samples
+        )
+        _publish(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    files = [out_dir / p.name for p in result.files]
+    return ExportResult(out_dir, format, files=files, max_abs_diff=result.max_abs_diff)
+
+
+def _export_into(
+    G: nn.Module,
+    out_dir: Path,
+    format: str,
+    truncation_psi: float,
+    config: dict[str, Any],
+    training: dict[str, Any] | None,
+    tolerance: float,
+    check_batch: int,
+    num_samples: int,
+) -> ExportResult:
+    """The export written into the (new, empty) folder ``out_dir`` and checked there."""
     G = copy.deepcopy(G).cpu().eval().requires_grad_(False)  # exports are made and checked on CPU
     sampler = Sampler(G, truncation_psi).eval()
     model_path = out_dir / EXPORT_FILES[format]

@@ -110,8 +110,10 @@ def _malformed(path: Path, key: str) -> Iterator[None]:
     missing submodule, a bad name) ends in one line naming the file, not a traceback."""
     try:
         yield
-    except OfficialPickleError:
-        raise
+    except OfficialPickleError as exc:
+        if path.name in str(exc):
+            raise
+        raise OfficialPickleError(f"{path} [{key}]: {exc}") from None
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError,
             OverflowError, ZeroDivisionError, RuntimeError) as exc:  # fmt: skip
         raise OfficialPickleError(
