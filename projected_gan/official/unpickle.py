@@ -60,7 +60,8 @@ __all__ = [
 
 
 # Module classes that official snapshots name (FastGAN, the projected discriminator, timm
-# 0.4.12's EfficientNet-lite0 blocks, torch.nn layers and spectral-norm hooks), by import path.
+# 0.4.12's EfficientNet-lite0 blocks and their newer timm paths, torch.nn layers and
+# spectral-norm hooks), by import path.
 ALLOWED_CLASSES = frozenset(
     [f"pg_modules.networks_fastgan.{n}" for n in ("Generator", "DummyMapping")]
     + [f"pg_modules.networks_fastgan.{n}" for n in ("FastganSynthesis", "FastganSynthesisCond")]
@@ -89,6 +90,15 @@ ALLOWED_CLASSES = frozenset(
         "timm.models.efficientnet_blocks.DepthwiseSeparableConv",
         "timm.models.efficientnet_blocks.InvertedResidual",
         "timm.models.layers.conv2d_same.Conv2dSame",
+        # the same classes where newer timm keeps them (0.6-0.8, then 0.9 on), and the norm +
+        # activation layer that replaces BatchNorm2d + act1 there (same tensors: weight, bias,
+        # running_mean, running_var, num_batches_tracked); users who fixed the official code's
+        # act1 for timm >= 0.9 pickle these
+        "timm.models.layers.norm_act.BatchNormAct2d",
+        "timm.models._efficientnet_blocks.DepthwiseSeparableConv",
+        "timm.models._efficientnet_blocks.InvertedResidual",
+        "timm.layers.conv2d_same.Conv2dSame",
+        "timm.layers.norm_act.BatchNormAct2d",
     ]
     + [
         f"torch.nn.modules.{n}"
