@@ -206,7 +206,8 @@ def mutate_checkpoint(data: bytes, rng: random.Random, how: str) -> bytes:
         key = rng.choice(sorted(tensors))
         choice = rng.randrange(3)
         if choice == 0:
-            tensors[rng.choice(["optim.x", "model.G_ema.nope", "model", "extra."])] = tensors[key]
+            name = rng.choice(["optim.x", "model.G_ema.nope", "model", "extra."])
+            tensors[name] = tensors[key].clone()
         elif choice == 1:
             del tensors[key]
         else:
