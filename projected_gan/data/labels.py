@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from projected_gan.data.files import DataError, Source
+from projected_gan.errors import quote
 from projected_gan.safejson import JSONFileError, loads_bounded
 
 __all__ = ["LABELS_FILE", "Labels", "read_labels"]
 
 LABELS_FILE = "dataset.json"
+MAX_CLASSES = 100_000  # a label beyond this is a corrupt or crafted file
 _SHOW = 5  # how many example names an error gives
 
 
@@ -79,12 +81,17 @@ def _from_dataset_json(raw: bytes, source: Source, where: Path) -> Labels:
     of: dict[str, int] = {}
     for entry in entries:
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise _fail(f"{where}: expected [name, int] pairs in 'labels', got {entry!r}")
+            raise _fail(f"{where}: expected [name, int] pairs in 'labels', got {quote(entry)}")
         name, label = entry[0].replace("\\", "/"), entry[1]
         if isinstance(label, bool) or not isinstance(label, int):
-            raise _fail(f"{where}: the label of {name} is {label!r}, not an integer class index")
-        if label < 0:
-            raise _fail(f"{where}: the label of {name} is {label}; class indices start at 0")
+            raise _fail(
+                f"{where}: the label of {quote(name)} is {quote(label)}, not an integer class index"
+            )
+        if not 0 <= label < MAX_CLASSES:
+            raise _fail(
+                f"{where}: the label of {quote(name)} is {label}; class indices go from 0 to "
+                f"{MAX_CLASSES - 1}"
+            )
         if name in of:
             raise _fail(f"{where}: {name} is labelled twice")
         of[name] = label
