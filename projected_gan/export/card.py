@@ -135,12 +135,13 @@ _USAGE = {
 }
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:=])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|])")  # code, emphasis, links/images, table cells
 
 
 def _text(value: Any, limit: int = 200) -> str:
-    """A value from a file as plain Markdown text: one line, HTML and Markdown syntax escaped
-    (a crafted name cannot add a heading, a link, a table cell or markup)."""
+    """A value from a file as plain Markdown text in a table cell or sentence: one line (no
+    heading or block can start), HTML escaped, and the characters that make code, emphasis,
+    links, images or table cells backslash-escaped."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(one_line(str(value), limit), quote=False))
 
 
@@ -254,9 +255,9 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
         count_text = (
             "unknown count" if count is None else f"{_fmt(count)} images ({_text(data['counted'])})"
         )
-        rows.append(("data", f"{_text(data.get('name'))}, {count_text}"))
+        rows.append(("data", f"{_code(data.get('name'))}, {count_text}"))
         rows.append(
-            ("exported from", f"{_text(training['checkpoint'])} ({_text(training['model'])})")
+            ("exported from", f"{_code(training['checkpoint'])} ({_text(training['model'])})")
         )
         official = training.get("official")
         if official:
