@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from projected_gan.data.files import DataError, Source
-from projected_gan.errors import quote
+from projected_gan.errors import one_line, quote
 from projected_gan.safejson import JSONFileError, loads_bounded
 
 __all__ = ["LABELS_FILE", "Labels", "read_labels"]
@@ -85,15 +85,16 @@ def _from_dataset_json(raw: bytes, source: Source, where: Path) -> Labels:
         name, label = entry[0].replace("\\", "/"), entry[1]
         if isinstance(label, bool) or not isinstance(label, int):
             raise _fail(
-                f"{where}: the label of {quote(name)} is {quote(label)}, not an integer class index"
+                f"{where}: the label of {one_line(name, 120)} is {quote(label)}, not an integer "
+                "class index"
             )
         if not 0 <= label < MAX_CLASSES:
             raise _fail(
-                f"{where}: the label of {quote(name)} is {label}; class indices go from 0 to "
-                f"{MAX_CLASSES - 1}"
+                f"{where}: the label of {one_line(name, 120)} is {label}; class indices start at 0 "
+                f"and end at most at {MAX_CLASSES - 1}"
             )
         if name in of:
-            raise _fail(f"{where}: {name} is labelled twice")
+            raise _fail(f"{where}: {one_line(name, 120)} is labelled twice")
         of[name] = label
     names = doc.get("class_names")
     if names is not None and not (
