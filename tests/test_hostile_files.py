@@ -314,3 +314,13 @@ def test_every_case_exits_2_in_one_line_within_caps_and_writes_nothing(tmp_path)
         assert seconds < 30 and rss < 1.5 * 2**30, (name, seconds, rss)
     assert not out.exists() and not (tmp_path / "ran").exists()
     assert not list(tmp_path.glob(".out.export-*"))
+
+
+def test_resuming_refuses_a_part_of_another_kind_before_building(tmp_path):
+    from projected_gan.training.assemble import reassemble
+
+    projector = {"kind": "projectors", "name": "tf_efficientnet_lite0", "kwargs": {}}
+    meta = {"parts": {"G": projector, "D": projector, "loss": projector}}
+    ckpt = load_checkpoint(_ckpt(tmp_path, meta))
+    with pytest.raises(CheckpointError, match="'projectors', expected 'generators'"):
+        reassemble(ckpt, pg.ExperimentSpec.validate_dict({}))
