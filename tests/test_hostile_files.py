@@ -308,9 +308,10 @@ def test_every_case_exits_2_in_one_line_within_caps_and_writes_nothing(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == len(cases)
-    for name, code, err, seconds, rss in results:
+    for (name, code, err, seconds, rss), (_, argv) in zip(results, cases):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1, (name, err[:2000])
+        assert Path(argv[1]).name in lines[0], (name, lines[0])  # names the file
         assert seconds < 30 and rss < 1.5 * 2**30, (name, seconds, rss)
     assert not out.exists() and not (tmp_path / "ran").exists()
     assert not list(tmp_path.glob(".out.export-*"))
