@@ -28,7 +28,8 @@ from safetensors.torch import save as st_save
 
 from projected_gan.atomic import atomic_write
 from projected_gan.configs import PIPELINE_ARGS
-from projected_gan.errors import InputError
+from projected_gan.errors import ReadError, quote
+from projected_gan.safejson import JSONFileError, loads_bounded
 
 __all__ = [
     "CHECKPOINT_GLOB",
@@ -50,7 +51,7 @@ CHECKPOINT_GLOB = "snapshot-*.safetensors"
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d+)\.safetensors$")
 
 
-class CheckpointError(InputError):
+class CheckpointError(ReadError):
     """A checkpoint file that is missing, truncated, foreign, or does not fit the model."""
 
 
@@ -130,18 +131,27 @@ def load_checkpoint(path: str | Path, *, digest: bool = False) -> Checkpoint:
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        header = loads_bounded(data[8 : 8 + header_len], f"{path} (header)")
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise CheckpointError(f"{path}: its __metadata__ is not an object")
+    except (SafetensorError, ValueError, OSError, RuntimeError, AttributeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(
             f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}"
         ) from None
-    metadata = header.get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is not a projected-gan checkpoint (format {metadata.get('format')!r}, "
+            f"{path} is not a projected-gan checkpoint (format {quote(metadata.get('format'))}, "
             f"expected {FORMAT!r})"
         )
-    meta = json.loads(metadata.get("meta", "{}"))
+    try:
+        meta = loads_bounded(metadata.get("meta", "{}"), f"{path} (meta)")
+    except JSONFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its meta is {type(meta).__name__}, not an object")
     ckpt = Checkpoint(path=path, meta=meta)
     if digest:
         ckpt.sha256 = hashlib.sha256(data).hexdigest()
@@ -152,14 +162,24 @@ def load_checkpoint(path: str | Path, *, digest: bool = False) -> Checkpoint:
             name, _, param = rest.partition(".")
             ckpt.models.setdefault(name, {})[param] = value
         elif kind == "optim":
-            name, idx, state_key = rest.split(".", 2)
-            optim_state.setdefault(name, {}).setdefault(int(idx), {})[state_key] = value
+            match = re.fullmatch(r"([^.]+)\.(\d{1,9})\.(.+)", rest)
+            if match is None:
+                raise CheckpointError(f"{path}: tensor {quote(key)} is not optim.<name>.<i>.<key>")
+            optim_state.setdefault(match[1], {}).setdefault(int(match[2]), {})[match[3]] = value
         elif kind == "extra":
             ckpt.extra[rest] = value
-    for name, om in meta.get("optimizers", {}).items():
+    optimizers = meta.get("optimizers", {})
+    if not isinstance(optimizers, dict):
+        raise CheckpointError(f"{path}: meta 'optimizers' is not an object")
+    for name, om in optimizers.items():
+        scalars = om.get("scalars", {}) if isinstance(om, dict) else None
+        if not isinstance(scalars, dict) or not isinstance(om.get("param_groups"), list):
+            raise CheckpointError(f"{path}: optimizer {quote(name)} has no param_groups/scalars")
         state = optim_state.get(name, {})
-        for k, v in om.get("scalars", {}).items():
-            idx, key = k.split(".", 1)
+        for k, v in scalars.items():
+            idx, _, key = k.partition(".")
+            if not idx.isdigit() or len(idx) > 9 or not key:
+                raise CheckpointError(f"{path}: optimizer scalar {quote(k)} is not <i>.<key>")
             state.setdefault(int(idx), {})[key] = v
         ckpt.optimizers[name] = {"state": state, "param_groups": om["param_groups"]}
     return ckpt
@@ -237,10 +257,18 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
 
 def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
     """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
-    config = (ckpt.meta.get("parts") or {}).get("G")
+    parts = ckpt.meta.get("parts") or {}
+    config = parts.get("G") if isinstance(parts, dict) else None
     if config:
+        if not isinstance(config, dict) or config.get("kind", "generators") != "generators":
+            found = config.get("kind") if isinstance(config, dict) else type(config).__name__
+            raise CheckpointError(
+                f"{ckpt.path}: its part G is of kind {quote(found)}, not a generator"
+            )
         return config
     spec = ckpt.meta.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{ckpt.path}: its recorded spec is not an object")
     generator = spec.get("generator")
     recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
     if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:

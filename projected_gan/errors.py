@@ -8,7 +8,36 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["InputError", "PartBuildError", "UsageError"]
+import reprlib
+from typing import Any
+
+__all__ = ["InputError", "PartBuildError", "ReadError", "UsageError", "one_line", "quote"]
+
+#: The most characters of a file's value quoted in a message (a crafted value can be huge).
+QUOTE_LIMIT = 80
+#: The most characters of a message about a file (one line).
+MESSAGE_LIMIT = 1000
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, QUOTE_LIMIT, QUOTE_LIMIT
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line (runs of whitespace and control characters become one space),
+    cut to ``limit`` characters."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in str(text)[: limit * 4]).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A bounded, one-line ``repr`` of a value read from a file: nesting, length and shared
+    references cannot make it large (``reprlib``), and it never spans lines."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a crafted object whose repr fails: say what type it is
+        text = f"<{type(value).__name__}>"
+    return one_line(text, limit)
 
 
 class InputError(ValueError):
@@ -29,6 +58,14 @@ class InputError(ValueError):
 
     #: How the command line introduces the message: ``projected-gan CMD: <headline>: <message>``.
     headline = "error"
+
+
+class ReadError(InputError):
+    """A file that is not what it claims to be (malformed, truncated, crafted). Its message is
+    one line of at most :data:`MESSAGE_LIMIT` characters, whatever the file held."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(one_line(message), field=field)
 
 
 class PartBuildError(InputError):

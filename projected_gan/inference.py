@@ -16,15 +16,14 @@ from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
     generator_config,
-    load_module_state,
     resolve_checkpoint,
 )
 from projected_gan.errors import UsageError
+from projected_gan.fitting import build_checked
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
 from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
 from projected_gan.metrics import GeneratorFn, evaluate
 from projected_gan.precision import resolve_precision
-from projected_gan.registry import create_from_config
 
 __all__ = [
     "evaluate_generator",
@@ -45,8 +44,8 @@ def generator_from_checkpoint(
     key = "G_ema" if ema else "G"
     if key not in ckpt.models:
         raise CheckpointError(f"{ckpt.path} has no {key} weights")
-    G = create_from_config(generator_config(ckpt))
-    load_module_state(G, ckpt.models[key], f"{ckpt.path} [{key}]")
+    where = f"{ckpt.path} [{key}]"
+    G = build_checked(generator_config(ckpt), ckpt.models[key], where, error=CheckpointError)
     return G.eval().requires_grad_(False).to(device)
 
 

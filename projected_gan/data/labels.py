@@ -12,16 +12,18 @@ the classes, sorted by name. Every problem is a :class:`DataError` naming the fi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from projected_gan.data.files import DataError, Source
+from projected_gan.errors import one_line, quote
+from projected_gan.safejson import JSONFileError, loads_bounded
 
 __all__ = ["LABELS_FILE", "Labels", "read_labels"]
 
 LABELS_FILE = "dataset.json"
+MAX_CLASSES = 100_000  # a label beyond this is a corrupt or crafted file
 _SHOW = 5  # how many example names an error gives
 
 
@@ -63,11 +65,9 @@ def read_labels(source: Source, path: Path) -> Labels:
 
 def _from_dataset_json(raw: bytes, source: Source, where: Path) -> Labels:
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(
-            f"{where} is not valid JSON ({e}); expected {{'labels': [[name, int], ...]}}"
-        ) from None
+        doc = loads_bounded(raw, str(where))
+    except JSONFileError as e:
+        raise _fail(f"{e}; expected {{'labels': [[name, int], ...]}}") from None
     if not isinstance(doc, dict) or "labels" not in doc:
         raise _fail(f"{where}: expected an object with 'labels': [[name, int], ...]")
     entries = doc["labels"]
@@ -81,14 +81,20 @@ def _from_dataset_json(raw: bytes, source: Source, where: Path) -> Labels:
     of: dict[str, int] = {}
     for entry in entries:
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise _fail(f"{where}: expected [name, int] pairs in 'labels', got {entry!r}")
+            raise _fail(f"{where}: expected [name, int] pairs in 'labels', got {quote(entry)}")
         name, label = entry[0].replace("\\", "/"), entry[1]
         if isinstance(label, bool) or not isinstance(label, int):
-            raise _fail(f"{where}: the label of {name} is {label!r}, not an integer class index")
-        if label < 0:
-            raise _fail(f"{where}: the label of {name} is {label}; class indices start at 0")
+            raise _fail(
+                f"{where}: the label of {one_line(name, 120)} is {quote(label)}, not an integer "
+                "class index"
+            )
+        if not 0 <= label < MAX_CLASSES:
+            raise _fail(
+                f"{where}: the label of {one_line(name, 120)} is {label}; class indices start at 0 "
+                f"and end at most at {MAX_CLASSES - 1}"
+            )
         if name in of:
-            raise _fail(f"{where}: {name} is labelled twice")
+            raise _fail(f"{where}: {one_line(name, 120)} is labelled twice")
         of[name] = label
     names = doc.get("class_names")
     if names is not None and not (

@@ -164,7 +164,8 @@ def load_image_dataset(
     if cache:
         folder = Path(cache_dir or default_cache_dir())
         files = cache_files(folder, path, key)
-        decoded = open_cache(files, key, warn=False)  # a valid entry: no lock, no waiting
+        members = {m.name for m in source.members}  # a sidecar naming others is not trusted
+        decoded = open_cache(files, key, warn=False, members=members)  # no lock, no waiting
         if decoded is None and storage == "auto" and not _fits(nbytes, folder):
             warnings.warn(
                 f"the decoded images of {path} would take {nbytes / 1e9:.1f} GB, more than "
@@ -177,7 +178,7 @@ def load_image_dataset(
             return stream()
         if decoded is None:
             with build_lock(files):
-                decoded = open_cache(files, key)  # built meanwhile by another process?
+                decoded = open_cache(files, key, members=members)  # built meanwhile elsewhere?
                 if decoded is None:
                     try:
                         decoded = build_cache(files, key, source, progress=progress, **decode)

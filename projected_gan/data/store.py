@@ -36,6 +36,10 @@ import numpy as np
 from projected_gan.atomic import TEMP_NAME_RE, atomic_write, atomic_write_json
 from projected_gan.data.decode import Decoded, decode_into
 from projected_gan.data.files import DataWarning, Source
+from projected_gan.errors import quote
+from projected_gan.safejson import read_json
+
+MAX_SIDECAR_BYTES = 256 << 20  # member names of millions of images
 
 try:  # POSIX; elsewhere builds are not serialised (still atomic)
     import fcntl
@@ -104,7 +108,9 @@ class _Untrusted(Exception):
     """Why a cache entry cannot be used."""
 
 
-def open_cache(files: CacheFiles, key: dict, *, warn: bool = True) -> Decoded | None:
+def open_cache(
+    files: CacheFiles, key: dict, *, warn: bool = True, members: set[str] | None = None
+) -> Decoded | None:
     """The mapped images and bookkeeping of a valid entry; None if absent or not trustworthy.
 
     ``images`` is a copy-on-write ``np.memmap`` uint8 ``(N, C, R, R)``. With ``warn``, an entry
@@ -112,7 +118,7 @@ def open_cache(files: CacheFiles, key: dict, *, warn: bool = True) -> Decoded | 
     :class:`DataWarning` saying why; the caller rebuilds it.
     """
     try:
-        return _open(files, key)
+        return _open(files, key, members)
     except FileNotFoundError:
         return None
     except _Untrusted as e:
@@ -125,28 +131,41 @@ def open_cache(files: CacheFiles, key: dict, *, warn: bool = True) -> Decoded | 
         return None
 
 
-def _open(files: CacheFiles, key: dict) -> Decoded:
+def _strings(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Untrusted(f"its sidecar's {what} are not a list of names")
+    return value
+
+
+def _open(files: CacheFiles, key: dict, members: set[str] | None = None) -> Decoded:
     has_raw, has_meta = files.raw.exists(), files.meta.exists()
     if not has_meta:
         if has_raw:
             raise _Untrusted("its sidecar .json is missing: a build was cut off")
         raise FileNotFoundError(files.meta)
     try:
-        meta = json.loads(files.meta.read_text(encoding="utf-8"))
+        meta = read_json(files.meta, max_bytes=MAX_SIDECAR_BYTES)
         version = meta["format"]
         shape = tuple(int(s) for s in meta["shape"])
-        names = [str(n) for n in meta["names"]]
-        skipped = [(str(a), str(b)) for a, b in meta["skipped"]]
-        upscaled = int(meta["upscaled"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        names = _strings(meta["names"], "names")
+        skipped = [(a, b) for a, b in (_strings(p, "skipped") for p in meta["skipped"])]
+        upscaled = meta["upscaled"]
+        if type(upscaled) is not int or not 0 <= upscaled <= len(names):
+            raise _Untrusted(f"its sidecar counts {quote(upscaled)} upscaled images")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, OverflowError) as e:
+        # JSONFileError (a ValueError): torn, not JSON, too large or nested too deep
         raise _Untrusted(f"its sidecar is torn or unreadable: {type(e).__name__}: {e}") from None
     if version != CACHE_FORMAT:
-        raise _Untrusted(f"it is in format {version!r}; this version reads format {CACHE_FORMAT}")
+        raise _Untrusted(
+            f"it is in format {quote(version)}; this version reads format {CACHE_FORMAT}"
+        )
     if meta.get("key") != key:
         raise _Untrusted("its settings do not match its name")
     expected = (len(names), key["channels"], key["resolution"], key["resolution"])
     if shape != expected or not names:
         raise _Untrusted(f"its shape is {shape}, its names say {expected}")
+    if len(set(names)) != len(names) or (members is not None and not set(names) <= members):
+        raise _Untrusted("its sidecar names images twice, or images that are not in the data")
     if not has_raw:
         raise _Untrusted("its .raw image file is missing")
     nbytes = int(np.prod(shape))

@@ -6,18 +6,25 @@ seen, the data folder and its image count, the spec, and the last metric values.
 
 from __future__ import annotations
 
-import json
+import html
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from projected_gan.checkpoint import Checkpoint
+from projected_gan.errors import one_line
+from projected_gan.safejson import JSONFileError, loads_bounded
 
 __all__ = ["run_folder_of", "training_record", "write_card_text"]
 
 # Feature space of each metric key that ``metrics.jsonl`` can hold (fd/kid: the spec's network).
 _FID_SPACE = "Inception-v3 pool3 (torch-fidelity)"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def run_folder_of(checkpoint_path: Path) -> Path:
@@ -34,8 +41,8 @@ def _last_metrics(run_dir: Path, nimg: int | None) -> dict[str, Any] | None:
     best = None
     for line in path.read_text(errors="replace").splitlines():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = loads_bounded(line, str(path))
+        except JSONFileError:
             continue
         kimg = record.get("kimg") if isinstance(record, dict) else None
         if not isinstance(kimg, (int, float)):
@@ -68,7 +75,7 @@ def _count_images(data: dict[str, Any]) -> int | None:
 def training_record(ckpt: Checkpoint, model: str) -> dict[str, Any]:
     """What the card says about training, from a checkpoint's metadata and its run folder."""
     meta = ckpt.meta
-    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else None
+    spec = _dict(meta.get("spec")) or None
     nimg = meta.get("nimg")
     record: dict[str, Any] = {
         "checkpoint": ckpt.path.name,
@@ -77,7 +84,9 @@ def training_record(ckpt: Checkpoint, model: str) -> dict[str, Any]:
         "library_version": meta.get("version"),
         "spec": spec,
     }
-    data = (spec or {}).get("data") or {}
+    data = _dict((spec or {}).get("data"))
+    if not isinstance(data.get("path"), str):  # a crafted spec: no data path to report
+        data = {k: v for k, v in data.items() if k != "path"}
     num_images, how = meta.get("data_images"), "decoded for training"
     if num_images is None and spec is not None:
         num_images, how = _count_images(data), "image files found at export time"
@@ -89,7 +98,7 @@ def training_record(ckpt: Checkpoint, model: str) -> dict[str, Any]:
     }
     metrics = _last_metrics(run_folder_of(ckpt.path), nimg if isinstance(nimg, int) else None)
     if metrics is not None:
-        spec_metrics = (spec or {}).get("metrics") or {}
+        spec_metrics = _dict((spec or {}).get("metrics"))
         network = spec_metrics.get("feature_network", "unknown")
         values = {
             k: v
@@ -126,20 +135,83 @@ _USAGE = {
 }
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|])")  # code, emphasis, links/images, table cells
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    """A value from a file as plain Markdown text in a table cell or sentence: one line (no
+    heading or block can start), HTML escaped, and the characters that make code, emphasis,
+    links, images or table cells backslash-escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(one_line(str(value), limit), quote=False))
+
+
+def _code(value: Any, limit: int = 200) -> str:
+    """A value from a file as an inline code span (no backticks or table pipes inside)."""
+    text = one_line(str(value), limit).replace("`", "'").replace("|", "\\|")
+    text = text.replace("<", "\u2039").replace(">", "\u203a")  # no HTML tag, even where rendered
+    return f"`{text}`"
+
+
 def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value) if isinstance(value, int) else _text(value)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``."""
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    return "`" * max(3, 1 + max(runs, default=0))
+
+
+def _typed(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in (kinds,))
+
+
+def clean_training(value: Any) -> dict[str, Any]:
+    """The parts of a training record (ours, or one read from a file) that have their types;
+    the rest is dropped, so a crafted ``config.json`` cannot break the card."""
+    t = _dict(value)
+    if not (_typed(t.get("checkpoint"), str) and _typed(t.get("model"), str)):
+        return {}
+    out = {k: t[k] for k in ("checkpoint", "model")}
+    out["images_seen"] = t.get("images_seen") if _typed(t.get("images_seen"), int) else None
+    out["library_version"] = t.get("library_version")
+    out["spec"] = _dict(t.get("spec")) or None
+    data = _dict(t.get("data"))
+    count, counted = data.get("num_images"), data.get("counted")
+    ok = _typed(count, int) and _typed(counted, str)
+    out["data"] = {
+        "name": data.get("name") if _typed(data.get("name"), str) else None,
+        "path": data.get("path") if _typed(data.get("path"), str) else None,
+        "num_images": count if ok else None,
+        "counted": counted if ok else None,
+    }
+    official = _dict(t.get("official"))
+    if _typed(official.get("cfg"), str) and _typed(official.get("sha256"), str):
+        best = official.get("best_fid50k_full_so_far")
+        out["official"] = {**official, "best_fid50k_full_so_far": best}
+        if not _typed(best, (int, float)):
+            out["official"].pop("best_fid50k_full_so_far")
+    metrics = _dict(t.get("metrics"))
+    values, spaces = _dict(metrics.get("values")), _dict(metrics.get("feature_spaces"))
+    if _typed(metrics.get("kimg"), (int, float)) and all(
+        _typed(v, (int, float)) and k in spaces for k, v in values.items()
+    ):
+        out["metrics"] = {**metrics, "values": values, "feature_spaces": spaces}
+    return out
 
 
 def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
     """Markdown model card for an export folder, from its ``config.json`` contents."""
     gen, iface, exp = config["generator"], config["interface"], config["export"]
-    training = config.get("training") or {}
+    training = clean_training(config.get("training"))
     res = iface["img_resolution"]
     classes = f"{iface['c_dim']} classes" if iface["c_dim"] else "unconditional"
     graph = exp["format"] != "safetensors"
     labels = f", c `(B, {iface['c_dim']})` one-hot float32" if iface["c_dim"] else ""
     rows = [
-        ("generator", f"`{gen['name']}` ({iface['num_params'] / 1e6:.2f} M parameters)"),
+        ("generator", f"{_code(gen['name'])} ({iface['num_params'] / 1e6:.2f} M parameters)"),
         ("resolution", f"{res}x{res}, {iface['img_channels']} channel(s)"),
         ("inputs", f"z `(B, {iface['z_dim']})` ~ N(0, I){labels}; {classes}"),
         (
@@ -148,7 +220,7 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
             if graph
             else "`G(z, c)`: images `(B, C, H, W)` in about [-1, 1] (clamp before display)",
         ),
-        ("format", f"{exp['format']} (`{exp['file']}`)"),
+        ("format", f"{_text(exp['format'])} ({_code(exp['file'])})"),
         (
             "truncation psi",
             _fmt(exp["truncation_psi"])
@@ -156,9 +228,9 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
         ),
         (
             "per-layer noise",
-            f"{exp['noise_mode']} (baked into the graph)"
+            f"{_text(exp['noise_mode'])} (baked into the graph)"
             if graph
-            else f"{exp['noise_mode']} for the samples; `G(z, c, noise_mode=...)`",
+            else f"{_text(exp['noise_mode'])} for the samples; `G(z, c, noise_mode=...)`",
         ),
     ]
     check = exp.get("check")
@@ -167,7 +239,7 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
             (
                 "checked against PyTorch",
                 f"max abs diff {check['max_abs_diff']:.3g} on {check['batch']} images "
-                f"({check['runtime']}, tolerance {check['tolerance']:g})",
+                f"({_text(check['runtime'])}, tolerance {check['tolerance']:g})",
             )
         )
     if training:
@@ -175,27 +247,31 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
         rows.append(
             (
                 "training images seen",
-                "unknown" if seen is None else f"{seen} ({seen / 1000:g} kimg)",
+                f"{seen} ({seen / 1000:g} kimg)" if type(seen) is int else _fmt(seen or "unknown"),
             )
         )
-        data = training.get("data") or {}
+        data = _dict(training.get("data"))
         count = data.get("num_images")
-        count_text = "unknown count" if count is None else f"{count} images ({data['counted']})"
-        rows.append(("data", f"`{data.get('name')}`, {count_text}"))
-        rows.append(("exported from", f"`{training['checkpoint']}` ({training['model']})"))
+        count_text = (
+            "unknown count" if count is None else f"{_fmt(count)} images ({_text(data['counted'])})"
+        )
+        rows.append(("data", f"{_code(data.get('name'))}, {count_text}"))
+        rows.append(
+            ("exported from", f"{_code(training['checkpoint'])} ({_text(training['model'])})")
+        )
         official = training.get("official")
         if official:
             rows.append(
                 (
                     "converted from",
-                    f"an official Projected GAN network pickle (--cfg={official['cfg']}, sha256 "
-                    f"`{official['sha256'][:16]}...`)",
+                    f"an official Projected GAN network pickle (--cfg={_text(official['cfg'])}, "
+                    f"sha256 {_code(official['sha256'][:16])}...)",
                 )
             )
     lines = [
-        f"# `{gen['name']}` generator, {res}x{res}",
+        f"# {_code(gen['name'])} generator, {res}x{res}",
         "",
-        f"Exported with projected-gan {config['library_version']}. Load it with "
+        f"Exported with projected-gan {_text(config['library_version'])}. Load it with "
         f"`projected_gan.load_generator(folder)`; `config.json` names the registered generator "
         "and its constructor arguments.",
         "",
@@ -218,12 +294,12 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
     elif metrics:
         lines += [
             f"Last evaluation during training, at kimg {metrics['kimg']:g}, "
-            f"{metrics.get('num_images') or '?'} generated images (lower is better).",
+            f"{_fmt(metrics.get('num_images') or '?')} generated images (lower is better).",
             "",
             "| metric | value | feature space |",
             "| --- | --- | --- |",
             *(
-                f"| {k} | {_fmt(v)} | {metrics['feature_spaces'][k]} |"
+                f"| {_text(k)} | {_fmt(v)} | {_text(metrics['feature_spaces'][k])} |"
                 for k, v in metrics["values"].items()
             ),
         ]
@@ -248,6 +324,7 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
             + ".",
         ]
     if training.get("spec"):
-        lines += ["", "## Training spec", "", "```yaml", yaml.safe_dump(training["spec"]).rstrip()]
-        lines.append("```")
+        spec_text = yaml.safe_dump(training["spec"]).rstrip()
+        fence = _fence(spec_text)  # a crafted spec cannot close the block
+        lines += ["", "## Training spec", "", f"{fence}yaml", spec_text, fence]
     return "\n".join(lines) + "\n"

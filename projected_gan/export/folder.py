@@ -6,6 +6,9 @@ import contextlib
 import copy
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +24,9 @@ from projected_gan.atomic import atomic_write_bytes, atomic_write_json, atomic_w
 from projected_gan.checkpoint import (
     CheckpointError,
     generator_config,
-    load_module_state,
     resolve_checkpoint,
 )
-from projected_gan.errors import InputError
+from projected_gan.errors import ReadError
 from projected_gan.export.card import training_record, write_card_text
 from projected_gan.export.graphs import (
     Sampler,
@@ -34,9 +36,11 @@ from projected_gan.export.graphs import (
     write_onnx,
     write_torchscript,
 )
+from projected_gan.fitting import build_checked
 from projected_gan.generators.sampling import latents_from_seeds
 from projected_gan.images import save_image_grid, to_uint8
-from projected_gan.registry import create, part_config
+from projected_gan.registry import part_config
+from projected_gan.safejson import JSONFileError, read_json
 
 __all__ = [
     "CONFIG_NAME",
@@ -65,7 +69,7 @@ DEFAULT_TOLERANCE = 1e-3
 TRACE_BATCH = 2  # graphs are traced at this batch and checked at another (dynamic batch)
 
 
-class ExportError(InputError):
+class ExportError(ReadError):
     """An export that cannot be made or read: bad folder, missing extra, config, failed check.
 
     An input error: the command line reports it in one line with exit code 2."""
@@ -103,9 +107,9 @@ def read_export_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ExportError(f"{folder} is not an export folder: it has no {CONFIG_NAME}")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{path} is not readable JSON: {exc}") from None
+        config = read_json(path)
+    except JSONFileError as exc:
+        raise ExportError(str(exc)) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else None
         raise ExportError(f"{path}: format {found!r}, expected {FORMAT!r}")
@@ -155,18 +159,9 @@ def load_exported_generator(folder: str | Path, device: str | torch.device = "cp
     """
     folder = Path(folder)
     exported = read_exported_weights(folder)
-    gen = exported.config["generator"]
-    try:
-        G = create("generators", gen["name"], **gen["kwargs"])
-    except (TypeError, ValueError) as exc:
-        raise ExportError(
-            f"{folder / CONFIG_NAME}: generator {gen['name']!r} cannot be built with "
-            f"{gen['kwargs']}: {exc}"
-        ) from None
-    try:
-        load_module_state(G, exported.state, str(exported.path))
-    except CheckpointError as exc:
-        raise ExportError(str(exc)) from None
+    G = build_checked(
+        exported.config["generator"], exported.state, str(folder / CONFIG_NAME), error=ExportError
+    )
     return G.eval().requires_grad_(False).to(device)
 
 
@@ -187,13 +182,7 @@ def export_checkpoint(
     config = generator_config(ckpt)  # G and G_ema share one architecture
     if model not in ckpt.models:
         raise CheckpointError(f"{ckpt.path} has no {model} weights")
-    try:
-        G = create("generators", config["name"], **config["kwargs"])
-    except (TypeError, ValueError) as exc:
-        raise ExportError(
-            f"{ckpt.path}: generator {config['name']!r} cannot be rebuilt: {exc}"
-        ) from None
-    load_module_state(G, ckpt.models[model], f"{ckpt.path} [{model}]")
+    G = build_checked(config, ckpt.models[model], f"{ckpt.path} [{model}]", error=CheckpointError)
     return export_generator(
         G,
         out_dir,
@@ -247,10 +236,27 @@ def _prepare_folder(out_dir: Path) -> None:
             f"OUT_DIR {out_dir} is not empty and holds no export ({CONFIG_NAME}); "
             "pick a new or empty folder"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*EXPORT_FILES.values(), SAMPLES_NAME):  # a re-export leaves nothing stale
+
+
+def _work_folder(out_dir: Path) -> Path:
+    """A new hidden folder beside ``out_dir``: the export is written and checked there."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+
+
+def _publish(work: Path, out_dir: Path) -> None:
+    """Move a checked export from ``work`` to ``out_dir`` (renamed whole when new; else file by
+    file, after the previous export's files, so that a re-export leaves nothing stale)."""
+    if not out_dir.exists():
+        os.replace(work, out_dir)
+        return
+    for name in (*EXPORT_FILES.values(), SAMPLES_NAME, CARD_NAME):
         with contextlib.suppress(FileNotFoundError):
             (out_dir / name).unlink()
+    names = sorted(p.name for p in work.iterdir())
+    for name in sorted(names, key=lambda n: n == CONFIG_NAME):  # config.json last
+        os.replace(work / name, out_dir / name)
+    work.rmdir()
 
 
 def _write_config(out_dir: Path, record: dict[str, Any]) -> Path:
@@ -305,6 +311,31 @@ def export_generator(
         )
     out_dir = Path(out_dir)
     _prepare_folder(out_dir)
+    work = _work_folder(out_dir)  # nothing reaches OUT_DIR unless the export passes its check
+    try:
+        result = _export_into(
+            G, work, format, truncation_psi, config, training, tolerance, check_batch, num_samples
+        )
+        _publish(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    files = [out_dir / p.name for p in result.files]
+    return ExportResult(out_dir, format, files=files, max_abs_diff=result.max_abs_diff)
+
+
+def _export_into(
+    G: nn.Module,
+    out_dir: Path,
+    format: str,
+    truncation_psi: float,
+    config: dict[str, Any],
+    training: dict[str, Any] | None,
+    tolerance: float,
+    check_batch: int,
+    num_samples: int,
+) -> ExportResult:
+    """The export written into the (new, empty) folder ``out_dir`` and checked there."""
     G = copy.deepcopy(G).cpu().eval().requires_grad_(False)  # exports are made and checked on CPU
     sampler = Sampler(G, truncation_psi).eval()
     model_path = out_dir / EXPORT_FILES[format]

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from projected_gan.fitting import check_part_config
 from projected_gan.generators.stylegan2 import fir_filter
 from projected_gan.official.mapping import Mapped, attr, fit, rename, sn_leaf, state_shapes
 from projected_gan.official.unpickle import (
@@ -123,7 +124,10 @@ def _fastgan(G: Record, where: str) -> tuple[dict[str, Any], Mapped]:
         "ngf": int(init.shape[1]) // 32,  # the 4x4 stage has 16 * ngf channels, doubled for GLU
     }
     name = "fastgan_lite" if lite else "fastgan"
-    config = {"kind": "generators", "name": name, "kwargs": kwargs}
+    config = check_part_config(
+        {"kind": "generators", "name": name, "kwargs": kwargs}, "generators", where,
+        OfficialPickleError,
+    )  # fmt: skip
     # The official synthesis always builds the 256 px stage and gate, used only from 256 px on.
     unused = {
         k: f"built by the official code but unused at {kwargs['img_resolution']} px"
@@ -187,7 +191,10 @@ def _stylegan2(G: Record, where: str) -> tuple[dict[str, Any], Mapped]:
         "channel_max": int(init.get("channel_max", 512)),
         "conv_clamp": None if init.get("conv_clamp") is None else float(init["conv_clamp"]),
     }
-    config = {"kind": "generators", "name": "stylegan2", "kwargs": kwargs}
+    config = check_part_config(
+        {"kind": "generators", "name": "stylegan2", "kwargs": kwargs}, "generators", where,
+        OfficialPickleError,
+    )  # fmt: skip
     official = module_state_dict(G)
     _check_filter(official, where)
 

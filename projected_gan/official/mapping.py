@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from projected_gan.errors import quote
 from projected_gan.official.unpickle import OfficialPickleError, Record
 
 __all__ = ["Mapped", "attr", "fit", "sn_leaf", "state_shapes"]
@@ -39,7 +40,7 @@ def attr(record: Record, name: str, kind: type | tuple[type, ...], where: str) -
     value = record.state.get(name)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise OfficialPickleError(
-            f"{where}: attribute {name!r} of {record.cls} is {value!r}, expected {kind}"
+            f"{where}: attribute {name!r} of {record.cls} is {quote(value)}, expected {kind}"
         )
     return value
 
@@ -102,7 +103,7 @@ def rename(
             break
         else:
             raise OfficialPickleError(
-                f"{where}: unknown tensor {name!r} {tuple(tensor.shape)}; this is not a known "
+                f"{where}: unknown tensor {quote(name)} {tuple(tensor.shape)}; this is not a known "
                 "official Projected GAN architecture"
             )
     return out, ignored

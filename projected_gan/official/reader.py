@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from projected_gan.errors import quote
 from projected_gan.hashing import file_sha256
 from projected_gan.official.discriminator import map_discriminator
 from projected_gan.official.generators import map_generator
+from projected_gan.official.tensors import TensorRecord
 from projected_gan.official.unpickle import (
     OfficialPickleError,
     Record,
@@ -50,17 +53,72 @@ class OfficialNetworks:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _plain(value: Any) -> Any:
-    """JSON-friendly copy of a pickled setting (tensors of one value become numbers)."""
+# Bounds on a pickled setting copied into the report (a shared nested list can stand for 10^8
+# leaves in a few hundred bytes; a cycle for infinitely many).
+MAX_SETTING_DEPTH = 8
+MAX_SETTING_ITEMS = 2_000
+MAX_TEXT = 4_096
+
+
+def _plain(value: Any, where: str, budget: list[int] | None = None, depth: int = 0) -> Any:
+    """JSON-friendly copy of a pickled setting (tensors of one value become numbers); refused
+    when deeper than :data:`MAX_SETTING_DEPTH` or larger than :data:`MAX_SETTING_ITEMS` values,
+    shared references counted each time."""
+    budget = [MAX_SETTING_ITEMS] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_SETTING_DEPTH:
+        raise OfficialPickleError(
+            f"{where} is nested deeper than {MAX_SETTING_DEPTH} or holds more than "
+            f"{MAX_SETTING_ITEMS} values"
+        )
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k)[:MAX_TEXT]: _plain(v, where, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Tensor):
-        return value.item() if value.numel() == 1 else None
+        return [_plain(v, where, budget, depth + 1) for v in value]
+    if isinstance(value, TensorRecord):
+        return value.tensor().item() if value.numel() == 1 else None
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise OfficialPickleError(f"{where}: a text of {len(value)} characters")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    return repr(value)
+    return quote(value)
+
+
+# What the official training_set_kwargs hold that this library reads, and their types.
+_DATA_SETTINGS = {"path": str, "max_size": int, "resolution": int, "use_labels": bool}
+
+
+def _training_set(root: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    where = f"{path}: training_set_kwargs"
+    data = _plain(root.get("training_set_kwargs"), where)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise OfficialPickleError(f"{where} is {quote(data)}, not a dict")
+    for key, kind in _DATA_SETTINGS.items():
+        value = data.get(key)
+        if value is not None and (
+            not isinstance(value, kind) or (kind is int) != (type(value) is int)
+        ):
+            raise OfficialPickleError(f"{where}.{key} is {quote(value)}, expected {kind.__name__}")
+    return data
+
+
+@contextlib.contextmanager
+def _malformed(path: Path, key: str) -> Iterator[None]:
+    """A network whose records are not of the official shape (a value of another type, a
+    missing submodule, a bad name) ends in one line naming the file, not a traceback."""
+    try:
+        yield
+    except OfficialPickleError as exc:
+        if path.name in str(exc):
+            raise
+        raise OfficialPickleError(f"{path} [{key}]: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError,
+            OverflowError, ZeroDivisionError, RuntimeError) as exc:  # fmt: skip
+        raise OfficialPickleError(
+            f"{path} [{key}] is not an official network: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _progress(root: dict[str, Any]) -> dict[str, Any]:
@@ -68,13 +126,13 @@ def _progress(root: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(progress, dict):
         return {}
     out: dict[str, Any] = {}
-    nimg = _plain(progress.get("cur_nimg"))
+    nimg = _plain(progress.get("cur_nimg"), "progress")
     if isinstance(nimg, int):
         out["kimg"] = nimg / 1000
-    tick = _plain(progress.get("cur_tick"))
+    tick = _plain(progress.get("cur_tick"), "progress")
     if isinstance(tick, int):
         out["tick"] = tick
-    best = _plain(progress.get("best_fid"))
+    best = _plain(progress.get("best_fid"), "progress")
     if isinstance(best, (int, float)) and best < 9999:  # 9999: no FID computed yet
         out["best_fid50k_full"] = best
     return out
@@ -116,7 +174,8 @@ def read_network_pickle(
     models: dict[str, dict[str, Tensor]] = {}
     report: dict[str, Any] = {}
     for key in names:
-        config, mapped = map_generator(root[key], f"{path.name} [{key}]")
+        with _malformed(path, key):
+            config, mapped = map_generator(root[key], f"{path.name} [{key}]")
         if generator is not None and config != generator:
             raise OfficialPickleError(f"{path}: G and G_ema are different architectures")
         generator = config
@@ -134,15 +193,16 @@ def read_network_pickle(
         "resolution": kwargs["img_resolution"],
         "c_dim": kwargs["c_dim"],
         **_progress(root),
-        "training_set_kwargs": _plain(root.get("training_set_kwargs")),
+        "training_set_kwargs": _training_set(root, path),
         "classes": list(unpickler.classes),
         "persistent_sources": dict(unpickler.sources),
     }
     discriminator = None
     if isinstance(root.get("D"), Record):
-        discriminator, mapped, features = map_discriminator(
-            root["D"], kwargs["img_resolution"], kwargs["c_dim"], f"{path.name} [D]"
-        )
+        with _malformed(path, "D"):
+            discriminator, mapped, features = map_discriminator(
+                root["D"], kwargs["img_resolution"], kwargs["c_dim"], f"{path.name} [D]"
+            )
         models["D"] = mapped.state
         report["D"] = {
             "tensors": len(mapped.state),

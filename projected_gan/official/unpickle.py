@@ -9,9 +9,11 @@ records whose ``module_src`` (the full source text of their module) is ``exec``-
 
 :class:`RestrictedUnpickler` resolves every global through an explicit allow-list:
 
-* tensors: ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` rebuilt here from a
-  storage that ``torch.storage._load_from_bytes`` reads with ``torch.load(weights_only=True)``
-  onto the CPU (snapshots were pickled on the GPU);
+* tensors: ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` become inert
+  :class:`~projected_gan.official.tensors.TensorRecord` s over storages that this library's own
+  reader takes from ``torch.storage._load_from_bytes`` blobs (never ``torch.load``), onto the
+  CPU (snapshots were pickled on the GPU); they become tensors once the whole file was read and
+  the bytes they claim together fit the file;
 * plain values: ``collections.OrderedDict``, ``dnnlib.util.EasyDict`` (as a dict), numpy
   numeric scalars and dtypes, ``builtins.set``/``frozenset``;
 * module classes on :data:`ALLOWED_CLASSES` become :class:`Record` objects (the class path and
@@ -27,19 +29,23 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import io
 import os
 import pickle
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from projected_gan.errors import InputError
+from projected_gan.errors import ReadError, quote
+from projected_gan.official.tensors import (
+    StorageBlob,
+    TensorRecord,
+    read_storage_blob,
+    rebuild_parameter,
+    rebuild_tensor,
+)
 
 __all__ = [
     "ALLOWED_CLASSES",
@@ -54,7 +60,8 @@ __all__ = [
 
 
 # Module classes that official snapshots name (FastGAN, the projected discriminator, timm
-# 0.4.12's EfficientNet-lite0 blocks, torch.nn layers and spectral-norm hooks), by import path.
+# 0.4.12's EfficientNet-lite0 blocks and their newer timm paths, torch.nn layers and
+# spectral-norm hooks), by import path.
 ALLOWED_CLASSES = frozenset(
     [f"pg_modules.networks_fastgan.{n}" for n in ("Generator", "DummyMapping")]
     + [f"pg_modules.networks_fastgan.{n}" for n in ("FastganSynthesis", "FastganSynthesisCond")]
@@ -83,6 +90,15 @@ ALLOWED_CLASSES = frozenset(
         "timm.models.efficientnet_blocks.DepthwiseSeparableConv",
         "timm.models.efficientnet_blocks.InvertedResidual",
         "timm.models.layers.conv2d_same.Conv2dSame",
+        # the same classes where newer timm keeps them (0.6-0.8, then 0.9 on), and the norm +
+        # activation layer that replaces BatchNorm2d + act1 there (same tensors: weight, bias,
+        # running_mean, running_var, num_batches_tracked); users who fixed the official code's
+        # act1 for timm >= 0.9 pickle these
+        "timm.models.layers.norm_act.BatchNormAct2d",
+        "timm.models._efficientnet_blocks.DepthwiseSeparableConv",
+        "timm.models._efficientnet_blocks.InvertedResidual",
+        "timm.layers.conv2d_same.Conv2dSame",
+        "timm.layers.norm_act.BatchNormAct2d",
     ]
     + [
         f"torch.nn.modules.{n}"
@@ -139,7 +155,13 @@ _NUMERIC_DTYPES = frozenset(
 )
 
 
-class OfficialPickleError(InputError):
+# Bounds on the structure of a pickle's modules (the official networks are about 10 deep and have
+# under 2,000 submodules; a crafted file may share one subtree many times or make a cycle).
+MAX_MODULE_DEPTH = 64
+MAX_MODULE_VISITS = 20_000
+
+
+class OfficialPickleError(ReadError):
     """A file that is not a readable official network pickle, or one this library refuses.
 
     An input error: the command line reports it in one line with exit code 2."""
@@ -170,85 +192,37 @@ class Record:
                     raise pickle.UnpicklingError(f"{self.cls}: state is not a dict")
                 merged.update(part or {})
             state = merged
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"{self.cls}: state is {type(state).__name__}, not dict")
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise pickle.UnpicklingError(f"{self.cls}: state is not a dict of names")
         self.state.update(state)
 
     def __repr__(self) -> str:
         return f"Record({self.cls})"
 
 
-_RECORD_CLASSES: dict[str, type[Record]] = {}
-
-
-def _record_class(path: str) -> type[Record]:
-    if path not in _RECORD_CLASSES:
-        name = path.rpartition(".")[2]
-        _RECORD_CLASSES[path] = type(name, (Record,), {"official_path": path})
-    return _RECORD_CLASSES[path]
-
-
 class _PlainDict(dict):
     """``dnnlib.util.EasyDict`` read as a plain dict (no attribute access, no code)."""
 
+    __slots__ = ()
 
-class _Storage(NamedTuple):
-    """A tensor storage as read from the pickle: its bytes and its element type."""
-
-    untyped: torch.UntypedStorage
-    dtype: torch.dtype
-
-
-def _storage_from_bytes(blob: Any) -> _Storage:
-    if not isinstance(blob, (bytes, bytearray)):
-        raise pickle.UnpicklingError("a tensor storage record does not hold bytes")
-    try:  # torch's own safe reader; GPU snapshots land on the CPU
-        with warnings.catch_warnings():  # legacy blobs hold TypedStorage, which torch deprecates
-            warnings.filterwarnings("ignore", "TypedStorage is deprecated", UserWarning)
-            storage = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            if isinstance(storage, torch.TypedStorage):
-                return _Storage(storage._untyped_storage, storage.dtype)
-    except Exception as exc:  # torch raises several types for a foreign or corrupt blob
-        raise pickle.UnpicklingError(f"a tensor storage is unreadable: {exc}") from None
-    if not isinstance(storage, torch.UntypedStorage):
-        raise pickle.UnpicklingError(f"a storage record holds {type(storage).__name__}")
-    return _Storage(storage, torch.uint8)
+    def __setstate__(self, state: Any) -> None:  # a dict's items come by SETITEMS, not BUILD
+        if state not in (None, {}, (None, None), ({}, None)):
+            raise pickle.UnpicklingError("a BUILD opcode with state on an EasyDict")
 
 
-def _ints(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
-        raise pickle.UnpicklingError(f"tensor {what} is not a tuple of ints: {value!r}")
-    return tuple(value)
+class _Call:
+    """A function the pickle may call; ``BUILD`` on it is refused (it is never changed)."""
 
+    __slots__ = ("fn",)
 
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any) -> Tensor:
-    # rest: requires_grad, backward_hooks[, metadata]; hooks would be callables: none allowed
-    if not isinstance(storage, _Storage):
-        raise pickle.UnpicklingError("a tensor record does not hold a storage")
-    if type(offset) is not int or (len(rest) > 1 and rest[1]):
-        raise pickle.UnpicklingError("a tensor record has a bad offset or backward hooks")
-    size, stride = _ints(size, "size"), _ints(stride, "stride")
-    # set_ would grow the storage to fit: check the extent against the bytes that were read
-    extent = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
-    itemsize = torch.empty(0, dtype=storage.dtype).element_size()
-    if (
-        len(size) != len(stride)
-        or min((offset, *size, *stride), default=0) < 0
-        or (offset + extent) * itemsize > storage.untyped.nbytes()
-    ):
-        raise pickle.UnpicklingError(
-            f"a tensor of size {size}, stride {stride} at offset {offset} does not fit its storage"
-        )
-    try:
-        return torch.empty(0, dtype=storage.dtype).set_(storage.untyped, offset, size, stride)
-    except RuntimeError as exc:  # out of bounds of its storage
-        raise pickle.UnpicklingError(f"a tensor does not fit its storage: {exc}") from None
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
 
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
 
-def _rebuild_parameter(data: Any, requires_grad: Any, hooks: Any, *state: Any) -> Tensor:
-    if not isinstance(data, Tensor) or hooks:
-        raise pickle.UnpicklingError("a parameter record holds no tensor, or backward hooks")
-    return data
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("a BUILD opcode on a function")
 
 
 def _numpy_dtype(name: Any, *_flags: Any) -> np.dtype:
@@ -288,6 +262,26 @@ class RestrictedUnpickler(pickle.Unpickler):
         }
         self.classes: dict[str, None] = {}
         self.sources: dict[str, str] = {}
+        self.tensors: list[TensorRecord] = []
+        self.storage_bytes = 0
+        # this reader's own Record subclasses: a BUILD on one cannot reach another read
+        self._record_classes: dict[str, type[Record]] = {}
+
+    def _record_class(self, path: str) -> type[Record]:
+        if path not in self._record_classes:
+            name = path.rpartition(".")[2]
+            self._record_classes[path] = type(name, (Record,), {"official_path": path})
+        return self._record_classes[path]
+
+    def _tensor(self, *args: Any) -> TensorRecord:
+        record = rebuild_tensor(*args)
+        self.tensors.append(record)
+        return record
+
+    def _storage(self, blob: Any) -> StorageBlob:
+        storage = read_storage_blob(blob)
+        self.storage_bytes += storage.nbytes
+        return storage
 
     def find_class(self, module: str, name: str) -> Any:
         path = f"{module}.{name}"
@@ -295,21 +289,22 @@ class RestrictedUnpickler(pickle.Unpickler):
             "collections.OrderedDict": collections.OrderedDict,
             "builtins.set": set,
             "builtins.frozenset": frozenset,
-            "dnnlib.util.EasyDict": _PlainDict,
-            "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
-            "torch._utils._rebuild_parameter": _rebuild_parameter,
-            "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
-            "torch.storage._load_from_bytes": _storage_from_bytes,
+            "torch._utils._rebuild_tensor_v2": self._tensor,
+            "torch._utils._rebuild_parameter": rebuild_parameter,
+            "torch._utils._rebuild_parameter_with_state": rebuild_parameter,
+            "torch.storage._load_from_bytes": self._storage,
             "numpy.dtype": _numpy_dtype,
             "numpy.core.multiarray.scalar": _numpy_scalar,
             "numpy._core.multiarray.scalar": _numpy_scalar,
             "torch_utils.persistence._reconstruct_persistent_obj": self._persistent,
         }
         if path in plain:
-            return plain[path]
+            return _Call(plain[path])
+        if path == "dnnlib.util.EasyDict":
+            return type("EasyDict", (_PlainDict,), {"__slots__": ()})  # this read's own class
         if path in ALLOWED_CLASSES:
             self.classes.setdefault(path)
-            return _record_class(path)
+            return self._record_class(path)
         raise OfficialPickleError(
             f"refused: the pickle names {path!r}, which is not on the allow-list of an official "
             "Projected GAN network pickle (nothing in the file was run)"
@@ -337,7 +332,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             )
         self.sources[digest] = self.allow_sources[digest]
         self.classes.setdefault(f"persistent:{name}")
-        record = _record_class(f"persistent:{name}")()
+        record = self._record_class(f"persistent:{name}")()
         record.__setstate__(meta.get("state") or {})
         record.source_sha256 = digest
         return record
@@ -347,10 +342,12 @@ def load_network_pickle(
     path: str | os.PathLike, allow_sources: Iterable[str] = ()
 ) -> tuple[Any, RestrictedUnpickler]:
     """The pickle's top-level object, read by :class:`RestrictedUnpickler`, and the unpickler
-    (for what it met). Raises :class:`OfficialPickleError` for anything unreadable or refused."""
+    (for what it met). Raises :class:`OfficialPickleError` for anything unreadable or refused,
+    or for tensors that claim together more bytes than the file holds."""
     path = Path(path)
     if not path.is_file():
         raise OfficialPickleError(f"{path} is not a file")
+    size = path.stat().st_size
     with open(path, "rb") as f:
         unpickler = RestrictedUnpickler(f, allow_sources)
         try:
@@ -362,10 +359,16 @@ def load_network_pickle(
                 f"{path} is not a readable network pickle (truncated or corrupt?): "
                 f"{type(exc).__name__}: {exc}"
             ) from None
-        except (AttributeError, IndexError, MemoryError, RecursionError) as exc:
+        except (AttributeError, IndexError, MemoryError, RecursionError, OverflowError) as exc:
             raise OfficialPickleError(
                 f"{path} is not a readable network pickle: {type(exc).__name__}: {exc}"
             ) from None
+    claimed = sum(t.nbytes for t in unpickler.tensors)
+    if claimed > size or unpickler.storage_bytes > size:
+        raise OfficialPickleError(
+            f"{path}: its tensors claim {max(claimed, unpickler.storage_bytes)} bytes, more than "
+            f"the {size} bytes of the file"
+        )
     return root, unpickler
 
 
@@ -374,6 +377,8 @@ def _named_children(record: Record) -> Iterator[tuple[str, Record | None]]:
     if not isinstance(modules, dict):
         raise OfficialPickleError(f"{record.cls}: _modules is not a dict")
     for name, child in modules.items():
+        if not isinstance(name, str):
+            raise OfficialPickleError(f"{record.cls}: a submodule named {quote(name)}")
         if child is not None and not isinstance(child, Record):
             raise OfficialPickleError(f"{record.cls}.{name}: a submodule that is not a module")
         yield name, child
@@ -382,26 +387,44 @@ def _named_children(record: Record) -> Iterator[tuple[str, Record | None]]:
 def module_state_dict(record: Record, prefix: str = "") -> dict[str, Tensor]:
     """What ``state_dict()`` of the pickled module would hold: parameters, persistent buffers
     and those of every submodule, under the official names (``synthesis.init.init.0.weight_orig``).
+
+    The walk is bounded: a module that contains itself, more than :data:`MAX_MODULE_DEPTH` levels
+    or more than :data:`MAX_MODULE_VISITS` modules (a subtree shared many times counts each time)
+    is refused.
     """
     if not isinstance(record, Record):
         raise OfficialPickleError(
             f"{prefix or 'the object'} is {type(record).__name__}, not a module"
         )
     out: dict[str, Tensor] = {}
-    skip = record.state.get("_non_persistent_buffers_set") or set()
-    for group in ("_parameters", "_buffers"):
-        entries = record.state.get(group, {})
-        if not isinstance(entries, dict):
-            raise OfficialPickleError(f"{prefix}{group} of {record.cls} is not a dict")
-        for name, value in entries.items():
-            if value is None or (group == "_buffers" and name in skip):
-                continue
-            if not isinstance(value, Tensor):
-                raise OfficialPickleError(f"{prefix}{name} of {record.cls} is not a tensor")
-            out[prefix + name] = value
-    for name, child in _named_children(record):
-        if child is not None:
-            out.update(module_state_dict(child, f"{prefix}{name}."))
+    visits = 0
+    stack: list[tuple[Record, str, tuple[int, ...]]] = [(record, prefix, ())]
+    while stack:
+        node, at, path = stack.pop()
+        visits += 1
+        if visits > MAX_MODULE_VISITS or len(path) > MAX_MODULE_DEPTH:
+            raise OfficialPickleError(
+                f"{record.cls}: more than {MAX_MODULE_VISITS} submodules or {MAX_MODULE_DEPTH} "
+                "levels (a subtree shared many times?)"
+            )
+        if id(node) in path:
+            raise OfficialPickleError(f"{record.cls}: module {at.rstrip('.')} contains itself")
+        skip = node.state.get("_non_persistent_buffers_set") or set()
+        if not isinstance(skip, (set, frozenset)):
+            raise OfficialPickleError(f"{at}_non_persistent_buffers_set is not a set")
+        for group in ("_parameters", "_buffers"):
+            entries = node.state.get(group, {})
+            if not isinstance(entries, dict):
+                raise OfficialPickleError(f"{at}{group} of {node.cls} is not a dict")
+            for name, value in entries.items():
+                if value is None or (group == "_buffers" and name in skip):
+                    continue
+                if not isinstance(value, TensorRecord) or not isinstance(name, str):
+                    raise OfficialPickleError(f"{at}{quote(name)} of {node.cls} is not a tensor")
+                out[at + name] = value.tensor()
+        children = [(n, c) for n, c in _named_children(node) if c is not None]
+        for name, child in reversed(children):  # popped in order: the state dict's order
+            stack.append((child, f"{at}{name}.", (*path, id(node))))
     return out
 
 

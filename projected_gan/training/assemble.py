@@ -23,6 +23,7 @@ from projected_gan.data import DataError, InfiniteBatches, default_dataset_path,
 from projected_gan.devices import resolve_device
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.errors import InputError, PartBuildError
+from projected_gan.fitting import check_part_config
 from projected_gan.inference import evaluate_generator
 from projected_gan.precision import resolve_precision
 from projected_gan.registry import create, create_from_config
@@ -333,6 +334,8 @@ def reassemble(
     """The parts of a hand-built run (``Trainer(G, D, ...)``), from what its checkpoint recorded:
     the configs of G, D, loss and R1, and the data's loading arguments."""
     parts = ckpt.meta.get("parts") or {}
+    if not isinstance(parts, dict):
+        raise CheckpointError(f"{ckpt.path}: its recorded parts are not an object")
     missing = [name for name in ("G", "D", "loss") if not parts.get(name)]
     if missing:
         raise CheckpointError(
@@ -341,6 +344,8 @@ def reassemble(
             "Build the same modules, pass them to Trainer(..., run_dir=RUN) and call "
             "trainer.load_latest()."
         )
+    # a part of another kind, or arguments out of range, is refused before anything is built
+    check_part_config(parts["G"], "generators", f"{ckpt.path}: parts.G", CheckpointError)
     data = ckpt.meta.get("data")
     if not data:
         raise CheckpointError(

@@ -34,7 +34,7 @@ from projected_gan.checkpoint import (
     load_checkpoint,
     snapshot_path,
 )
-from projected_gan.errors import InputError
+from projected_gan.errors import InputError, quote
 from projected_gan.export import is_export_dir, read_exported_weights
 from projected_gan.registry import FEATURE_NETWORKS
 
@@ -176,10 +176,14 @@ def _from_checkpoint(source: Path, kind: str, ckpt, checkpoint: str | None) -> I
         generator = generator_config(ckpt)
     except CheckpointError:
         generator = None  # a hand-built G: the tensors still copy by name and shape
-    d_config = (ckpt.meta.get("parts") or {}).get("D") or {}
-    nets = (d_config.get("kwargs") or {}).get("feature_network")
+    parts = ckpt.meta.get("parts")
+    d_config = (parts.get("D") if isinstance(parts, dict) else None) or {}
+    kwargs = d_config.get("kwargs") if isinstance(d_config, dict) else None
+    nets = kwargs.get("feature_network") if isinstance(kwargs, dict) else None
     nets = None if nets is None else nets if isinstance(nets, list) else [nets]
     nimg = ckpt.meta.get("nimg")
+    if nimg is not None and type(nimg) is not int:  # a crafted meta: refuse in one line
+        raise InitError(f"{FIELD}: {ckpt.path} has nimg {quote(nimg)}, not a count", field=FIELD)
     return InitSource(
         source=source,
         kind=kind,
