@@ -28,11 +28,14 @@ from safetensors.torch import save as st_save
 
 from projected_gan.atomic import atomic_write
 from projected_gan.configs import PIPELINE_ARGS
+from projected_gan.errors import InputError
 
 __all__ = [
     "CHECKPOINT_GLOB",
     "Checkpoint",
     "CheckpointError",
+    "UndescribedRunError",
+    "check_described",
     "find_checkpoints",
     "generator_config",
     "latest_valid_checkpoint",
@@ -234,21 +237,41 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
     return load_checkpoint(path)
 
 
+class UndescribedRunError(CheckpointError, InputError):
+    """A checkpoint of a hand-built run whose spec cannot describe a part it needs (a module not
+    built through a registry, data made in memory); ``field`` names the spec section."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        InputError.__init__(self, message, field=field)
+
+
+def check_described(ckpt: Checkpoint, sections: tuple[str, ...], fix: str) -> None:
+    """Raise :class:`UndescribedRunError` when ``ckpt``'s spec cannot describe one of the spec
+    ``sections`` (the trainer's parts could not say what they are); ``fix``: what to do."""
+    undescribed = ckpt.meta.get("undescribed") or {}
+    missing = [s for s in sections if s in undescribed]
+    if missing:
+        why = "; ".join(f"{s}: {undescribed[s]}" for s in missing)
+        raise UndescribedRunError(
+            f"{ckpt.path} comes from a hand-built Trainer whose spec cannot describe its "
+            f"{', '.join(missing)} ({why}), so they cannot be rebuilt from the checkpoint. {fix}",
+            field=missing[0],
+        )
+
+
 def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
-    """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
-    config = (ckpt.meta.get("parts") or {}).get("G")
-    if config:
-        return config
+    """The generator's part config: the spec's ``generator`` section (every argument, as the
+    trainer records it) plus what the pipeline wired in (resolution, classes)."""
+    check_described(
+        ckpt,
+        ("generator",),
+        "Build the same module and load its weights with "
+        "projected_gan.checkpoint.load_module_state.",
+    )
     spec = ckpt.meta.get("spec") or {}
     generator = spec.get("generator")
-    recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
-    if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:
-        raise CheckpointError(
-            f"{ckpt.path} does not record how to build its generator (it was not built "
-            "through the registry); build the same module and load its weights with "
-            "projected_gan.checkpoint.load_module_state"
-        )
-    # Older spec-built checkpoints: the spec's section plus what the pipeline filled in.
+    if not isinstance(generator, dict) or "name" not in generator:
+        raise CheckpointError(f"{ckpt.path} records no spec with a generator section")
     known = {
         "img_resolution": (spec.get("data") or {}).get("resolution", 64),
         "c_dim": int(ckpt.meta.get("num_classes", 0)),

@@ -79,8 +79,12 @@ def test_presets_load_and_overrides_parse_types():
         ExperimentSpec.preset(name)
     spec = ExperimentSpec.load(
         preset="minimal_cpu",
-        overrides=["train.batch=6", "data.mirror=false", "optim.betas=[0.5, 0.9]"],
-        data="/some/folder",
+        overrides=[
+            "train.batch=6",
+            "data.mirror=false",
+            "optim.betas=[0.5, 0.9]",
+            ("data.path", "/some/folder"),
+        ],
     )
     assert spec.train.batch == 6 and spec.data.mirror is False
     assert spec.optim.betas == (0.5, 0.9)
