@@ -11,7 +11,7 @@ folder layout in :mod:`~projected_gan.training.run_dir`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +381,9 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Trainer:
+    def resume(
+        cls, run_dir: str | Path, overrides: Sequence[str | tuple[str, Any]] = ()
+    ) -> Trainer:
         """Rebuild the run in ``run_dir`` from its spec (+ overrides) and load its newest usable
         checkpoint; a hand-built run like a spec-built one, since its spec describes its parts.
 
