@@ -49,6 +49,7 @@ def make_seeds(folder: Path) -> dict[str, Any]:
     import projected_gan as pg
     from projected_gan.checkpoint import save_checkpoint
     from projected_gan.cli import main
+    from projected_gan.configs import spec_form
     from projected_gan.export import export_generator
     from tests import official_structure as official
 
@@ -63,7 +64,11 @@ def make_seeds(folder: Path) -> dict[str, Any]:
     ckpt = save_checkpoint(
         folder / "run" / "checkpoints" / "snapshot-000001000.safetensors",
         models={"G": G, "G_ema": G},
-        meta={"parts": {"G": pg.part_config(G)}, "nimg": 1000, "version": "0"},
+        meta={
+            "spec": {"generator": spec_form(pg.part_config(G)), "data": {"resolution": 32}},
+            "nimg": 1000,
+            "version": "0",
+        },
     )
     seeds["checkpoint"] = ckpt.read_bytes()
     export_generator(G, folder / "export", num_samples=0)

@@ -103,7 +103,10 @@ def spec_for(args: argparse.Namespace, out: Path, seed: int, mode: str) -> Exper
         f"output.name=seed{seed}-{mode}",
         *args.set,
     ]
-    return ExperimentSpec.load(preset=args.preset, data=args.data, overrides=overrides)
+    return ExperimentSpec.load(
+        preset=args.preset,
+        overrides=[*overrides, *([("data.path", args.data)] if args.data else [])],
+    )
 
 
 # ------------------------------------------------------------------------ at initialisation

@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"output.dir={out}",
             *args.set,
         ]
-        spec = ExperimentSpec.load(preset=args.preset, data=args.data, overrides=overrides)
+        spec = ExperimentSpec.load(
+            preset=args.preset,
+            overrides=[*overrides, *([("data.path", args.data)] if args.data else [])],
+        )
         run_dir = build_from_spec(spec).fit(progress=False)
         rows = curve(run_dir / "metrics.jsonl")
     header = ["kimg", "train_s", *names]

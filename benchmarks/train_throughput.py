@@ -117,12 +117,12 @@ def random_dataset(spec: ExperimentSpec) -> Iterator[None]:
     if spec.data.conditional:
         labels = torch.arange(n) % 10  # ten classes, balanced
     dataset = ImageDataset(images, labels, source="<random>")
-    original = assemble.load_dataset
-    assemble.load_dataset = lambda _spec: dataset
+    original = assemble.load_spec_dataset
+    assemble.load_spec_dataset = lambda _spec: dataset
     try:
         yield
     finally:
-        assemble.load_dataset = original
+        assemble.load_spec_dataset = original
 
 
 def make_spec(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> ExperimentSpec:

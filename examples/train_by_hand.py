@@ -3,8 +3,10 @@
     python examples/train_by_hand.py --kimg 0.2 --out runs/by_hand
 
 The trainer takes the per-step batch from the batches (16 here). Because G, D and the loss are
-built through the registries, the checkpoints record what they are: ``projected-gan generate``
-and ``projected-gan train --resume`` work on this run folder like on any other.
+built through the registries and the data by ``load_image_dataset``, the trainer describes the
+run by one spec (``trainer.spec``, saved as ``spec.yaml`` and in every checkpoint):
+``projected-gan generate``, ``eval``, ``export``, ``train --resume`` and ``--init`` work on this
+run folder like on any other.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     run = trainer.fit(kimg=args.kimg)
     print(f"trained {trainer.nimg} images in batches of {trainer.batch}; run folder {run}")
     print("G is", pg.part_config(trainer.G))
+    print("the run's spec:", trainer.spec.generator, trainer.spec.data.path)
 
     # The checkpoint alone gives the generator back.
     G_ema = load_generator(run)

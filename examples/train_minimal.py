@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = demo_overrides(
         args.set, args.kimg, cuda=torch.cuda.is_available(), native_bf16=cpu_has_native_bf16()
     )
-    spec = ExperimentSpec.load(preset=args.preset, data=args.data, overrides=overrides)
+    spec = ExperimentSpec.load(
+        preset=args.preset,
+        overrides=[*overrides, *([("data.path", args.data)] if args.data else [])],
+    )
     print(
         f"training {spec.generator.name} at {spec.data.resolution}px for {spec.train.kimg} kimg "
         f"({spec.train.precision})"

@@ -35,6 +35,8 @@ __all__ = [
     "CHECKPOINT_GLOB",
     "Checkpoint",
     "CheckpointError",
+    "UndescribedRunError",
+    "check_described",
     "find_checkpoints",
     "generator_config",
     "latest_valid_checkpoint",
@@ -255,33 +257,47 @@ def resolve_checkpoint(path: str | Path) -> Checkpoint:
     return load_checkpoint(path)
 
 
+class UndescribedRunError(CheckpointError):
+    """A checkpoint of a hand-built run whose spec cannot describe a part it needs (a module not
+    built through a registry, data made in memory); ``field`` names the spec section."""
+
+
+def check_described(ckpt: Checkpoint, sections: tuple[str, ...], fix: str) -> None:
+    """Raise :class:`UndescribedRunError` when ``ckpt``'s spec cannot describe one of the spec
+    ``sections`` (the trainer's parts could not say what they are); ``fix``: what to do."""
+    undescribed = ckpt.meta.get("undescribed") or {}
+    if not isinstance(undescribed, dict):
+        raise CheckpointError(f"{ckpt.path}: its 'undescribed' record is not an object")
+    missing = [s for s in sections if s in undescribed]
+    if missing:
+        why = "; ".join(f"{s}: {undescribed[s]}" for s in missing)
+        raise UndescribedRunError(
+            f"{ckpt.path} comes from a hand-built Trainer whose spec cannot describe its "
+            f"{', '.join(missing)} ({why}), so they cannot be rebuilt from the checkpoint. {fix}",
+            field=missing[0],
+        )
+
+
 def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
-    """The generator's part config recorded in ``ckpt`` (from the spec in older checkpoints)."""
-    parts = ckpt.meta.get("parts") or {}
-    config = parts.get("G") if isinstance(parts, dict) else None
-    if config:
-        if not isinstance(config, dict) or config.get("kind", "generators") != "generators":
-            found = config.get("kind") if isinstance(config, dict) else type(config).__name__
-            raise CheckpointError(
-                f"{ckpt.path}: its part G is of kind {quote(found)}, not a generator"
-            )
-        return config
+    """The generator's part config: the spec's ``generator`` section (every argument, as the
+    trainer records it) plus what the pipeline wired in (resolution, classes)."""
+    check_described(
+        ckpt,
+        ("generator",),
+        "Build the same module and load its weights with "
+        "projected_gan.checkpoint.load_module_state.",
+    )
     spec = ckpt.meta.get("spec") or {}
     if not isinstance(spec, dict):
         raise CheckpointError(f"{ckpt.path}: its recorded spec is not an object")
     generator = spec.get("generator")
-    recorded_by_spec = ckpt.meta.get("built_from_spec", True)  # absent before part configs
-    if not recorded_by_spec or not isinstance(generator, dict) or "name" not in generator:
-        raise CheckpointError(
-            f"{ckpt.path} does not record how to build its generator (it was not built "
-            "through the registry); build the same module and load its weights with "
-            "projected_gan.checkpoint.load_module_state"
-        )
-    # Older spec-built checkpoints: the spec's section plus what the pipeline filled in.
-    known = {
-        "img_resolution": (spec.get("data") or {}).get("resolution", 64),
-        "c_dim": int(ckpt.meta.get("num_classes", 0)),
-    }
+    if not isinstance(generator, dict) or "name" not in generator:
+        raise CheckpointError(f"{ckpt.path} records no spec with a generator section")
+    data, num_classes = spec.get("data") or {}, ckpt.meta.get("num_classes", 0)
+    if not isinstance(data, dict) or type(num_classes) is not int:
+        raise CheckpointError(f"{ckpt.path}: its spec's data or its num_classes is malformed")
+    # the ranges of these and of every other argument are checked before building (fitting)
+    known = {"img_resolution": data.get("resolution", 64), "c_dim": num_classes}
     filled = {arg: known[arg] for arg in PIPELINE_ARGS["generators"]}
     kwargs = {k: v for k, v in generator.items() if k != "name"}
     return {"kind": "generators", "name": generator["name"], "kwargs": {**kwargs, **filled}}

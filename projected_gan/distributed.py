@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -37,8 +38,12 @@ __all__ = [
     "broadcast_parameters",
     "collective_timeout",
     "dist_info",
+    "gather_rng_states",
     "init_distributed",
     "is_active",
+    "join",
+    "node_first",
+    "restore_rng_states",
     "shutdown",
     "sync_batchnorm_heads",
 ]
@@ -115,6 +120,36 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> Di
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     return info
+
+
+def join(device: str | torch.device) -> tuple[torch.device, DistInfo]:
+    """This process's device (``cuda``: this rank's GPU) and the process group it joined.
+
+    Raises :class:`~projected_gan.errors.InputError` for a device that is not there.
+    """
+    from projected_gan.devices import resolve_device
+
+    dev = resolve_device(device, dist_info().local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev, init_distributed(dev)
+
+
+def node_first(info: DistInfo, load: Callable[[], T]) -> T:
+    """``load()`` on each node's first process (local rank 0) first, then on the node's others.
+
+    The first process of every node decodes that node's cache while the node's other processes
+    wait; they then map it. A cache on a filesystem that all nodes share is built once: the
+    first processes of the nodes meet at the cache's lock file, and those that come second find
+    it built (:func:`projected_gan.data.store.build_lock`).
+    """
+    first = info.local_rank == 0
+    if info.enabled and not first:
+        barrier()
+    result = load()
+    if info.enabled and first:
+        barrier()
+    return result
 
 
 def shutdown() -> None:
@@ -262,3 +297,45 @@ def sync_batchnorm_heads(D: torch.nn.Module) -> torch.nn.Module:
         )
     D.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(heads)
     return D
+
+
+def gather_rng_states(
+    latents: torch.Generator, device: torch.device, dist: DistInfo
+) -> dict[str, torch.Tensor]:
+    """RNG states: the shared latents' and every rank's own (``rng.torch.<rank>``, 0: none).
+
+    Collective when distributed: every rank sends its states to rank 0.
+    """
+    own = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(device)
+    rng = {"rng.latents": latents.get_state()}
+    gathered = all_gather_objects(own) if dist.enabled else [own]
+    for rank, states in enumerate(gathered):
+        for key, state in states.items():
+            rng[f"rng.{key}" + (f".{rank}" if rank else "")] = state
+    return rng
+
+
+def restore_rng_states(
+    extra: Mapping[str, torch.Tensor],
+    latents: torch.Generator,
+    device: torch.device,
+    dist: DistInfo,
+    *,
+    saved_world_size: int,
+    seed: int,
+    step: int,
+) -> None:
+    """Put the RNG streams back; with another number of processes, reseed per rank instead."""
+    rank = dist.rank
+    if "rng.latents" in extra:
+        latents.set_state(extra["rng.latents"])
+    suffix = f".{rank}" if rank else ""
+    if saved_world_size == dist.world_size and f"rng.torch{suffix}" in extra:
+        torch.set_rng_state(extra[f"rng.torch{suffix}"])
+        if device.type == "cuda" and f"rng.cuda{suffix}" in extra:
+            torch.cuda.set_rng_state(extra[f"rng.cuda{suffix}"], device)
+    else:  # another number of processes: fresh, distinct streams per rank (augmentation)
+        w = dist.world_size
+        torch.manual_seed((seed * w + rank) * 1_000_003 + step)

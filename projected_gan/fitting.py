@@ -20,7 +20,7 @@ from torch import nn
 from projected_gan.errors import InputError, PartBuildError, quote
 from projected_gan.registry import create
 
-__all__ = ["LIMITS", "build_checked", "check_part_config", "expected_shapes"]
+__all__ = ["LIMITS", "build_checked", "check_fits", "check_part_config", "expected_shapes"]
 
 #: Arguments a recorded part may carry -> the range a real one has (inclusive).
 LIMITS: dict[str, tuple[int, int]] = {
@@ -130,6 +130,23 @@ def _mismatch(state: Mapping[str, Any], shapes: Mapping[str, torch.Size]) -> str
     return "; ".join(parts) or None
 
 
+def check_fits(
+    config: Any,
+    state: Mapping[str, torch.Tensor],
+    where: str,
+    *,
+    kind: str = "generators",
+    error: type[InputError] = PartBuildError,
+) -> dict[str, Any]:
+    """``config`` checked (kind, argument ranges) and found to hold exactly ``state``'s names
+    and shapes, without building anything but on the ``meta`` device; returns the config."""
+    config = check_part_config(config, kind, where, error)
+    problem = _mismatch(state, expected_shapes(config, where, error))
+    if problem:
+        raise error(f"{where} does not fit {config['name']!r}: {problem}")
+    return config
+
+
 def build_checked(
     config: Any,
     state: Mapping[str, torch.Tensor],
@@ -145,10 +162,7 @@ def build_checked(
         ``error``: a part of another kind, an argument out of range, a part that cannot be
             built, or tensors whose names or shapes are not the part's (named).
     """
-    config = check_part_config(config, kind, where, error)
-    problem = _mismatch(state, expected_shapes(config, where, error))
-    if problem:
-        raise error(f"{where} does not fit {config['name']!r}: {problem}")
+    config = check_fits(config, state, where, kind=kind, error=error)
     module = _create(config, where, error)
     if load is None:
         module.load_state_dict(dict(state))

@@ -6,12 +6,21 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from projected_gan.atomic import atomic_write_bytes
 
-__all__ = ["grid_shape", "make_grid", "save_image", "save_image_grid", "to_float", "to_uint8"]
+__all__ = [
+    "grid_image",
+    "grid_shape",
+    "make_grid",
+    "save_image",
+    "save_image_grid",
+    "to_float",
+    "to_uint8",
+]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -70,3 +79,13 @@ def save_image_grid(images: torch.Tensor, path: str | Path, cols: int | None = N
     if images.dtype != torch.uint8:
         images = to_uint8(images)
     save_image(make_grid(images.cpu(), cols), path)
+
+
+def grid_image(images: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` images (uint8, or float in [-1, 1]) tiled into one read-only uint8
+    ``(H', W', C)`` array, as in the PNG grids of ``samples/``."""
+    if images.dtype != torch.uint8:
+        images = to_uint8(images)
+    grid = make_grid(images.cpu()).permute(1, 2, 0).numpy()
+    grid.setflags(write=False)  # shared by every logger
+    return grid

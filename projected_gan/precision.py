@@ -25,6 +25,7 @@ __all__ = [
     "AUTO_CUDA",
     "PRECISIONS",
     "Precision",
+    "configure_torch",
     "cpu_has_native_bf16",
     "fp32_region",
     "resolve_precision",
@@ -82,6 +83,20 @@ def resolve_precision(mode: str, device: torch.device | str, tf32: bool | None =
         fp32_features=mode == "bf16_fp32_features",
         tf32=use_tf32 and cuda,
     )
+
+
+def configure_torch(train: Any, device: torch.device) -> None:
+    """Global torch switches of a run's ``train`` section (``precision``, ``tf32``,
+    ``deterministic``) on ``device``: TF32, cuDNN autotuning, deterministic algorithms."""
+    if device.type == "cuda":
+        tf32 = resolve_precision(train.precision, device, train.tf32).tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = not train.deterministic
+    if train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
 
 
 def cpu_has_native_bf16() -> bool:

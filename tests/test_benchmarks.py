@@ -83,12 +83,12 @@ def test_random_data_replaces_files_only_inside_the_block():
 
     bench = _load_script()
     spec = ExperimentSpec.load(preset="minimal_cpu", overrides=["data.resolution=32"])
-    original = assemble.load_dataset
+    original = assemble.load_spec_dataset
     with bench.random_dataset(spec):
-        ds = assemble.load_dataset(spec)
+        ds = assemble.load_spec_dataset(spec)
         assert ds.images.shape[1:] == (3, 32, 32) and ds.source == "<random>"
         assert len(ds) >= spec.train.batch
-    assert assemble.load_dataset is original
+    assert assemble.load_spec_dataset is original
 
 
 def test_a_measured_trainer_is_freed_before_the_next_one_is_built():

@@ -262,13 +262,12 @@ def test_concurrent_loads_decode_once(tmp_path, monkeypatch):
 
 def test_the_first_process_of_each_node_loads_first(monkeypatch):
     from projected_gan import distributed
-    from projected_gan.training import assemble
 
     for local_rank, expected in ((0, ["load", "barrier"]), (1, ["barrier", "load"])):
         events: list[str] = []
         monkeypatch.setattr(distributed, "barrier", lambda events=events: events.append("barrier"))
         info = distributed.DistInfo(rank=8 + local_rank, world_size=16, local_rank=local_rank)
-        assemble._node_first(info, lambda events=events: events.append("load"))
+        distributed.node_first(info, lambda events=events: events.append("load"))
         assert events == expected
 
 

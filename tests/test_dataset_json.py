@@ -122,7 +122,7 @@ def test_bad_dataset_json_is_an_error_naming_the_file(tmp_path, labels, message)
     data = dataset_tool_zip(tmp_path / "d.zip", 4, labels=labels)
     with pytest.raises(DataError, match=message) as caught:
         load_image_dataset(data, 16, use_labels=True)
-    assert "dataset.json" in str(caught.value) and caught.value.field == "use_labels"
+    assert "dataset.json" in str(caught.value) and caught.value.field == "conditional"
 
 
 def test_class_names_must_cover_the_labels(tmp_path):

@@ -363,9 +363,8 @@ def test_signal_on_one_rank_stops_every_rank_after_the_same_step(launch):
 
 
 def test_resume_with_one_process_continues_the_same_counters(launch):
-    from projected_gan.data import InfiniteBatches
+    from projected_gan.data import InfiniteBatches, load_dataset
     from projected_gan.training import Trainer
-    from projected_gan.training.build import load_dataset
 
     run_dir = launch["reports"][0]["run_dir"]
     with one_thread():
@@ -376,7 +375,7 @@ def test_resume_with_one_process_continues_the_same_counters(launch):
     state = resumed.batches.state_dict()
     nxt, _ = next(resumed.batches)
     resumed.batches.load_state_dict(state)
-    reference = InfiniteBatches(load_dataset(resumed.spec), 4, seed=0, mirror=True)
+    reference = InfiniteBatches(load_dataset(resumed.spec.data), 4, seed=0, mirror=True)
     for _ in range(STOP_STEP):
         next(reference)
     assert torch.equal(nxt, next(reference)[0])

@@ -168,13 +168,16 @@ def test_malformed_checkpoints_are_refused(tmp_path, meta, tensors, match):
 
 
 def test_a_checkpoint_part_of_another_kind_is_refused(tmp_path):
-    meta = {"parts": {"G": {"kind": "projectors", "name": "tf_efficientnet_lite0", "kwargs": {}}}}
-    with pytest.raises(CheckpointError, match="'projectors', not a generator"):
-        generator_config(load_checkpoint(_ckpt(tmp_path, meta)))
+    # a feature network's name where the generator's goes: refused before anything is built
+    meta = {"spec": {"generator": {"name": "tf_efficientnet_lite0"}}}
+    path = _ckpt(tmp_path, meta)
+    assert generator_config(load_checkpoint(path))["kind"] == "generators"
+    with pytest.raises(CheckpointError, match="'tf_efficientnet_lite0' is not a registered gen"):
+        pg.load_generator(path)
 
 
 def test_a_tiny_checkpoint_asking_for_a_huge_generator_builds_nothing(tmp_path):
-    meta = {"parts": {"G": {"kind": "generators", "name": "fastgan", "kwargs": {"ngf": 1000}}}}
+    meta = {"spec": {"generator": {"name": "fastgan", "ngf": 1000}}}
     path = _ckpt(tmp_path, meta)
     assert path.stat().st_size < 400
     with pytest.raises(CheckpointError, match="does not fit 'fastgan'"):
@@ -261,7 +264,7 @@ def _cli_cases(tmp_path: Path) -> list[tuple[str, list[str]]]:
     cases = [(name, ["convert", str(p)]) for name, p in kinds.items()]
     ck = tmp_path / "ck"
     ck.mkdir()
-    huge = {"parts": {"G": {"kind": "generators", "name": "fastgan", "kwargs": {"ngf": 1000}}}}
+    huge = {"spec": {"generator": {"name": "fastgan", "ngf": 1000}}}
     for i, (meta, tensors) in enumerate(
         [([1], None), ({}, {"optim.x": torch.zeros(1)}), (hostile.deep_json(), None), (huge, None)]
     ):
@@ -318,10 +321,11 @@ def test_every_case_exits_2_in_one_line_within_caps_and_writes_nothing(tmp_path)
 
 
 def test_resuming_refuses_a_part_of_another_kind_before_building(tmp_path):
-    from projected_gan.training.assemble import reassemble
-
-    projector = {"kind": "projectors", "name": "tf_efficientnet_lite0", "kwargs": {}}
-    meta = {"parts": {"G": projector, "D": projector, "loss": projector}}
-    ckpt = load_checkpoint(_ckpt(tmp_path, meta))
-    with pytest.raises(CheckpointError, match="'projectors', expected 'generators'"):
-        reassemble(ckpt, pg.ExperimentSpec.validate_dict({}))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    pg.ExperimentSpec.validate_dict({}).save(run / "spec.yaml")
+    meta = {"spec": {"generator": {"name": "tf_efficientnet_lite0"}}}
+    hostile_ckpt = hostile.checkpoint_bytes(meta, None)
+    (run / "checkpoints" / "snapshot-000000001.safetensors").write_bytes(hostile_ckpt)
+    with pytest.raises(CheckpointError, match="'tf_efficientnet_lite0' is not a registered gen"):
+        pg.Trainer.resume(run)

@@ -10,6 +10,7 @@ import yaml
 
 from projected_gan import ExperimentSpec, ProjectedDiscriminator, build_from_spec, create
 from projected_gan.checkpoint import find_checkpoints, load_checkpoint
+from projected_gan.data import default_dataset_path
 from projected_gan.export import export_checkpoint
 from projected_gan.training import InitError, InitSource, Trainer, init_from, read_init_source
 from projected_gan.training.init_weights import plan_init
@@ -200,6 +201,41 @@ def test_heads_copy_per_network_and_only_onto_identical_feature_weights():
     assert reports["D"].copied == [] and "weights differ" in reports["D"].reason
 
 
+class RenamedD(ProjectedDiscriminator):
+    """A discriminator keeping its projector(s) and heads under other attribute names."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.frozen = self._modules.pop("projector")
+        self.judges = self._modules.pop("discriminator")
+
+    def _part(self, new, old):
+        module = self._modules[new] if new in self._modules else self._modules[old]
+        return list(module) if isinstance(module, torch.nn.ModuleList) else [module]
+
+    projectors = property(lambda self: self._part("frozen", "projector"))
+    discriminators = property(lambda self: self._part("judges", "discriminator"))
+
+
+@pytest.mark.parametrize("networks", [1, 2])
+def test_heads_are_found_by_the_discriminators_structure_not_its_attribute_names(networks):
+    G = create("generators", "fastgan_lite", img_resolution=32, ngf=8)
+    lite0 = {"name": "tf_efficientnet_lite0", "input_size": 64}
+    nets = lite0 if networks == 1 else [lite0, lite0]
+    src_D = RenamedD(feature_network=nets, img_resolution=32, projection_seed=1)
+    run_D = RenamedD(feature_network=nets, img_resolution=32, projection_seed=2)
+    assert not any(k.startswith(("discriminator.", "projector.")) for k in run_D.state_dict())
+    own_heads = [k for k in run_D.state_dict() if k.startswith("judges.")]
+    reports, copies = plan_init({"G": G, "G_ema": G, "D": run_D}, _in_memory_source(G, src_D))
+    D = reports["D"]
+    assert D.total == len(own_heads) > 0 and sorted(D.copied) == sorted(own_heads)
+    assert D.projection and all(k.startswith("frozen.") and ".head." in k for k in D.projection)
+    with torch.no_grad():
+        for own, theirs in copies:
+            own.copy_(theirs)
+    assert equal_states(run_D, src_D.state_dict())  # heads and projection now SOURCE's
+
+
 def test_nothing_of_g_matching_is_refused_unless_partial(source, tmp_path, capsys):
     run_dir, _, _ = source
     out = tmp_path / "runs"
@@ -280,6 +316,16 @@ def test_init_flags_and_init_only_starting_a_run(source, tmp_path, capsys):
     code, _, err = run_main(capsys, "train", "--resume", str(run_dir), "--init", str(path))
     assert code == 2 and "--init starts a new run" in err
 
+    # A real run: the flags are in its spec.yaml, as overrides of the spec.
+    out = tmp_path / "runs"
+    tiny = [x for o in tiny_overrides(out) for x in ("--set", o)]
+    flowers = str(default_dataset_path())
+    args = ["train", "--preset", "minimal_cpu", *tiny, "--set", "train.kimg=0.004"]
+    code, _, err = run_main(capsys, *args, "--init", str(run_dir), "--data", flowers)
+    assert code == 0, err
+    saved = ExperimentSpec.from_file(next(out.iterdir()) / "spec.yaml")
+    assert (saved.train.init.source, saved.data.path) == (str(run_dir), flowers)
+
     trainer = hand_built(tmp_path / "run")
     trainer.counters.nimg, trainer.counters.step = 4, 1  # as after one step
     with pytest.raises(InitError, match="already trained"):
@@ -328,6 +374,8 @@ def test_an_official_pickle_seeds_g_g_ema_and_the_heads_on_its_own_trunk(tmp_pat
         assert all(torch.equal(v, fresh[k]) for k, v in own_heads.items())
         assert record["modules"]["D"]["copied"] == 0
         assert any("differs from the shipped ImageNet weights" in n for n in record["notes"])
+        # the true reason, not "an export holds G_ema only"
+        assert "differs from the shipped ImageNet weights" in record["modules"]["D"]["reason"]
 
 
 def copy_of(module):

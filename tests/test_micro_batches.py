@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from projected_gan import ExperimentSpec, build_from_spec
-from projected_gan.training.assemble import spec_and_batch
+from projected_gan.training.assemble import describe_run
 from projected_gan.training.spec_checks import SpecError
 from tests.conftest import tiny_overrides
 
@@ -96,9 +96,10 @@ def test_batch_gpu_must_divide_the_batch(tmp_path):
     # Divides the global batch 4 but not the per-process batch 2 of 2 processes.
     spec = _spec(tmp_path, "train.batch_gpu=4")
     with pytest.raises(SpecError) as err:
-        spec_and_batch(spec, object(), world_size=2)
+        describe_run(spec, (None, None, None, None), object(), world_size=2)
     assert err.value.field == "train.batch_gpu"
-    assert spec_and_batch(_spec(tmp_path, "train.batch_gpu=2"), object(), 2)[1] == 2
+    described = describe_run(_spec(tmp_path, "train.batch_gpu=2"), (None,) * 4, object(), 2)
+    assert described[1] == 2
 
 
 def test_d_betas_and_lr_reach_the_discriminator_optimiser(tmp_path):

@@ -195,4 +195,7 @@ def test_a_spec_with_two_networks_trains_at_ci_size(tmp_path):
     assert {"projector.0", "projector.1", "discriminator.0", "discriminator.1"} <= {
         ".".join(k.split(".")[:2]) for k in ckpt.models["D"]
     }
-    assert ExperimentSpec.from_file(run / "spec.yaml") == spec
+    # The spec it saves is the one the trainer describes its parts by: the same networks.
+    assert ExperimentSpec.from_file(run / "spec.yaml") == trainer.spec
+    described = [n.name for n in trainer.spec.discriminator.feature_network]
+    assert described == [n.name for n in spec.discriminator.feature_network]

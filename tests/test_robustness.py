@@ -24,8 +24,11 @@ def test_conditional_spec_on_unlabelled_data_is_rejected(tmp_path):
     data = _flat_folder(tmp_path / "flat")
     spec = ExperimentSpec.load(
         preset="minimal_cpu",
-        data=str(data),
-        overrides=[*tiny_overrides(tmp_path / "runs"), "data.conditional=true"],
+        overrides=[
+            *tiny_overrides(tmp_path / "runs"),
+            ("data.path", str(data)),
+            "data.conditional=true",
+        ],
     )
     with pytest.raises(SpecError, match=r"^data\.conditional:"):
         build_from_spec(spec)
@@ -66,7 +69,8 @@ def test_feature_maps_too_small_without_resize_are_rejected(tmp_path):
 
 def test_missing_data_path_names_the_field(tmp_path):
     spec = ExperimentSpec.load(
-        preset="minimal_cpu", data=str(tmp_path / "nope"), overrides=tiny_overrides(tmp_path)
+        preset="minimal_cpu",
+        overrides=[*tiny_overrides(tmp_path), ("data.path", str(tmp_path / "nope"))],
     )
     with pytest.raises(SpecError, match=r"^data\.path: .*nope"):
         build_from_spec(spec)

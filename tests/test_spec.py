@@ -79,8 +79,12 @@ def test_presets_load_and_overrides_parse_types():
         ExperimentSpec.preset(name)
     spec = ExperimentSpec.load(
         preset="minimal_cpu",
-        overrides=["train.batch=6", "data.mirror=false", "optim.betas=[0.5, 0.9]"],
-        data="/some/folder",
+        overrides=[
+            "train.batch=6",
+            "data.mirror=false",
+            "optim.betas=[0.5, 0.9]",
+            ("data.path", "/some/folder"),
+        ],
     )
     assert spec.train.batch == 6 and spec.data.mirror is False
     assert spec.optim.betas == (0.5, 0.9)
@@ -239,6 +243,27 @@ def test_dry_run_refuses_r1_as_the_loss():
     )
     assert out.returncode == 2
     assert "loss.name: 'r1' is a regularizer" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_every_train_flag_reaches_the_run_through_the_spec(capsys):
+    from tests.test_cli import run_main
+
+    # --device and --data are plain overrides: --dry-run prints the spec that would run, and a
+    # path YAML would read as a number stays the string given.
+    args = ("train", "--preset", "minimal_cpu", "--dry-run", "--device", "cpu", "--data", "007")
+    code, out, err = run_main(capsys, *args, "--set", "train.device=cuda")
+    assert code == 0, err
+    assert "  device: cpu\n" in out and "  path: '007'\n" in out  # the flags come last
+    spec = ExperimentSpec.validate_dict(yaml.safe_load(out))
+    assert (spec.train.device, spec.data.path) == ("cpu", "007")
+
+
+def test_a_run_on_other_than_three_channels_is_refused_by_its_field():
+    with pytest.raises(SpecError) as err:
+        ExperimentSpec.load(preset="minimal_cpu", overrides=["data.channels=1"])
+    assert err.value.field == "data.channels" and "3-channel" in str(err.value)
+    with pytest.raises(SpecError, match=r"^data\.channels: must be one of 1, 3"):
+        ExperimentSpec.load(overrides=["data.channels=2"])
 
 
 def test_set_indexes_into_lists():

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from projected_gan import ExperimentSpec, build_from_spec
-from projected_gan.checkpoint import find_checkpoints, load_checkpoint
-from projected_gan.training import CheckpointError, Trainer, TrainingStopped
+from projected_gan.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
+from projected_gan.training import Trainer, TrainingStopped
 from projected_gan.training.fit import tick_record
 from projected_gan.training.step import ema_beta
 from tests.conftest import tiny_overrides
@@ -334,8 +334,7 @@ def test_cli_resume_of_a_missing_folder_is_a_clear_error(tmp_path):
 def test_hand_assembled_trainer(tmp_path):
     """The documented way to train your own modules without a spec file."""
     from projected_gan import ProjectedDiscriminator, create
-    from projected_gan.data import default_dataset_path
-    from projected_gan.training import InfiniteBatches, load_image_dataset
+    from projected_gan.data import InfiniteBatches, default_dataset_path, load_image_dataset
 
     data = load_image_dataset(default_dataset_path(), 32, max_images=32)
     G = create("generators", "fastgan_lite", img_resolution=32, ngf=8)

@@ -81,30 +81,36 @@ def evaluate_checkpoint(
     import torch
 
     from projected_gan import sources
+    from projected_gan.checkpoint import check_described
     from projected_gan.inference import (
         evaluate_generator,
         generator_from_checkpoint,
         resolve_checkpoint,
     )
     from projected_gan.metrics import build_metrics
-    from projected_gan.training.assemble import metric_batch
-    from projected_gan.training.build import load_dataset
+    from projected_gan.training.assemble import load_spec_dataset, metric_batch
 
     if num < 2:
         raise UsageError(f"--num must be at least 2, got {num}", field="--num")
     dev = resolve_device(device)
     kind = sources.identify(checkpoint, field="CHECKPOINT")
     if kind in (sources.NETWORK_PICKLE, sources.EXPORT):
-        G, spec, meta = _generator_alone(checkpoint, kind, data, dev)
+        G, spec = _generator_alone(checkpoint, kind, data, dev)
     else:
         ckpt = resolve_checkpoint(checkpoint)
+        if data is None:
+            fix = "Say which images to compare with: --data DIR_OR_ZIP."
+            check_described(ckpt, ("data",), fix)
         G = generator_from_checkpoint(ckpt, device=dev)
         spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
-        meta = ckpt.meta
     if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
         G = G.to(memory_format=torch.channels_last)
-    spec = spec.model_copy(update={"data": _eval_data(spec, meta, data, G)})
-    dataset = load_dataset(spec)
+    # The run's own data (another folder with --data), at the generator's resolution.
+    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", spec.data.resolution))}
+    if data is not None:
+        update["path"] = data
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update=update)})
+    dataset = load_spec_dataset(spec)
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
     built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
@@ -165,7 +171,7 @@ def evaluate_image_folders(
 
 def _generator_alone(
     path: str, kind: str, data: str | None, device: Any
-) -> tuple[Any, ExperimentSpec, dict[str, Any]]:
+) -> tuple[Any, ExperimentSpec]:
     """G_ema of a network pickle or an export folder, and the default spec to evaluate it with:
     neither records a run's spec, so the metrics, seed, precision and batch are this library's
     defaults, and the real images must be given."""
@@ -186,31 +192,4 @@ def _generator_alone(
     spec = ExperimentSpec.validate_dict(
         {"data": {"conditional": G.c_dim > 0}}, source=f"defaults for {Path(path).name}"
     )
-    return G, spec, {}
-
-
-def _eval_data(spec: ExperimentSpec, meta: dict[str, Any], path: str | None, G: Any) -> Any:
-    """The data section to evaluate against: the run's own data (a hand-built run's recorded
-    data), or ``path`` at the generator's resolution."""
-    d = spec.data
-    recorded = meta.get("data")
-    if not meta.get("built_from_spec", True):
-        if recorded:
-            d = d.model_copy(
-                update={
-                    "path": recorded["path"],
-                    "conditional": recorded["use_labels"],
-                    "max_images": recorded["max_images"],
-                    "mirror": recorded["mirror"],
-                }
-            )
-        elif path is None:
-            raise UsageError(
-                "--data: this checkpoint comes from a hand-built run that recorded no data; "
-                "say which images to compare with",
-                field="--data",
-            )
-    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", d.resolution))}
-    if path is not None:
-        update["path"] = path
-    return d.model_copy(update=update)
+    return G, spec

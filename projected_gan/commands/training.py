@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from projected_gan import distributed, sources
@@ -18,7 +18,7 @@ def train(
     *,
     preset: str | None = None,
     data: str | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     resume: str | None = None,
     init: str | None = None,
     init_partial: bool = False,
@@ -28,11 +28,24 @@ def train(
 ) -> Path | None:
     """Train from a spec file / preset (+ overrides), or resume a run folder; return the run dir.
 
-    ``init`` (``--init SOURCE``) starts the new run from trained weights (``train.init.source``;
-    ``init_partial`` sets ``train.init.partial``): see :func:`projected_gan.training.init_from`.
+    Every flag is a spec override, applied after ``overrides``: ``data`` sets ``data.path``,
+    ``device`` ``train.device``, ``init`` (``--init SOURCE``: start from trained weights, see
+    :func:`projected_gan.training.init_from`) ``train.init.source``, ``init_partial``
+    ``train.init.partial``; so ``spec.yaml`` and ``--dry-run`` show what runs.
     """
-    from projected_gan.training.build import build_from_spec
-    from projected_gan.training.trainer import Trainer
+    from projected_gan.training.trainer import Trainer, build_from_spec
+
+    # (key, value) pairs: a path stays a string whatever YAML would make of it.
+    flags = [
+        (key, value)
+        for key, value in (
+            ("data.path", data),
+            ("train.device", device),
+            ("train.init.source", init),
+            ("train.init.partial", True if init_partial else None),
+        )
+        if value is not None
+    ]
 
     info = distributed.dist_info()  # from torchrun's environment
     try:
@@ -49,18 +62,14 @@ def train(
                     field="--init",
                 )
             sources.require(resume, (sources.RUN,), "--resume", field="--resume")
-            trainer = Trainer.resume(resume, overrides=overrides, device=device)
+            trainer = Trainer.resume(resume, overrides=[*overrides, *flags])
             if trainer.is_main:
                 print(
                     f"resuming {trainer.run_dir} at kimg {trainer.nimg / 1000:.3f}",
                     file=sys.stderr,
                 )
         else:
-            if init is not None:  # JSON-quoted: the path stays a string whatever it looks like
-                overrides = [*overrides, f"train.init.source={json.dumps(init)}"]
-            if init_partial:
-                overrides = [*overrides, "train.init.partial=true"]
-            spec = ExperimentSpec.load(spec_file, preset=preset, overrides=overrides, data=data)
+            spec = ExperimentSpec.load(spec_file, preset=preset, overrides=[*overrides, *flags])
             if dry_run:
                 from projected_gan.training.assemble import check_parts
                 from projected_gan.training.init_weights import read_spec_source
@@ -69,7 +78,7 @@ def train(
                 read_spec_source(spec)  # and a SOURCE it could not read
                 print(spec.to_yaml())
                 return None
-            trainer = build_from_spec(spec, device=device)
+            trainer = build_from_spec(spec)
         run_dir = trainer.fit(progress=progress)
     except BaseException as exc:
         # No orderly shutdown here: the other ranks may be waiting in a collective. This rank

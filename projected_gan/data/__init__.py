@@ -22,7 +22,8 @@ from projected_gan.data.files import (
     DataWarning,
     default_cache_dir,
 )
-from projected_gan.data.load import STORAGES, load_image_dataset
+from projected_gan.data.load import STORAGES, load_dataset, load_image_dataset
+from projected_gan.data.spec import DataSpec
 from projected_gan.images import to_float
 
 __all__ = [
@@ -30,12 +31,14 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "STORAGES",
     "DataError",
+    "DataSpec",
     "DataWarning",
     "ImageDataset",
     "InfiniteBatches",
     "StreamingDataset",
     "default_cache_dir",
     "default_dataset_path",
+    "load_dataset",
     "load_image_dataset",
     "prepare_image",
     "to_float",

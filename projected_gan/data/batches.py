@@ -136,9 +136,7 @@ class InfiniteBatches:
                 f"drop_last=False",
                 field="batch_size",
             )
-        # How to load the dataset again (a resumed hand-built run needs it), and what it was.
-        self.dataset_args = getattr(dataset, "load_args", None)
-        self.dataset_fingerprint = getattr(dataset, "fingerprint", "")
+        self.dataset = dataset  # its ``spec`` says how to load it again (None: in memory)
         cuda = self.device.type == "cuda"
         self._stream_data = dataset if isinstance(dataset, StreamingDataset) else None
         self._loader: Iterator[StreamedBatch] | None = None

@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch
 from projected_gan.atomic import atomic_write
 from projected_gan.cache import cache_dir
 from projected_gan.data.files import DataError, DataWarning
+from projected_gan.data.spec import DataSpec
 from projected_gan.data.stream import MemberReader, StreamedBatch
 
 __all__ = ["GPU_CACHE_BYTES", "STREAM_METRIC_REALS", "ImageDataset", "StreamingDataset"]
@@ -38,8 +38,8 @@ class _Labelled:
     fingerprint: str
     source: str
     skipped: list[str]
-    # The load_image_dataset arguments that give this dataset again (None: made in memory).
-    load_args: dict[str, Any] | None
+    # What load_image_dataset loaded, to load it again (None: made in memory).
+    spec: DataSpec | None
     resolution: int
     channels: int
 
@@ -132,7 +132,7 @@ class ImageDataset(_Labelled):
         self.fingerprint = fingerprint
         self.source = source
         self.skipped = list(skipped)
-        self.load_args = None
+        self.spec = None
         self.cache_file: Path | None = None  # the mapped cache file, when there is one
         self.cache_built = False  # whether this load decoded it into the cache (else found it)
         self.upscaled = 0  # images smaller than the resolution (loaded from files)
@@ -180,7 +180,7 @@ class StreamingDataset(_Labelled):
         self.fingerprint = fingerprint
         self.source = source or str(reader.source.location)
         self.skipped = []
-        self.load_args = None
+        self.spec = None
         self.metric_reals = min(len(reader), STREAM_METRIC_REALS)
 
     @property

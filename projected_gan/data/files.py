@@ -40,7 +40,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 class DataError(InputError):
     """A user-facing problem with the training data (bad path, no images, too few readable).
 
-    ``field`` names the argument at fault (``"path"``, ``"use_labels"``, ``"min_images"``, ...).
+    ``field`` names the :class:`~projected_gan.data.spec.DataSpec` field (or argument) at
+    fault: ``"path"``, ``"conditional"``, ``"min_images"``, ...
     """
 
     def __init__(self, message: str, *, field: str | None = "path") -> None:

@@ -45,14 +45,14 @@ def _examples(items: Sequence[str]) -> str:
 
 
 def _fail(message: str) -> DataError:
-    return DataError(message, field="use_labels")
+    return DataError(message, field="conditional")
 
 
 def read_labels(source: Source, path: Path) -> Labels:
     """The labels of every member of ``source`` (a folder or zip at ``path``).
 
     Raises:
-        DataError (``field="use_labels"``): a malformed ``dataset.json`` (not JSON, ``labels``
+        DataError (``field="conditional"``): a malformed ``dataset.json`` (not JSON, ``labels``
             null or not a list of ``[name, int]`` pairs, a label < 0 or >= the number of class
             names, a member without a label, a label for a file that is not there); without
             ``dataset.json``, images outside class sub-folders or fewer than two classes.

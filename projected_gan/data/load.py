@@ -21,7 +21,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from projected_gan.data.datasets import ImageDataset, StreamingDataset, _check_int
+from projected_gan.data.datasets import (
+    ImageDataset,
+    StreamingDataset,
+    _check_int,
+    default_dataset_path,
+)
 from projected_gan.data.decode import Decoded, decode_all, unreadable_message
 from projected_gan.data.files import (
     DataError,
@@ -32,6 +37,7 @@ from projected_gan.data.files import (
     open_source,
 )
 from projected_gan.data.labels import Labels, read_labels
+from projected_gan.data.spec import CHANNELS, DataSpec
 from projected_gan.data.store import (
     CacheWriteError,
     build_cache,
@@ -42,7 +48,7 @@ from projected_gan.data.store import (
 )
 from projected_gan.data.stream import MemberReader
 
-__all__ = ["STORAGES", "Storage", "dataset_cache_files", "load_image_dataset"]
+__all__ = ["STORAGES", "Storage", "dataset_cache_files", "load_dataset", "load_image_dataset"]
 
 Storage = Literal["auto", "cache", "stream"]
 STORAGES: tuple[str, ...] = ("auto", "cache", "stream")
@@ -123,7 +129,7 @@ def load_image_dataset(
     min_images = _check_int("min_images", min_images, low=1)
     if max_images is not None:
         max_images = _check_int("max_images", max_images, low=1)
-    if channels not in (1, 3):
+    if channels not in CHANNELS:
         raise DataError(f"channels: expected 1 or 3, got {channels!r}", field="channels")
     if storage not in STORAGES:
         raise DataError(
@@ -137,14 +143,19 @@ def load_image_dataset(
         raise DataError(unreadable_message(*source.problems[0], path))
     labels = read_labels(source, path) if use_labels else None
     key = _cache_key(source, resolution, channels, max_images)
-    load_args = {
-        "path": str(path.resolve()),
-        "resolution": resolution,
-        "use_labels": use_labels,
-        "channels": channels,
-        "max_images": max_images,
-        "storage": storage,
-    }
+    # What this dataset is, in the spec's words (unvalidated: any resolution loads).
+    record = DataSpec.model_construct(
+        path=str(path.resolve()),
+        resolution=resolution,
+        channels=channels,
+        conditional=use_labels,
+        workers=workers,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        storage=storage,
+        strict=strict,
+        min_images=min_images,
+        max_images=max_images,
+    )
     count = len(source.members) if max_images is None else min(max_images, len(source.members))
     nbytes = count * channels * resolution * resolution
     decode = dict(workers=workers, strict=strict, max_images=max_images)
@@ -155,7 +166,7 @@ def load_image_dataset(
                 f"only {count} image file(s) in {path}; min_images={min_images} are needed",
                 field="min_images",
             )
-        return _streaming(source, path, key, labels, count, workers, strict, load_args)
+        return _streaming(source, path, key, labels, count, workers, strict, record)
 
     if storage == "stream":
         return stream()
@@ -191,10 +202,27 @@ def load_image_dataset(
     if decoded is None:
         decoded = decode_all(source, resolution, channels, **decode)
     source.close()
-    dataset = _dataset(decoded, source, path, key, labels, strict, min_images, load_args)
+    dataset = _dataset(decoded, source, path, key, labels, strict, min_images, record)
     if dataset.mapped and files is not None:
         dataset.cache_file, dataset.cache_built = files.raw, built
     return dataset
+
+
+def load_dataset(data: DataSpec, *, progress: bool = False) -> ImageDataset | StreamingDataset:
+    """The dataset ``data`` describes (``path`` None: the shipped flowers64)."""
+    return load_image_dataset(
+        data.path or default_dataset_path(),
+        data.resolution,
+        use_labels=data.conditional,
+        channels=data.channels,
+        cache_dir=data.cache_dir,
+        storage=data.storage,
+        strict=data.strict,
+        min_images=data.min_images,
+        max_images=data.max_images,
+        workers=data.workers,
+        progress=progress,
+    )
 
 
 def _fits(nbytes: int, folder: Path) -> bool:
@@ -210,7 +238,7 @@ def _dataset(
     labels: Labels | None,
     strict: bool,
     min_images: int,
-    load_args: dict,
+    record: DataSpec,
 ) -> ImageDataset:
     skipped = [*source.problems, *decoded.skipped]
     if skipped and strict:
@@ -244,7 +272,7 @@ def _dataset(
         skipped=[name for name, _ in skipped],
         mapped=isinstance(decoded.images, np.memmap),
     )
-    dataset.load_args = load_args
+    dataset.spec = record
     dataset.upscaled = decoded.upscaled
     dataset.labels_from = "" if labels is None else labels.origin
     return dataset
@@ -258,7 +286,7 @@ def _streaming(
     count: int,
     workers: int,
     strict: bool,
-    load_args: dict,
+    record: DataSpec,
 ) -> StreamingDataset:
     if source.problems:
         named = [f"{name} ({why})" for name, why in source.problems]
@@ -283,7 +311,7 @@ def _streaming(
         source=str(path.resolve()),
         workers=workers,
     )
-    dataset.load_args = load_args
+    dataset.spec = record
     dataset.labels_from = "" if labels is None else labels.origin
     return dataset
 

@@ -11,7 +11,14 @@ from torch import Tensor
 from projected_gan.errors import UsageError
 from projected_gan.generators.layers import Generator
 
-__all__ = ["interpolation_frames", "latents_from_seeds", "lerp", "parse_seeds", "slerp"]
+__all__ = [
+    "grid_latents",
+    "interpolation_frames",
+    "latents_from_seeds",
+    "lerp",
+    "parse_seeds",
+    "slerp",
+]
 
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
@@ -214,3 +221,18 @@ def _frames(
                 cs = None if labels is None else lerp(labels[ks], labels[ks + 1], ts[:, None])
                 images = G(zs, cs, truncation_psi, noise_mode=noise_mode)
         yield images
+
+
+def grid_latents(G: Generator, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The fixed latents ``(n, z_dim)`` (and labels, cycling through the classes) of the grids.
+
+    64 images up to 64 px, 32 up to 256 px, else 16; drawn from ``seed`` on the CPU, so every
+    device shows the same faces.
+    """
+    res = getattr(G, "img_resolution", 64)
+    n = 64 if res <= 64 else 32 if res <= 256 else 16
+    gen = torch.Generator().manual_seed(seed + 12345)
+    z = torch.randn(n, G.z_dim, generator=gen).to(device)
+    c_dim = getattr(G, "c_dim", 0)
+    c = (torch.arange(n) % c_dim).to(device) if c_dim else None
+    return z, c

@@ -11,7 +11,6 @@ DeiT, Swin); pretrained weights resolve offline first in :mod:`.weights`.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,24 +30,6 @@ __all__ = [
 ]
 
 RESIZE_RULES = ("upsample_only", "always", "never")
-
-# Names that lived here before the split, and the module that holds them now.
-_MOVED = {
-    "WEIGHT_PACKAGES": "weights",
-    "PretrainedWeightsError": "weights",
-    "create_timm_model": "weights",
-    "load_state_dict_file": "weights",
-    "TimmFeatureNetwork": "timm_cnn",
-    "timm_features": "timm_cnn",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Old imports keep working without importing the timm modules for every user of the contract.
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"projected_gan.projectors.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # ------------------------------------------------------------------------------ the contract
 FEATURE_NETWORK_CONTRACT = (

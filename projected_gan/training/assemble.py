@@ -1,32 +1,36 @@
-"""The parts of a run built from an :class:`ExperimentSpec`: data, G, D, loss, metrics.
+"""The parts of a run built from an :class:`ExperimentSpec`, and the spec of a run's parts.
 
 Every part is created through its registry; each one is handed what the previous one exposes
 (the data's resolution and classes to G and D, the projector's channels to the heads), so a spec
-never repeats a channel count.
+never repeats a channel count. The other way round, :func:`describe_run` gives the spec of parts
+put together by hand, from the configs they record: every run is described by one spec, and
+resume, eval, ``train.init`` and export rebuild it through :func:`assemble`.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from projected_gan import distributed
-from projected_gan.checkpoint import Checkpoint, CheckpointError
-from projected_gan.configs import wire
-from projected_gan.data import DataError, InfiniteBatches, default_dataset_path, load_image_dataset
-from projected_gan.devices import resolve_device
+from projected_gan.configs import part_config, spec_form, wire
+from projected_gan.data import (
+    DataError,
+    DataSpec,
+    InfiniteBatches,
+    default_dataset_path,
+    load_dataset,
+)
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.errors import InputError, PartBuildError
-from projected_gan.fitting import check_part_config
 from projected_gan.inference import evaluate_generator
-from projected_gan.precision import resolve_precision
-from projected_gan.registry import create, create_from_config
+from projected_gan.precision import configure_torch
+from projected_gan.registry import create
 from projected_gan.training.spec import ExperimentSpec, SpecError
 
 __all__ = [
@@ -36,41 +40,11 @@ __all__ = [
     "build_generator",
     "build_loss",
     "check_parts",
-    "configure_torch",
-    "data_record",
-    "load_dataset",
+    "describe_run",
+    "load_spec_dataset",
     "metric_batch",
-    "reassemble",
-    "resolve_device",
-    "spec_and_batch",
 ]
 
-
-def configure_torch(spec: ExperimentSpec, device: torch.device) -> None:
-    """Global switches: TF32, cuDNN autotuning, deterministic algorithms."""
-    t = spec.train
-    if device.type == "cuda":
-        tf32 = resolve_precision(t.precision, device, t.tf32).tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cudnn.benchmark = not t.deterministic
-    if t.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        if device.type == "cuda":
-            torch.backends.cudnn.deterministic = True
-
-
-# The spec field behind each argument of load_image_dataset / InfiniteBatches.
-DATA_FIELDS = {
-    "path": "data.path",
-    "resolution": "data.resolution",
-    "use_labels": "data.conditional",
-    "min_images": "data.min_images",
-    "max_images": "data.max_images",
-    "workers": "data.workers",
-    "storage": "data.storage",
-    "batch_size": "train.batch",
-}
 # The spec section that decides each argument the pipeline wires into D's heads.
 WIRED_FROM = {
     "image_size": "discriminator.feature_network",  # its input size and resize rule
@@ -87,24 +61,20 @@ def _field(section: str, field: str | None) -> str:
     return field if field.startswith(section + ".") else f"{section}.{field}"
 
 
-def load_dataset(spec: ExperimentSpec) -> Any:
+def _data_error(exc: DataError) -> SpecError:
+    """A data error as the spec field at fault (the data's fields are the spec's)."""
+    if exc.field == "batch_size":
+        return SpecError([("train.batch", str(exc))])
+    field = exc.field if exc.field in DataSpec.model_fields else "path"
+    return SpecError([(f"data.{field}", str(exc))])
+
+
+def load_spec_dataset(spec: ExperimentSpec) -> Any:
     """The spec's image dataset (or the shipped flowers64); data errors name ``data.*`` fields."""
-    d = spec.data
-    path = Path(d.path) if d.path else default_dataset_path()
     try:
-        return load_image_dataset(
-            path,
-            d.resolution,
-            use_labels=d.conditional,
-            cache_dir=d.cache_dir,
-            strict=d.strict,
-            min_images=d.min_images,
-            max_images=d.max_images,
-            workers=d.workers,
-            storage=d.storage,
-        )
+        return load_dataset(spec.data)
     except DataError as exc:
-        raise SpecError([(DATA_FIELDS.get(exc.field, "data.path"), str(exc))]) from None
+        raise _data_error(exc) from None
 
 
 def build_generator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.Module:
@@ -221,51 +191,28 @@ class Assembly:
     device: torch.device
 
 
-def _start(
-    spec: ExperimentSpec, device: str | torch.device | None
-) -> tuple[torch.device, distributed.DistInfo]:
+def _start(spec: ExperimentSpec) -> tuple[torch.device, distributed.DistInfo]:
     """This process's device, joined to the process group (torchrun), torch configured."""
-    info = distributed.dist_info()
     try:
-        dev = resolve_device(device if device is not None else spec.train.device, info.local_rank)
+        dev, info = distributed.join(spec.train.device)
     except InputError as exc:
         raise SpecError([("train.device", str(exc))]) from None
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    info = distributed.init_distributed(dev)
     if spec.train.batch % info.world_size:
         raise SpecError(
             [("train.batch", f"{spec.train.batch} is not divisible by {info.world_size} processes")]
         )
-    configure_torch(spec, dev)
+    configure_torch(spec.train, dev)
     return dev, info
 
 
-def _node_first(info: distributed.DistInfo, load: Callable[[], Any]) -> Any:
-    """``load()`` on each node's first process (local rank 0) first, then on the node's others.
-
-    The first process of every node decodes that node's cache while the node's other processes
-    wait; they then map it. A cache on a filesystem that all nodes share is built once: the
-    first processes of the nodes meet at the cache's lock file, and those that come second find
-    it built (:func:`projected_gan.data.store.build_lock`).
-    """
-    first = info.local_rank == 0
-    if info.enabled and not first:
-        distributed.barrier()
-    result = load()
-    if info.enabled and first:
-        distributed.barrier()
-    return result
-
-
-def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> Assembly:
+def assemble(spec: ExperimentSpec) -> Assembly:
     """Data, G, D (projector + heads + augmentation), loss and R1 of ``spec``, on its device.
 
     Joins the process group when launched by torchrun; every rank gets the same initial weights.
     """
     spec.check()
-    dev, info = _start(spec, device)
-    dataset = _node_first(info, lambda: load_dataset(spec))
+    dev, info = _start(spec)
+    dataset = distributed.node_first(info, lambda: load_spec_dataset(spec))
     num_classes = dataset.num_classes if spec.data.conditional else 0
     if spec.data.conditional and num_classes < 2:
         raise SpecError(
@@ -300,7 +247,7 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
             world_size=info.world_size,
         )
     except DataError as exc:
-        raise SpecError([(DATA_FIELDS.get(exc.field, "data.path"), str(exc))]) from None
+        raise _data_error(exc) from None
     return Assembly(
         G=G,
         D=D,
@@ -314,132 +261,127 @@ def assemble(spec: ExperimentSpec, device: str | torch.device | None = None) -> 
     )
 
 
-def data_record(batches: Any) -> dict[str, Any] | None:
-    """How to load a hand-built run's data again: the dataset's loading arguments, the mirror
-    flag and seed of its batches, and its fingerprint; None for data made in memory."""
-    args = getattr(batches, "dataset_args", None)
-    if not args:
-        return None
-    return {
-        **args,
-        "mirror": bool(batches.mirror),
-        "seed": int(batches.seed),
-        "fingerprint": getattr(batches, "dataset_fingerprint", ""),
-    }
+# ------------------------------------------------------------------------------ parts -> spec
+# The dataset fields that decide which images a run sees (the others say how to read them).
+_SAME_DATA = ("resolution", "channels", "conditional", "max_images", "mirror")
 
 
-def reassemble(
-    ckpt: Checkpoint, spec: ExperimentSpec, device: str | torch.device | None = None
-) -> Assembly:
-    """The parts of a hand-built run (``Trainer(G, D, ...)``), from what its checkpoint recorded:
-    the configs of G, D, loss and R1, and the data's loading arguments."""
-    parts = ckpt.meta.get("parts") or {}
-    if not isinstance(parts, dict):
-        raise CheckpointError(f"{ckpt.path}: its recorded parts are not an object")
-    missing = [name for name in ("G", "D", "loss") if not parts.get(name)]
-    if missing:
-        raise CheckpointError(
-            f"{ckpt.path} comes from a hand-built Trainer whose {', '.join(missing)} were not "
-            "built through the registries, so they cannot be rebuilt from the checkpoint. "
-            "Build the same modules, pass them to Trainer(..., run_dir=RUN) and call "
-            "trainer.load_latest()."
+def _describe_parts(raw: dict, G: Any, D: Any, loss: Any, r1: Any) -> dict[str, str]:
+    """Put the spec forms of G, D and the loss (+ R1) into ``raw``; return the sections their
+    parts cannot describe (not built through the registries), each with the reason."""
+    missing = {}
+    g, d, lo = part_config(G), part_config(D), part_config(loss)
+    if g is None or g["kind"] != "generators":
+        missing["generator"] = f"G ({type(G).__name__}) was not built through a registry"
+    else:
+        raw["generator"] = spec_form(g)
+    if d is None or d["kind"] != "projected_discriminator":
+        missing["discriminator"] = (
+            f"D ({type(D).__name__}) is not a ProjectedDiscriminator of registered parts"
         )
-    # a part of another kind, or arguments out of range, is refused before anything is built
-    check_part_config(parts["G"], "generators", f"{ckpt.path}: parts.G", CheckpointError)
-    data = ckpt.meta.get("data")
-    if not data:
-        raise CheckpointError(
-            f"{ckpt.path} comes from a hand-built Trainer that recorded no data (its batches "
-            "were not InfiniteBatches over load_image_dataset(path, ...)), so the run cannot be "
-            "resumed by itself. Build the Trainer with your data, run_dir=RUN, and call "
-            "trainer.load_latest()."
-        )
-    dev, info = _start(spec, device)
-    dataset = _node_first(
-        info,
-        lambda: load_image_dataset(
-            data["path"],
-            data["resolution"],
-            use_labels=data["use_labels"],
-            channels=data["channels"],
-            max_images=data["max_images"],
-            cache_dir=spec.data.cache_dir,
-            storage=data.get("storage", "auto"),
-        ),
-    )
-    if data.get("fingerprint") and dataset.fingerprint != data["fingerprint"]:
-        warnings.warn(
-            f"the files in {data['path']} changed since the run was saved; resuming on them",
-            stacklevel=2,
-        )
-    torch.manual_seed(spec.train.seed)  # same initial weights on every rank
-    G = create_from_config(parts["G"])
-    D = create_from_config(parts["D"])
-    r1 = create_from_config(parts["r1"]) if parts.get("r1") else None
-    batches = InfiniteBatches(
-        dataset,
-        spec.train.batch // info.world_size,
-        seed=data["seed"],
-        mirror=data["mirror"],
-        device=dev,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    return Assembly(
-        G=G,
-        D=D,
-        loss=create_from_config(parts["loss"]),
-        r1=r1,
-        batches=batches,
-        label_pool=dataset.labels if getattr(G, "c_dim", 0) else None,
-        evaluate=None,
-        dist_info=info,
-        device=dev,
-    )
+    else:
+        names = ("feature_network", "projection_head", "discriminator", "augment")
+        raw["discriminator"] = {k: d["kwargs"][k] for k in names}
+    r = None if r1 is None else part_config(r1)
+    if lo is None or lo["kind"] != "losses" or (r1 is not None and r is None):
+        missing["loss"] = "the loss or R1 was not built through a registry"
+    else:
+        raw["loss"] = {**spec_form(lo), "r1_gamma": 0.0}
+        if r is not None:
+            raw["loss"].update(r1_gamma=r["kwargs"]["gamma"], r1_interval=r["kwargs"]["interval"])
+    return missing
 
 
-def spec_and_batch(
-    spec: ExperimentSpec | None, batches: Any, world_size: int
-) -> tuple[ExperimentSpec, int]:
-    """The run's spec and per-process batch, which the batches handed in decide.
+def _describe_data(raw: dict, batches: Any, seed_given: bool) -> str | None:
+    """Put the data section (and the order's seed) of ``batches`` into ``raw``; the reason when
+    they cannot say which images they hold."""
+    recorded = getattr(getattr(batches, "dataset", None), "spec", None)
+    if recorded is None:
+        return "the batches are not InfiniteBatches of load_image_dataset(...) (data in memory?)"
+    own = {**recorded.model_dump(), "mirror": bool(batches.mirror)}
+    try:
+        DataSpec.model_validate(own)
+    except ValidationError as exc:
+        return f"its data cannot be a spec's: {exc.errors()[0]['msg']}"
+    given = raw["data"]
+    path = Path(given["path"] or default_dataset_path()).expanduser().resolve()
+    if not (str(path) == own["path"] and all(given[k] == own[k] for k in _SAME_DATA)):
+        raw["data"] = own
+    if batches.seed != raw["train"]["seed"]:
+        if seed_given:
+            raise SpecError(
+                [
+                    (
+                        "train.seed",
+                        f"{raw['train']['seed']}, but the batches draw their order with seed "
+                        f"{batches.seed}; make them agree (or leave train.seed out)",
+                    )
+                ]
+            )
+        raw["train"]["seed"] = batches.seed
+    return None
 
-    Without a spec, ``train.batch`` is the batches' ``batch_size`` times the processes; with
-    one, the two must agree (a silent mismatch would draw and count the wrong number of fakes).
+
+def describe_run(
+    spec: ExperimentSpec | None,
+    parts: tuple[Any, Any, Any, Any],
+    batches: Any,
+    world_size: int,
+    evaluate: Any = None,
+) -> tuple[ExperimentSpec, int, dict[str, str]]:
+    """The complete spec of a trainer's ``parts`` (G, D, loss, R1), ``batches`` and
+    ``evaluate`` (None: ``metrics.names`` is empty), its per-process batch, and the sections
+    it cannot describe (section -> why).
+
+    ``spec`` gives everything the parts do not decide (schedule, optimiser, output, ...). Its
+    ``generator``, ``discriminator`` and ``loss`` become the forms the parts record; its data
+    section that of the batches' dataset (kept as written when it names the same images). A
+    section the parts cannot describe (a custom module, data made in memory) keeps ``spec``'s
+    value and is returned: such a run trains, but cannot be rebuilt from its checkpoints.
     """
     per_rank = getattr(batches, "batch_size", None)
+    if spec is None and per_rank is None:
+        raise TypeError("batches has no batch_size: pass spec= with train.batch (the global batch)")
+    raw = (spec or ExperimentSpec()).to_dict()
     if spec is None:
-        if per_rank is None:
-            raise TypeError(
-                "batches has no batch_size: pass spec= with train.batch (the global batch)"
-            )
-        spec = ExperimentSpec()
-        spec.train.batch = per_rank * world_size
-        return spec, per_rank
-    t = spec.train
-    if per_rank is not None and per_rank * world_size != t.batch:
+        raw["train"]["batch"] = per_rank * world_size
+    t = raw["train"]
+    if per_rank is not None and per_rank * world_size != t["batch"]:
         processes = f" x {world_size} processes" if world_size > 1 else ""
         raise SpecError(
             [
                 (
                     "train.batch",
-                    f"{t.batch}, but the batches hold {per_rank} images{processes} per step; "
+                    f"{t['batch']}, but the batches hold {per_rank} images{processes} per step; "
                     "make them agree (or pass no spec to take the batches' size)",
                 )
             ]
         )
-    if t.batch % world_size:
+    if t["batch"] % world_size:
         raise SpecError(
-            [("train.batch", f"{t.batch} is not divisible by the {world_size} processes")]
+            [("train.batch", f"{t['batch']} is not divisible by the {world_size} processes")]
         )
-    per_rank = t.batch // world_size
-    if t.batch_gpu is not None and per_rank % t.batch_gpu:
+    missing = _describe_parts(raw, *parts)
+    if evaluate is None:  # no metrics run during training
+        raw["metrics"]["names"] = []
+    seed_given = spec is not None and "seed" in spec.train.model_fields_set
+    why = _describe_data(raw, batches, seed_given)
+    if why:  # what G says of its data
+        missing["data"] = why
+        G = parts[0]
+        raw["data"]["conditional"] = bool(getattr(G, "c_dim", 0))
+        raw["data"]["resolution"] = getattr(G, "img_resolution", raw["data"]["resolution"])
+    described = ExperimentSpec.validate_dict(raw, source="the trainer's parts")
+    per_rank = described.train.batch // world_size
+    micro = described.train.batch_gpu
+    if micro is not None and per_rank % micro:
         raise SpecError(
             [
                 (
                     "train.batch_gpu",
-                    f"{t.batch_gpu} does not divide the per-process batch {per_rank} "
-                    f"(train.batch {t.batch} / {world_size} processes)",
+                    f"{micro} does not divide the per-process batch {per_rank} "
+                    f"(train.batch {t['batch']} / {world_size} processes)",
                 )
             ]
         )
-    return spec, per_rank
+    return described, per_rank, missing

@@ -65,6 +65,7 @@ class InitSource:
         kimg: thousands of images SOURCE had trained on, if known.
         checkpoint: ``"latest"`` or ``"best"`` for a run folder, else None.
         notes: what was assumed in reading SOURCE (kept in the record).
+        no_discriminator: why ``models`` holds no usable ``"D"`` (D's heads start fresh).
     """
 
     source: Path
@@ -77,6 +78,7 @@ class InitSource:
     kimg: float | None = None
     checkpoint: str | None = None
     notes: list[str] = field(default_factory=list)
+    no_discriminator: str | None = None
 
     def record(self) -> dict[str, Any]:
         """Where the weights came from, as plain JSON (the ``source`` part of ``init.json``)."""
@@ -176,11 +178,12 @@ def _from_checkpoint(source: Path, kind: str, ckpt, checkpoint: str | None) -> I
         generator = generator_config(ckpt)
     except CheckpointError:
         generator = None  # a hand-built G: the tensors still copy by name and shape
-    parts = ckpt.meta.get("parts")
-    d_config = (parts.get("D") if isinstance(parts, dict) else None) or {}
-    kwargs = d_config.get("kwargs") if isinstance(d_config, dict) else None
-    nets = kwargs.get("feature_network") if isinstance(kwargs, dict) else None
-    nets = None if nets is None else nets if isinstance(nets, list) else [nets]
+    nets = None  # the feature network(s) D's heads judged, as the run's spec describes them
+    spec = ckpt.meta.get("spec")
+    d_spec = spec.get("discriminator") if isinstance(spec, dict) else None
+    if isinstance(d_spec, dict) and "discriminator" not in (ckpt.meta.get("undescribed") or {}):
+        nets = d_spec.get("feature_network")
+        nets = None if nets is None else nets if isinstance(nets, list) else [nets]
     nimg = ckpt.meta.get("nimg")
     if nimg is not None and type(nimg) is not int:  # a crafted meta: refuse in one line
         raise InitError(f"{FIELD}: {ckpt.path} has nimg {quote(nimg)}, not a count", field=FIELD)
@@ -194,6 +197,7 @@ def _from_checkpoint(source: Path, kind: str, ckpt, checkpoint: str | None) -> I
         feature_networks=nets,
         kimg=None if nimg is None else int(nimg) / 1000,
         checkpoint=checkpoint,
+        no_discriminator=None if "D" in ckpt.models else f"{ckpt.path} holds no D",
     )
 
 
@@ -212,6 +216,7 @@ def _read_export(path: Path) -> InitSource:
         models={"G": exported.state, "G_ema": exported.state},
         generator=exported.config["generator"],
         kimg=nimg / 1000 if isinstance(nimg, int) else None,
+        no_discriminator="SOURCE has no discriminator (an export holds G_ema only)",
     )
 
 
@@ -222,6 +227,7 @@ def _read_pickle(path: Path) -> InitSource:
     net = read_network_pickle(path)  # raises an InputError for anything it refuses
     models = {k: v for k, v in net.models.items() if k in ("G", "G_ema", "D")}
     nets, notes = None, []
+    no_d = None if "D" in models else "the pickle holds no discriminator"
     if "D" in models and net.discriminator:
         # The heads judged the official lite0 trunk's features: this library's network with
         # the resize rule the pickle's interp224 flag stands for, when the trunk is the shipped
@@ -232,11 +238,12 @@ def _read_pickle(path: Path) -> InitSource:
         trunk = net.info.get("feature_network") or {}
         if trunk.get("equal_to_shipped_imagenet_weights") is False:
             del models["D"]
-            notes.append(
+            no_d = (
                 f"the pickle's {name} trunk differs from the shipped ImageNet weights (max abs "
                 f"diff {trunk.get('max_abs_diff_to_shipped_imagenet_weights')}), so D's heads "
                 "start fresh"
             )
+            notes.append(no_d)
     return InitSource(
         source=path,
         kind="official_pickle",
@@ -247,4 +254,5 @@ def _read_pickle(path: Path) -> InitSource:
         feature_networks=nets,
         kimg=net.info.get("kimg"),
         notes=notes,
+        no_discriminator=no_d,
     )

@@ -152,33 +152,51 @@ def _match(own: State, theirs: State, report: ModuleReport, copies: list) -> Non
             copies.append((tensor, src))
 
 
-def _networks(state: State, count: int | None = None) -> list[dict[str, dict[str, Any]]]:
-    """A ProjectedDiscriminator state dict split per feature network into ``features``,
-    ``projection`` and ``heads`` (names relative to each group, with the full ``prefix``)."""
-    several = any(k.startswith(("projector.0.", "discriminator.0.")) for k in state)
-    if count is None:
-        count = 1
-        if several:
-            indices = [
-                k.split(".")[1] for k in state if k.startswith(("projector.", "discriminator."))
-            ]
-            count = 1 + max(int(i) for i in indices if i.isdigit())
+def _layout(D: nn.Module) -> dict[str, str]:
+    """Where D keeps each feature network's parts, from D's own structure: the module paths
+    (without a list index) of ``D.projectors`` and ``D.discriminators`` (the trainable heads),
+    and of each projector's ``feature_network`` and projection ``head`` inside it."""
+    names = {id(m): name for name, m in D.named_modules()}
+    several = len(D.projectors) > 1
+    proj, heads = D.projectors[0], D.discriminators[0]
+
+    def holder(module: nn.Module) -> str:  # the attribute (a ModuleList with several networks)
+        return names[id(module)].rpartition(".")[0] if several else names[id(module)]
+
+    inside = len(names[id(proj)]) + 1
+    return {
+        "projector": holder(proj),
+        "heads": holder(heads),
+        "features": names[id(proj.feature_network)][inside:],
+        "projection": names[id(proj.head)][inside:],
+    }
+
+
+def _count(state: State, layout: dict[str, str]) -> int:
+    """Feature networks of a D state laid out as ``layout``: one, or the entries of its list."""
+    at = layout["heads"] + "."
+    indices = [key[len(at) :].split(".")[0] for key in state if key.startswith(at)]
+    numbered = [int(i) for i in indices if i.isdigit()]
+    return 1 + max(numbered) if numbered and any(k.startswith(at + "0.") for k in state) else 1
+
+
+def _networks(state: State, layout: dict[str, str], count: int) -> list[dict[str, Any]]:
+    """A D state dict split per feature network into ``features``, ``projection`` and
+    ``heads`` (names relative to each group; the full prefixes under ``prefix``)."""
     groups = []
     for i in range(count):
-        p, d = (
-            (f"projector.{i}.", f"discriminator.{i}.")
-            if several
-            else ("projector.", "discriminator.")
-        )
-        group: dict[str, dict[str, Any]] = {"features": {}, "projection": {}, "heads": {}}
-        for key, value in state.items():
-            if key.startswith(p + "feature_network."):
-                group["features"][key[len(p + "feature_network.") :]] = value
-            elif key.startswith(p + "head."):
-                group["projection"][key[len(p + "head.") :]] = value
-            elif key.startswith(d):
-                group["heads"][key[len(d) :]] = value
-        group["prefix"] = {"projection": p + "head.", "heads": d}
+        index = f".{i}" if count > 1 else ""
+        p = layout["projector"] + index + "."
+        prefix = {
+            "features": p + layout["features"] + ".",
+            "projection": p + layout["projection"] + ".",
+            "heads": layout["heads"] + index + ".",
+        }
+        group: dict[str, Any] = {
+            part: {k[len(at) :]: v for k, v in state.items() if k.startswith(at)}
+            for part, at in prefix.items()
+        }
+        group["prefix"] = prefix
         groups.append(group)
     return groups
 
@@ -220,19 +238,20 @@ def _same_projection(run: dict, src: dict) -> bool:
 
 
 def _plan_d(
-    D: nn.Module, src_state: State | None, src_forms: list | None
+    D: nn.Module, src_state: State | None, src_forms: list | None, no_d: str | None
 ) -> tuple[ModuleReport, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """D's heads (and projection) plan: the report and the copies."""
-    own = D.state_dict()
-    count = len(getattr(D, "projectors", [None]))
-    run_groups = _networks(own, count)
+    """D's heads (and projection) plan, by D's structure: the report and the copies."""
+    if not (hasattr(D, "projectors") and hasattr(D, "discriminators")):
+        return ModuleReport(reason="D has no projectors and heads to copy into"), []
+    layout = _layout(D)
+    run_groups = _networks(D.state_dict(), layout, len(D.projectors))
     report = ModuleReport(total=sum(len(g["heads"]) for g in run_groups))
     copies: list = []
     if src_state is None:
         report.fresh = [g["prefix"]["heads"] + k for g in run_groups for k in g["heads"]]
-        report.reason = "SOURCE has no discriminator (an export holds G_ema only)"
+        report.reason = no_d or "SOURCE has no discriminator"
         return report, copies
-    src_groups = _networks(src_state)
+    src_groups = _networks(src_state, layout, _count(src_state, layout))
     run_forms = _feature_network_forms(D)
     if run_forms is not None and len(run_forms) != len(run_groups):
         run_forms = None
@@ -292,7 +311,9 @@ def plan_init(
         theirs = source.models.get(name) or source.models.get("G_ema") or source.models["G"]
         reports[name] = ModuleReport(total=len(own))
         _match(own, theirs, reports[name], copies)
-    reports["D"], d_copies = _plan_d(modules["D"], source.models.get("D"), source.feature_networks)
+    reports["D"], d_copies = _plan_d(
+        modules["D"], source.models.get("D"), source.feature_networks, source.no_discriminator
+    )
     copies += d_copies
     return reports, copies
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from projected_gan.atomic import atomic_write_json
-from projected_gan.configs import part_config
 from projected_gan.images import save_image_grid
 from projected_gan.training.spec import ExperimentSpec
 
@@ -22,7 +22,6 @@ __all__ = [
     "INIT_RECORD",
     "SUBFOLDERS",
     "default_run_name",
-    "grid_latents",
     "new_run_dir",
     "prepare_run_dir",
     "write_grid",
@@ -42,21 +41,15 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     return run
 
 
-def default_run_name(
-    spec: ExperimentSpec, G: torch.nn.Module | None = None, data: dict | None = None
-) -> str:
-    """``<generator>-<data>-<resolution>-b<batch>``, safe as a folder name.
-
-    From the spec, or for a hand-built run from its generator ``G`` and data record.
-    """
-    if G is None:
-        data_name = Path(spec.data.path).stem if spec.data.path else "flowers64"
-        generator, resolution = spec.generator.name, spec.data.resolution
-    else:
-        data_name = Path(data["path"]).stem if data else "memory"
-        generator = (part_config(G) or {}).get("name", type(G).__name__)
-        resolution = getattr(G, "img_resolution", "")
-    name = f"{generator}-{data_name}-{resolution}-b{spec.train.batch}"
+def default_run_name(spec: ExperimentSpec, undescribed: Mapping[str, str] | None = None) -> str:
+    """``<generator>-<data>-<resolution>-b<batch>``, safe as a folder name (``custom`` and
+    ``memory`` for a hand-built run's generator and data that its spec cannot describe)."""
+    undescribed = undescribed or {}
+    generator = "custom" if "generator" in undescribed else spec.generator.name
+    data_name = Path(spec.data.path).stem if spec.data.path else "flowers64"
+    if "data" in undescribed:
+        data_name = "memory"
+    name = f"{generator}-{data_name}-{spec.data.resolution}-b{spec.train.batch}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -90,20 +83,3 @@ def write_grid(images: torch.Tensor, path: Path) -> Path | None:
         )
         return None
     return path
-
-
-def grid_latents(
-    G: torch.nn.Module, seed: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The fixed latents ``(n, z_dim)`` (and labels, cycling through the classes) of the grids.
-
-    64 images up to 64 px, 32 up to 256 px, else 16; drawn from ``seed`` on the CPU, so every
-    device shows the same faces.
-    """
-    res = getattr(G, "img_resolution", 64)
-    n = 64 if res <= 64 else 32 if res <= 256 else 16
-    gen = torch.Generator().manual_seed(seed + 12345)
-    z = torch.randn(n, G.z_dim, generator=gen).to(device)
-    c_dim = getattr(G, "c_dim", 0)
-    c = (torch.arange(n) % c_dim).to(device) if c_dim else None
-    return z, c

@@ -7,17 +7,13 @@ images into the arrays loggers take.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 from projected_gan.errors import PartBuildError
-from projected_gan.images import make_grid, to_uint8
 from projected_gan.loggers import Logger
 from projected_gan.registry import LOGGERS
 from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.spec_checks import SpecError
 
-__all__ = ["build_loggers", "grid_image"]
+__all__ = ["build_loggers"]
 
 ALWAYS_ON = "jsonl"  # the run's own record: projected-gan and the benchmarks read it back
 
@@ -39,13 +35,3 @@ def build_loggers(spec: ExperimentSpec) -> list[tuple[str, Logger]]:
     if all(name != ALWAYS_ON for name, _ in built):
         built.insert(0, (ALWAYS_ON, LOGGERS.create(ALWAYS_ON)))
     return built
-
-
-def grid_image(images: torch.Tensor) -> np.ndarray:
-    """``(B, C, H, W)`` images (uint8, or float in [-1, 1]) tiled into one read-only uint8
-    ``(H', W', C)`` array, as in the PNG grids of ``samples/``."""
-    if images.dtype != torch.uint8:
-        images = to_uint8(images)
-    grid = make_grid(images.cpu()).permute(1, 2, 0).numpy()
-    grid.setflags(write=False)  # shared by every logger
-    return grid

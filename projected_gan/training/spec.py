@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from projected_gan.atomic import atomic_write_text
+from projected_gan.data.spec import DataSpec
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.training.spec_checks import (
     PartSpec,
@@ -46,41 +48,6 @@ __all__ = [
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _is_power_of_two(n: int) -> bool:
-    return n > 0 and (n & (n - 1)) == 0
-
-
-class DataSpec(_Strict):
-    """Where the images come from and how they are prepared."""
-
-    path: str | None = Field(None, description="image folder or zip; null = the shipped flowers64")
-    resolution: int = Field(64, description="side of the square training images (power of two)")
-    mirror: bool = Field(False, description="add x-flipped copies (doubles the dataset)")
-    conditional: bool = Field(
-        False, description="labels from dataset.json at the data's root, else class sub-folders"
-    )
-    workers: int = Field(
-        2, ge=1, description="threads decoding into the cache; processes decoding when streaming"
-    )
-    cache_dir: str | None = Field(None, description="decoded-dataset cache (default ~/.cache)")
-    storage: Literal["auto", "cache", "stream"] = Field(
-        "auto",
-        description="cache: decode once into a file every process maps; stream: decode on the "
-        "fly in data.workers processes, nothing cached; auto: cache unless it would not fit "
-        "the free disk",
-    )
-    strict: bool = Field(False, description="fail on the first unreadable image instead of skip")
-    min_images: int = Field(16, ge=1, description="fail if fewer readable images remain")
-    max_images: int | None = Field(None, ge=1, description="use only the first N images")
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, v: int) -> int:
-        if not (_is_power_of_two(v) and 16 <= v <= 1024):
-            raise ValueError(f"must be a power of two between 16 and 1024, got {v}")
-        return v
 
 
 # The discriminator's defaults are ProjectedDiscriminator's own (one place to change them).
@@ -308,6 +275,15 @@ class ExperimentSpec(_Strict):
             problems.append(
                 ("train.batch_gpu", f"{t.batch_gpu} must divide the batch {t.batch} per process")
             )
+        if self.data.channels != 3:
+            problems.append(
+                (
+                    "data.channels",
+                    f"{self.data.channels}: the generators make 3-channel (RGB) images, so a "
+                    "run trains on 3 channels for now (`projected-gan data --channels 1` still "
+                    "builds a 1-channel cache)",
+                )
+            )
         if problems:
             raise SpecError(problems)
         lr_fields = {"lr", "g_lr", "d_lr"} & self.optim.model_fields_set
@@ -353,10 +329,10 @@ class ExperimentSpec(_Strict):
         file: str | Path | None = None,
         *,
         preset: str | None = None,
-        overrides: list[str] | tuple[str, ...] = (),
-        data: str | None = None,
+        overrides: Sequence[str | tuple[str, Any]] = (),
     ) -> ExperimentSpec:
-        """File or preset (or the defaults), then ``data`` and ``key=value`` overrides."""
+        """File or preset (or the defaults), then the overrides (``key=value`` strings, or
+        ``(key, value)`` pairs whose value is taken as is)."""
         if file is not None and preset is not None:
             raise SpecError([("", "give a spec file or a preset, not both")])
         raw: dict[str, Any] = {}
@@ -364,8 +340,6 @@ class ExperimentSpec(_Strict):
             raw = read_mapping(Path(file))
         elif preset is not None:
             raw = preset_dict(preset)
-        if data is not None:
-            raw.setdefault("data", {})["path"] = data
         raw = apply_overrides(raw, overrides)
         return cls.validate_dict(raw, source=str(file or preset or "spec"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,11 @@ def preset_dict(name: str) -> dict[str, Any]:
     return yaml.safe_load(text) or {}
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``section.field=value`` strings (values parsed as YAML) to a raw spec dict.
+def apply_overrides(
+    raw: dict[str, Any], overrides: Sequence[str | tuple[str, Any]]
+) -> dict[str, Any]:
+    """Apply ``section.field=value`` strings (values parsed as YAML) to a raw spec dict; a
+    ``(key, value)`` pair sets its value as is (a path from a flag stays a string).
 
     A number in the key indexes a list of the spec: ``discriminator.feature_network.1.name=...``
     sets the second network's name. Indexing is strict: an index past the end, a number where
@@ -63,6 +67,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     """
     raw = json.loads(json.dumps(raw))  # deep copy of plain data
     for item in overrides:
+        if isinstance(item, tuple):
+            _set_path(raw, item[0], item[1])
+            continue
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:

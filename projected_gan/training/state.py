@@ -19,18 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from projected_gan import distributed
 from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
     find_checkpoints,
-    latest_valid_checkpoint,
     load_module_state,
     save_checkpoint,
     snapshot_path,
 )
-from projected_gan.training.assemble import assemble, reassemble
-from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.step import match_state_layout
 
 __all__ = [
@@ -38,11 +34,8 @@ __all__ = [
     "Counters",
     "TrainingStopped",
     "architecture_differences",
-    "gather_rng_states",
     "load_weights",
     "prune_checkpoints",
-    "restore_rng_states",
-    "resume_run",
     "write_checkpoint",
 ]
 
@@ -96,22 +89,15 @@ def _get(tree: dict, dotted: str) -> Any:
     return node
 
 
-def architecture_differences(
-    meta: Mapping[str, Any], spec: dict, parts: Mapping[str, dict | None]
-) -> list[str]:
-    """``field: checkpoint X vs now Y`` for each model-defining spec field, and each part
-    config of G and D, that differs between a checkpoint's ``meta`` and a trainer."""
-    saved_spec, saved_parts = meta.get("spec") or {}, meta.get("parts") or {}
-    diffs = [
-        f"{f}: checkpoint {json.dumps(_get(saved_spec, f))} vs now {json.dumps(_get(spec, f))}"
+def architecture_differences(meta: Mapping[str, Any], spec: dict) -> list[str]:
+    """``field: checkpoint X vs now Y`` for each model-defining spec field that differs between
+    a checkpoint's ``meta`` and a trainer's spec (both as the trainer describes its parts)."""
+    saved = meta.get("spec") or {}
+    return [
+        f"{f}: checkpoint {json.dumps(_get(saved, f))} vs now {json.dumps(_get(spec, f))}"
         for f in ARCHITECTURE_FIELDS
-        if _get(saved_spec, f) != _get(spec, f)
+        if _get(saved, f) != _get(spec, f)
     ]
-    for name in ("G", "D"):
-        saved, mine = saved_parts.get(name), parts.get(name)
-        if saved and mine and saved != mine:
-            diffs.append(f"{name}: checkpoint {json.dumps(saved)} vs now {json.dumps(mine)}")
-    return diffs
 
 
 def load_weights(
@@ -128,48 +114,6 @@ def load_weights(
         if name in ckpt.optimizers:
             opt.load_state_dict(ckpt.optimizers[name])
             match_state_layout(opt)
-
-
-def gather_rng_states(
-    latents: torch.Generator, device: torch.device, dist: distributed.DistInfo
-) -> dict[str, torch.Tensor]:
-    """RNG states: the shared latents' and every rank's own (``rng.torch.<rank>``, 0: none).
-
-    Collective when distributed: every rank sends its states to rank 0.
-    """
-    own = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        own["cuda"] = torch.cuda.get_rng_state(device)
-    rng = {"rng.latents": latents.get_state()}
-    gathered = distributed.all_gather_objects(own) if dist.enabled else [own]
-    for rank, states in enumerate(gathered):
-        for key, state in states.items():
-            rng[f"rng.{key}" + (f".{rank}" if rank else "")] = state
-    return rng
-
-
-def restore_rng_states(
-    extra: Mapping[str, torch.Tensor],
-    latents: torch.Generator,
-    device: torch.device,
-    dist: distributed.DistInfo,
-    *,
-    saved_world_size: int,
-    seed: int,
-    step: int,
-) -> None:
-    """Put the RNG streams back; with another number of processes, reseed per rank instead."""
-    rank = dist.rank
-    if "rng.latents" in extra:
-        latents.set_state(extra["rng.latents"])
-    suffix = f".{rank}" if rank else ""
-    if saved_world_size == dist.world_size and f"rng.torch{suffix}" in extra:
-        torch.set_rng_state(extra[f"rng.torch{suffix}"])
-        if device.type == "cuda" and f"rng.cuda{suffix}" in extra:
-            torch.cuda.set_rng_state(extra[f"rng.cuda{suffix}"], device)
-    else:  # another number of processes: fresh, distinct streams per rank (augmentation)
-        w = dist.world_size
-        torch.manual_seed((seed * w + rank) * 1_000_003 + step)
 
 
 def write_checkpoint(
@@ -207,30 +151,3 @@ def prune_checkpoints(folder: Path, keep: int, best_nimg: int | None) -> None:
         if old.name != best:
             with contextlib.suppress(OSError):
                 old.unlink()
-
-
-def resume_run(
-    make: Callable[..., Any],
-    run_dir: str | Path,
-    overrides: list[str] | tuple[str, ...] = (),
-    device: str | torch.device | None = None,
-) -> Any:
-    """Rebuild the run in ``run_dir`` and load its newest usable checkpoint.
-
-    A spec-built run is assembled from ``spec.yaml`` (+ ``overrides``); a hand-built one from
-    the part configs and data recorded in its checkpoint. ``make(assembly, spec, run_dir,
-    built_from_spec=...)`` makes the trainer (``Trainer.from_assembly``).
-    """
-    run_dir = Path(run_dir)
-    spec_file = run_dir / "spec.yaml"
-    if not spec_file.is_file():
-        raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.yaml")
-    spec = ExperimentSpec.load(spec_file, overrides=overrides)
-    ckpt = latest_valid_checkpoint(run_dir)
-    from_spec = ckpt.meta.get("built_from_spec", True)  # older checkpoints: all spec-built
-    parts = assemble(spec, device) if from_spec else reassemble(ckpt, spec, device)
-    trainer = make(parts, spec, run_dir, built_from_spec=from_spec)
-    trainer.load_state(ckpt)
-    if overrides and trainer.is_main:
-        spec.save(spec_file)
-    return trainer

@@ -11,7 +11,7 @@ folder layout in :mod:`~projected_gan.training.run_dir`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +23,31 @@ from projected_gan._version import __version__
 from projected_gan.checkpoint import (
     Checkpoint,
     CheckpointError,
+    check_described,
+    generator_config,
     latest_valid_checkpoint,
     snapshot_path,
 )
-from projected_gan.configs import part_config
+from projected_gan.fitting import check_fits
+from projected_gan.generators.sampling import grid_latents
+from projected_gan.images import grid_image
 from projected_gan.loggers import LoggerGroup, RunInfo
 from projected_gan.training import fit as fit_loop
-from projected_gan.training.assemble import Assembly, assemble, data_record, spec_and_batch
+from projected_gan.training.assemble import Assembly, assemble, describe_run
 from projected_gan.training.init_weights import init_from, read_spec_source
-from projected_gan.training.run_dir import (
-    default_run_name,
-    grid_latents,
-    prepare_run_dir,
-    write_grid,
-)
-from projected_gan.training.run_log import build_loggers, grid_image
+from projected_gan.training.run_dir import default_run_name, prepare_run_dir, write_grid
+from projected_gan.training.run_log import build_loggers
 from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.state import (
     Counters,
     architecture_differences,
-    gather_rng_states,
     load_weights,
     prune_checkpoints,
-    restore_rng_states,
-    resume_run,
     write_checkpoint,
 )
 from projected_gan.training.step import TrainingStep
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "build_from_spec"]
 
 
 class Trainer:
@@ -69,8 +65,11 @@ class Trainer:
         batches: iterator of ``(uint8 images (B, C, R, R) on device, labels or None)``; its
             ``batch_size`` (e.g. :class:`~projected_gan.data.InfiniteBatches`) is the
             per-process batch: G draws as many fakes per step, ``nimg`` counts them.
-        spec: the experiment spec (defaults for everything not passed; saved with checkpoints).
-            Its ``train.batch`` must equal the batches' size times the processes.
+        spec: the experiment spec: defaults for everything the parts do not decide. The
+            trainer's :attr:`spec` completes it from the parts' recorded configs (G, D, loss,
+            the batches' dataset; see :func:`~projected_gan.training.assemble.describe_run`)
+            and is what checkpoints record. Its ``train.batch`` must equal the batches' size
+            times the processes.
         run_dir: output folder; created under ``spec.output.dir`` on the first write if None.
         device: where to train (default: where G's parameters are).
         label_pool: int labels of the real data, to draw fake labels from (conditional only).
@@ -95,7 +94,10 @@ class Trainer:
         dist_info: distributed.DistInfo | None = None,
     ) -> None:
         self.dist = dist_info or distributed.DistInfo()
-        self.spec, self.batch = spec_and_batch(spec, batches, self.dist.world_size)
+        # The one description of this run; sections its parts cannot describe, with why.
+        self.spec, self.batch, self.undescribed = describe_run(
+            spec, (G, D, loss, r1), batches, self.dist.world_size, evaluate
+        )
         self.device = torch.device(device) if device is not None else _param_device(G)
         self.core = TrainingStep(
             G,
@@ -112,7 +114,6 @@ class Trainer:
         self.evaluate = evaluate
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.counters = Counters()
-        self.built_from_spec = False  # set by from_spec: resume rebuilds from spec.yaml
         self._grid_z, self._grid_c = grid_latents(G, self.spec.train.seed, self.device)
         # Only rank 0 logs; built here so a missing package fails before any training.
         self._loggers = build_loggers(self.spec) if self.is_main else []
@@ -211,10 +212,7 @@ class Trainer:
         """The run folder, made with its sub-folders and spec.yaml on first use (rank 0 only)."""
         if not self.is_main:
             raise RuntimeError(f"rank {self.dist.rank} must not write files; rank 0 writes the run")
-        if self.built_from_spec:
-            name = default_run_name(self.spec)
-        else:
-            name = default_run_name(self.spec, self.G, data_record(self.batches))
+        name = default_run_name(self.spec, self.undescribed)
         self.run_dir = prepare_run_dir(self.run_dir, self.spec, name, init=self.init_record)
         return self.run_dir
 
@@ -286,24 +284,17 @@ class Trainer:
             "num_classes": int(getattr(self.G, "c_dim", 0)),
             "world_size": self.dist.world_size,
             "projection_seed": getattr(self.D, "projection_seed", None),
-            # What the run is made of, to rebuild it without the code that built it.
-            "built_from_spec": self.built_from_spec,
-            "parts": self.part_configs(),
-            "data": None if self.built_from_spec else data_record(self.batches),
+            # The spec sections it cannot describe (a hand-built run's custom parts or data).
+            "undescribed": self.undescribed,
             "init": self.init_record,
         }
-
-    def part_configs(self) -> dict[str, dict | None]:
-        """``part_config`` of G, D, the loss and R1 (None for parts not built by a registry)."""
-        parts = {"G": self.G, "D": self.D, "loss": self.loss, "r1": self.core.r1}
-        return {name: part_config(part) for name, part in parts.items()}
 
     def save(self, path: str | Path | None = None, before_replace=None) -> Path | None:
         """Write a checkpoint (rank 0 writes), keep the newest K plus the best; atomic.
 
         Distributed, every rank calls it at the same step (it gathers their RNG states).
         """
-        rng = gather_rng_states(self.core.latents, self.device, self.dist)
+        rng = distributed.gather_rng_states(self.core.latents, self.device, self.dist)
         if not self.is_main:
             return None
         folder = self.ensure_run_dir() / "checkpoints"
@@ -322,7 +313,7 @@ class Trainer:
 
     def load_state(self, ckpt: Checkpoint, *, restore_rng: bool = True) -> None:
         """Restore weights, optimisers, counters, data position and RNG from ``ckpt``."""
-        diffs = architecture_differences(ckpt.meta, self.spec.to_dict(), self.part_configs())
+        diffs = architecture_differences(ckpt.meta, self.spec.to_dict())
         if diffs:
             raise CheckpointError(
                 f"{ckpt.path} was made with another architecture: " + "; ".join(diffs)
@@ -338,7 +329,7 @@ class Trainer:
         if hasattr(self.batches, "load_state_dict") and m.get("loader"):
             self.batches.load_state_dict(m["loader"])
         if restore_rng:
-            restore_rng_states(
+            distributed.restore_rng_states(
                 ckpt.extra,
                 self.core.latents,
                 self.device,
@@ -358,29 +349,18 @@ class Trainer:
 
     # ------------------------------------------------------------------- construction
     @classmethod
-    def from_spec(
-        cls,
-        spec: ExperimentSpec,
-        *,
-        run_dir: str | Path | None = None,
-        device: str | torch.device | None = None,
-    ) -> Trainer:
+    def from_spec(cls, spec: ExperimentSpec, *, run_dir: str | Path | None = None) -> Trainer:
         """Assemble data, G, D, loss, optimisers and EMA from ``spec`` (see ``build_from_spec``);
         with ``train.init``, start from those weights (SOURCE is read before anything is built)."""
         source = read_spec_source(spec)
-        trainer = cls.from_assembly(assemble(spec, device), spec, run_dir, built_from_spec=True)
+        trainer = cls._assembled(assemble(spec), spec, run_dir)
         if source is not None:
             init_from(trainer, source, partial=spec.train.init.partial)
         return trainer
 
     @classmethod
-    def from_assembly(
-        cls,
-        a: Assembly,
-        spec: ExperimentSpec,
-        run_dir: str | Path | None = None,
-        *,
-        built_from_spec: bool,
+    def _assembled(
+        cls, a: Assembly, spec: ExperimentSpec, run_dir: str | Path | None = None
     ) -> Trainer:
         """A trainer of assembled parts, the same on every rank (weights broadcast)."""
         trainer = cls(
@@ -396,7 +376,6 @@ class Trainer:
             evaluate=a.evaluate,
             dist_info=a.dist_info,
         )
-        trainer.built_from_spec = built_from_spec
         for module in (trainer.G, trainer.G_ema, trainer.D):
             distributed.broadcast_parameters(module)
         info = a.dist_info
@@ -405,18 +384,49 @@ class Trainer:
 
     @classmethod
     def resume(
-        cls,
-        run_dir: str | Path,
-        overrides: list[str] | tuple[str, ...] = (),
-        device: str | torch.device | None = None,
+        cls, run_dir: str | Path, overrides: Sequence[str | tuple[str, Any]] = ()
     ) -> Trainer:
-        """Rebuild a run from ``run_dir`` (+ overrides) and load its newest checkpoint.
+        """Rebuild the run in ``run_dir`` from its spec (+ overrides) and load its newest usable
+        checkpoint; a hand-built run like a spec-built one, since its spec describes its parts.
 
-        A spec-built run is rebuilt from its ``spec.yaml``; a hand-built one from the part
-        configs and data its checkpoint recorded. Overrides may change the schedule (e.g.
-        ``train.kimg=200``), never the architecture.
+        Overrides may change the schedule or the device (``train.kimg=200``,
+        ``train.device=cpu``), never the architecture. A run whose spec cannot describe a part
+        (a custom module, data made in memory) is refused with an
+        :class:`~projected_gan.checkpoint.UndescribedRunError`.
         """
-        return resume_run(cls.from_assembly, run_dir, overrides, device)
+        run_dir = Path(run_dir)
+        spec_file = run_dir / "spec.yaml"
+        if not spec_file.is_file():
+            raise CheckpointError(f"{run_dir} is not a run folder: it has no spec.yaml")
+        ckpt = latest_valid_checkpoint(run_dir)
+        check_described(
+            ckpt,
+            ("generator", "discriminator", "loss", "data"),
+            "Build the same parts and data, pass them to Trainer(..., run_dir=RUN) and call "
+            "trainer.load_latest().",
+        )
+        # A run folder from elsewhere cannot make this build a generator of any size: its
+        # recorded config must hold the checkpoint's tensors (checked on the meta device).
+        check_fits(generator_config(ckpt), ckpt.models.get("G", {}), f"{ckpt.path} [G]",
+                   error=CheckpointError)  # fmt: skip
+        spec = ExperimentSpec.load(spec_file, overrides=overrides)
+        trainer = cls._assembled(assemble(spec), spec, run_dir)
+        trainer.load_state(ckpt)
+        if overrides and trainer.is_main:
+            trainer.spec.save(spec_file)
+        return trainer
+
+
+def build_from_spec(spec: ExperimentSpec, *, run_dir: str | Path | None = None) -> Trainer:
+    """A ready :class:`Trainer` from an :class:`ExperimentSpec`: data, G, D (projector + heads +
+    augmentation), loss, optimisers and EMA on ``spec.train.device``.
+
+    Args:
+        spec: a validated spec (``ExperimentSpec.load(...)``).
+        run_dir: write into this folder; default: a new numbered folder in ``spec.output.dir``,
+            made on the first write.
+    """
+    return Trainer.from_spec(spec, run_dir=run_dir)
 
 
 def _param_device(module: nn.Module) -> torch.device:
