@@ -36,8 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import projected_gan
 from projected_gan.atomic import atomic_write_json
 from projected_gan.data import ImageDataset
+from projected_gan.spec import ExperimentSpec
 from projected_gan.training import Trainer, assemble
-from projected_gan.training.spec import ExperimentSpec
 
 # Our fp32 eager reference: every speed switch off.
 BASELINE_OVERRIDES = (

@@ -46,7 +46,8 @@ from projected_gan.registry import (
 
 # The training pipeline is imported on first use, so that using a trained generator
 # (projected_gan.inference) does not load the trainer.
-_TRAINING_NAMES = ("ExperimentSpec", "SpecError", "Trainer", "build_from_spec", "init_from")
+_TRAINING_NAMES = ("Trainer", "build_from_spec", "init_from")
+_SPEC_NAMES = ("ExperimentSpec", "SpecError")
 
 
 def __getattr__(name: str):
@@ -54,6 +55,10 @@ def __getattr__(name: str):
         import projected_gan.official as official
 
         return official
+    if name == "spec" or name in _SPEC_NAMES:
+        import projected_gan.spec as spec
+
+        return spec if name == "spec" else getattr(spec, name)
     if name == "training" or name in _TRAINING_NAMES:
         import projected_gan.training as training
 
@@ -104,5 +109,6 @@ __all__ = [
     "projectors",
     "resolve_precision",
     "sources",
+    "spec",
     "training",
 ]

@@ -78,8 +78,8 @@ def test_bad_arguments_name_the_flag(argv, names, capsys):
 
 
 def test_random_data_replaces_files_only_inside_the_block():
+    from projected_gan.spec import ExperimentSpec
     from projected_gan.training import assemble
-    from projected_gan.training.spec import ExperimentSpec
 
     bench = _load_script()
     spec = ExperimentSpec.load(preset="minimal_cpu", overrides=["data.resolution=32"])

@@ -21,7 +21,8 @@ from projected_gan.data import (
     load_image_dataset,
 )
 from projected_gan.metrics import evaluate
-from projected_gan.training import ExperimentSpec, Trainer
+from projected_gan.spec import ExperimentSpec
+from projected_gan.training import Trainer
 from tests.conftest import tiny_overrides
 from tests.test_distributed import TinyFeatures
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from projected_gan.data import DataError, InfiniteBatches, load_image_dataset
-from projected_gan.training import ExperimentSpec, SpecError
+from projected_gan.spec import ExperimentSpec, SpecError
 from projected_gan.training.assemble import assemble
 from tests.conftest import tiny_overrides
 

@@ -139,8 +139,8 @@ def _worker(workdir: Path) -> None:
     from projected_gan import ExperimentSpec, build_from_spec, distributed
     from projected_gan.cli import main as cli_main
     from projected_gan.metrics import evaluate
+    from projected_gan.spec import SpecError
     from projected_gan.training import Trainer
-    from projected_gan.training.spec import SpecError
 
     rank = int(os.environ["RANK"])
     runs, cache = workdir / "runs", workdir / "metric_cache"

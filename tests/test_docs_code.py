@@ -234,7 +234,7 @@ def _models_in(annotation) -> list:
 
 def spec_table() -> str:
     """The Markdown table of every spec field: key, type, default, meaning."""
-    from projected_gan.training.spec import ExperimentSpec
+    from projected_gan.spec import ExperimentSpec
 
     rows = ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
 

@@ -23,7 +23,8 @@ from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.checkpoint import find_checkpoints, load_checkpoint
 from projected_gan.cli import main as cli_main
 from projected_gan.loggers import Logger, LoggerGroup, LoggerWarning, RunInfo, read_jsonl
-from projected_gan.training import SpecError, Trainer
+from projected_gan.spec import SpecError
+from projected_gan.training import Trainer
 from projected_gan.training.run_log import build_loggers
 from tests.conftest import tiny_overrides
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from projected_gan import ExperimentSpec, build_from_spec
+from projected_gan.spec.checks import SpecError
 from projected_gan.training.assemble import describe_run
-from projected_gan.training.spec_checks import SpecError
 from tests.conftest import tiny_overrides
 
 

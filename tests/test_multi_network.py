@@ -10,7 +10,7 @@ import projected_gan
 from projected_gan import ExperimentSpec, ProjectedDiscriminator, build_from_spec
 from projected_gan.checkpoint import find_checkpoints, load_checkpoint
 from projected_gan.projectors import CCM, FeatureNetwork, Projector
-from projected_gan.training.spec import SpecError
+from projected_gan.spec import SpecError
 from tests.conftest import adversarial_round, tiny_overrides
 
 LITE0_NATIVE = {"name": "tf_efficientnet_lite0", "resize": "never", "input_size": None}

@@ -12,7 +12,7 @@ from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.precision import AUTO_CUDA, PRECISIONS, resolve_precision
 from projected_gan.projectors import CCMCSM, Projector
-from projected_gan.training import SpecError
+from projected_gan.spec import SpecError
 from tests.conftest import tiny_overrides
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.loggers import JsonlLogger, RunInfo
-from projected_gan.training import SpecError
+from projected_gan.spec import SpecError
 from tests.conftest import tiny_overrides
 
 

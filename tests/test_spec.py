@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from projected_gan.training.spec import ExperimentSpec, SpecError, apply_overrides, list_presets
+from projected_gan.spec import ExperimentSpec, SpecError, apply_overrides, list_presets
 
 
 def problems(raw):

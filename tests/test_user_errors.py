@@ -12,7 +12,7 @@ from projected_gan import ExperimentSpec, build_from_spec
 from projected_gan.discriminators import ProjectedDiscriminator
 from projected_gan.errors import PartBuildError
 from projected_gan.projectors import FeatureNetwork, FeatureNetworkContractError
-from projected_gan.training.spec import SpecError
+from projected_gan.spec import SpecError
 from tests.conftest import tiny_overrides
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from projected_gan.atomic import atomic_write_json
 from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.spec import ExperimentSpec
 
 __all__ = ["evaluate_checkpoint", "evaluate_image_folders"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from projected_gan import distributed, sources
 from projected_gan.errors import UsageError
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.spec import ExperimentSpec
 
 __all__ = ["train"]
 

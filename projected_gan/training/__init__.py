@@ -1,6 +1,5 @@
-"""The training pipeline: spec, build_from_spec, the step, the fit loop, run folder and logs.
+"""The training pipeline: build_from_spec, the step, the fit loop, run folder and logs.
 
-spec.py, spec_checks.py, spec_io.py   what a run is (validated, presets, overrides)
 assemble.py                           spec -> the parts of a run, and a run's parts -> its spec
 step.py                               one G + D step, EMA, optimisers
 fit.py                                the schedule: ticks, samples, metrics, snapshots
@@ -9,26 +8,23 @@ trainer.py                            ``Trainer`` (and ``build_from_spec``, ``Tr
 init_source.py, init_weights.py       start from trained weights (train.init, ``init_from``)
 run_log.py                            the run's loggers (projected_gan.loggers), from the spec
 
-Data lives in :mod:`projected_gan.data`, checkpoint files in :mod:`projected_gan.checkpoint`.
+What a run is (the spec) lives in :mod:`projected_gan.spec`, data in :mod:`projected_gan.data`,
+checkpoint files in :mod:`projected_gan.checkpoint`.
 """
 
 from projected_gan.training.init_source import InitError, InitSource, read_init_source
 from projected_gan.training.init_weights import InitReport, ModuleReport, init_from
-from projected_gan.training.spec import ExperimentSpec, SpecError, list_presets
 from projected_gan.training.state import TrainingStopped
 from projected_gan.training.trainer import Trainer, build_from_spec
 
 __all__ = [
-    "ExperimentSpec",
     "InitError",
     "InitReport",
     "InitSource",
     "ModuleReport",
-    "SpecError",
     "Trainer",
     "TrainingStopped",
     "build_from_spec",
     "init_from",
-    "list_presets",
     "read_init_source",
 ]

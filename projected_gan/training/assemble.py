@@ -31,7 +31,7 @@ from projected_gan.errors import InputError, PartBuildError
 from projected_gan.inference import evaluate_generator
 from projected_gan.precision import configure_torch
 from projected_gan.registry import create
-from projected_gan.training.spec import ExperimentSpec, SpecError
+from projected_gan.spec import ExperimentSpec, SpecError
 
 __all__ = [
     "Assembly",

@@ -34,8 +34,8 @@ from torch import nn
 
 from projected_gan._version import __version__
 from projected_gan.configs import part_config
+from projected_gan.spec import ExperimentSpec
 from projected_gan.training.init_source import InitError, InitSource, read_init_source
-from projected_gan.training.spec import ExperimentSpec
 
 __all__ = ["InitReport", "ModuleReport", "init_from", "plan_init", "read_spec_source"]
 

@@ -16,7 +16,7 @@ import torch
 
 from projected_gan.atomic import atomic_write_json
 from projected_gan.images import save_image_grid
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.spec import ExperimentSpec
 
 __all__ = [
     "INIT_RECORD",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from projected_gan.errors import PartBuildError
 from projected_gan.loggers import Logger
 from projected_gan.registry import LOGGERS
-from projected_gan.training.spec import ExperimentSpec
-from projected_gan.training.spec_checks import SpecError
+from projected_gan.spec import ExperimentSpec
+from projected_gan.spec.checks import SpecError
 
 __all__ = ["build_loggers"]
 

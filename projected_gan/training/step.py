@@ -30,7 +30,7 @@ from torch import nn
 from projected_gan import distributed
 from projected_gan.images import to_float
 from projected_gan.precision import resolve_precision
-from projected_gan.training.spec import ExperimentSpec
+from projected_gan.spec import ExperimentSpec
 
 __all__ = ["LATENT_SEED_OFFSET", "TrainingStep", "ema_beta", "match_state_layout"]
 

@@ -32,12 +32,12 @@ from projected_gan.fitting import check_fits
 from projected_gan.generators.sampling import grid_latents
 from projected_gan.images import grid_image
 from projected_gan.loggers import LoggerGroup, RunInfo
+from projected_gan.spec import ExperimentSpec
 from projected_gan.training import fit as fit_loop
 from projected_gan.training.assemble import Assembly, assemble, describe_run
 from projected_gan.training.init_weights import init_from, read_spec_source
 from projected_gan.training.run_dir import default_run_name, prepare_run_dir, write_grid
 from projected_gan.training.run_log import build_loggers
-from projected_gan.training.spec import ExperimentSpec
 from projected_gan.training.state import (
     Counters,
     architecture_differences,

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from projected_gan.training.spec_checks import SpecError
+from projected_gan.spec.checks import SpecError
 
 __all__ = ["apply_overrides", "list_presets", "preset_dict", "read_mapping"]
 

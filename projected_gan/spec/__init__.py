@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from projected_gan.atomic import atomic_write_text
 from projected_gan.data.spec import DataSpec
 from projected_gan.discriminators import ProjectedDiscriminator
-from projected_gan.training.spec_checks import (
+from projected_gan.spec.checks import (
     PartSpec,
     SpecError,
     part_problems,
     validation_problems,
 )
-from projected_gan.training.spec_io import apply_overrides, list_presets, preset_dict, read_mapping
+from projected_gan.spec.io import apply_overrides, list_presets, preset_dict, read_mapping
 
 __all__ = [
     "DataSpec",
