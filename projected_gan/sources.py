@@ -119,9 +119,11 @@ def require(path: str | os.PathLike, kinds: tuple[str, ...], use: str, *, field=
     Example: ``require(p, (RUN,), "--resume")`` says "X is an export folder; --resume takes a
     run folder".
     """
+    wanted = " or ".join(describe_kind(k) for k in kinds)
+    if not Path(path).expanduser().exists():
+        raise SourceError(f"{path} does not exist; {use} takes {wanted}", field=field or use)
     kind = identify(path, field=field)
     if kind not in kinds:
-        wanted = " or ".join(describe_kind(k) for k in kinds)
         raise SourceError(
             f"{path} is {describe_kind(kind)}; {use} takes {wanted}", field=field or use
         )

@@ -289,11 +289,9 @@ def test_eval_of_a_pickle_uses_the_default_spec_with_the_given_data(generator_pi
     from projected_gan.commands.evaluation import _generator_alone
 
     path, G_ema = generator_pickle
-    G, spec, meta = _generator_alone(
-        str(path), sources.NETWORK_PICKLE, "my_images/", torch.device("cpu")
-    )
+    G, spec = _generator_alone(str(path), sources.NETWORK_PICKLE, "my_images/", torch.device("cpu"))
     assert _same_images(G_ema, G, torch.randn(2, 32)) == 0.0
-    assert spec.data.conditional is False and meta == {}
+    assert spec.data.conditional is False
     assert spec.metrics.names == pg.ExperimentSpec.validate_dict({}).metrics.names
 
 

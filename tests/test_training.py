@@ -328,7 +328,8 @@ def test_cli_resume_of_a_missing_folder_is_a_clear_error(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2  # a usage problem: one line, no traceback
-    assert "is not a run folder" in out.stderr and "Traceback" not in out.stderr
+    assert "nope does not exist; --resume takes a run folder" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
 def test_hand_assembled_trainer(tmp_path):

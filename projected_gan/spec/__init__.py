@@ -63,19 +63,25 @@ class DiscriminatorSpec(_Strict):
         PartSpec(name=_D_DEFAULTS["feature_network"]),
         description="one network, or a list: each gets its own head and D, logits concatenated",
     )
-    projection_head: PartSpec = PartSpec(name=_D_DEFAULTS["projection_head"])
-    discriminator: PartSpec = PartSpec(name=_D_DEFAULTS["discriminator"])
+    projection_head: PartSpec | list[PartSpec] = Field(
+        PartSpec(name=_D_DEFAULTS["projection_head"]),
+        description="one head for every feature network, or a list: one per network, in order",
+    )
+    discriminator: PartSpec | list[PartSpec] = Field(
+        PartSpec(name=_D_DEFAULTS["discriminator"]),
+        description="one kind of multi-scale heads for every network, or a list: one per network",
+    )
     augment: PartSpec | None = PartSpec(name="diffaugment", policy=_D_DEFAULTS["augment"])
 
-    @field_validator("feature_network", mode="before")
+    @field_validator("feature_network", "projection_head", "discriminator", mode="before")
     @classmethod
-    def _feature_networks(cls, v: Any) -> Any:
+    def _one_or_per_network(cls, v: Any) -> Any:
         # A bare name is short for {name: ...}, alone or in a list (handy with --set).
         if isinstance(v, str):
             return {"name": v}
         if isinstance(v, list):
             if not v:
-                raise ValueError("the list is empty; give at least one feature network")
+                raise ValueError("the list is empty; give one entry, or one per feature network")
             return [{"name": p} if isinstance(p, str) else p for p in v]
         return v
 

@@ -93,16 +93,14 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
     """The :class:`ProjectedDiscriminator` described by ``spec.discriminator``."""
     d = spec.discriminator
 
-    def part(p):
+    def part(p):  # a part, or a list of them (one per feature network)
+        if isinstance(p, list):
+            return [part(x) for x in p]
         return None if p is None else {"name": p.name, **p.kwargs}
 
     try:
         return ProjectedDiscriminator(
-            feature_network=(
-                [part(p) for p in d.feature_network]
-                if isinstance(d.feature_network, list)
-                else part(d.feature_network)
-            ),
+            feature_network=part(d.feature_network),
             projection_head=part(d.projection_head),
             discriminator=part(d.discriminator),
             augment=part(d.augment),
