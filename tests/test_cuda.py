@@ -343,9 +343,9 @@ def test_mapped_and_streamed_batches_on_the_device_equal_resident_ones():
     """Issue #25: the mapped cache gathered ahead in a thread, and decoding on the fly in
     DataLoader workers (pinned), give the resident batches, without host-device syncs."""
     path = default_dataset_path()
-    mapped = load_image_dataset(path, 64, max_images=24, use_labels=True)
+    mapped = load_image_dataset(path, 64, max_images=24, conditional=True)
     streaming = load_image_dataset(
-        path, 64, max_images=24, use_labels=True, storage="stream", workers=2
+        path, 64, max_images=24, conditional=True, storage="stream", workers=2
     )
     assert mapped.mapped
     kwargs = {"seed": 5, "mirror": True, "device": DEVICE}

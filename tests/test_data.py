@@ -268,7 +268,7 @@ def check_labels(ds: ImageDataset) -> None:
 
 
 def test_labels_from_class_folders(tmp_path):
-    ds = load_image_dataset(make_classes(tmp_path / "d"), 32, use_labels=True)
+    ds = load_image_dataset(make_classes(tmp_path / "d"), 32, conditional=True)
     check_labels(ds)
     assert torch.allclose(ds.label_distribution(), torch.full((3,), 1 / 3))
 
@@ -276,9 +276,9 @@ def test_labels_from_class_folders(tmp_path):
 def test_zip_matches_folder(tmp_path):
     folder = make_classes(tmp_path / "d")
     archive = make_zip(folder, tmp_path / "d.zip")
-    from_zip = load_image_dataset(archive, 32, use_labels=True, workers=2)
+    from_zip = load_image_dataset(archive, 32, conditional=True, workers=2)
     check_labels(from_zip)
-    from_folder = load_image_dataset(folder, 32, use_labels=True)
+    from_folder = load_image_dataset(folder, 32, conditional=True)
     assert torch.equal(from_zip.images, from_folder.images)
     unlabelled = load_image_dataset(archive, 32)
     assert unlabelled.labels is None and unlabelled.num_classes == 0
@@ -286,11 +286,11 @@ def test_zip_matches_folder(tmp_path):
 
 def test_labels_need_class_folders(tmp_path):
     save(tmp_path / "flat" / "a.png", solid("red"))
-    with pytest.raises(DataError, match=r"use_labels.*sit directly"):
-        load_image_dataset(tmp_path / "flat", 32, use_labels=True)
+    with pytest.raises(DataError, match=r"data.conditional.*sit directly"):
+        load_image_dataset(tmp_path / "flat", 32, conditional=True)
     save(tmp_path / "one" / "only" / "a.png", solid("red"))
     with pytest.raises(DataError, match=r"at least two class sub-folders.*\['only'\]"):
-        load_image_dataset(tmp_path / "one", 32, use_labels=True)
+        load_image_dataset(tmp_path / "one", 32, conditional=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +304,7 @@ def cache_files(tmp_path) -> list[Path]:
 def test_cache_reused_without_decoding(tmp_path, monkeypatch):
     folder = make_classes(tmp_path / "d")
     before = sorted(p.name for p in folder.rglob("*"))
-    first = load_image_dataset(folder, 32, use_labels=True)
+    first = load_image_dataset(folder, 32, conditional=True)
     [file] = cache_files(tmp_path)
     stamp = file.stat().st_mtime_ns
 
@@ -313,7 +313,7 @@ def test_cache_reused_without_decoding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(load_module, "decode_all", no_decoding)
     monkeypatch.setattr(store_module, "decode_into", no_decoding)
-    second = load_image_dataset(folder, 32, use_labels=True)
+    second = load_image_dataset(folder, 32, conditional=True)
     assert first.mapped and second.mapped  # both map the one cache file
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert second.fingerprint == first.fingerprint
@@ -331,7 +331,7 @@ def test_cache_invalidated_when_a_file_changes(tmp_path):
     assert len(cache_files(tmp_path)) == 2
     # Other settings get their own entries; labels are not decoded, so they share one.
     load_image_dataset(folder, 16)
-    load_image_dataset(folder, 32, use_labels=True)
+    load_image_dataset(folder, 32, conditional=True)
     assert len(cache_files(tmp_path)) == 3
 
 
@@ -506,7 +506,7 @@ def test_default_dataset_ships_500_flowers():
     path = default_dataset_path()
     assert path.is_file() and path.suffix == ".zip"
     assert path.stat().st_size < 4e6
-    ds = load_image_dataset(path, 64, use_labels=True)
+    ds = load_image_dataset(path, 64, conditional=True)
     assert ds.images.shape == (500, 3, 64, 64) and ds.skipped == []
     assert ds.class_names == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
     assert torch.bincount(ds.labels).tolist() == [100] * 5

@@ -113,7 +113,7 @@ def test_opening_maps_the_cache_and_two_processes_share_its_pages(tmp_path):
 
 def test_batches_never_write_into_the_cache_file(tmp_path):
     data = noise_zip(tmp_path / "d.zip", 40)
-    ds = load_image_dataset(data, 16, use_labels=True)
+    ds = load_image_dataset(data, 16, conditional=True)
     digest = hashlib.sha256(ds.cache_file.read_bytes()).hexdigest()
     assert ds.mapped and ds.images.data_ptr() != 0
     batches = InfiniteBatches(ds, 8, mirror=True, gpu_cache_bytes=0)  # host gather path
@@ -129,7 +129,7 @@ def test_batches_never_write_into_the_cache_file(tmp_path):
 
 
 def test_host_gather_runs_ahead_and_still_resumes_exactly(tmp_path):
-    ds = load_image_dataset(noise_zip(tmp_path / "d.zip", 40), 16, use_labels=True)
+    ds = load_image_dataset(noise_zip(tmp_path / "d.zip", 40), 16, conditional=True)
     resident = InfiniteBatches(ds, 8, seed=4, mirror=True)
     want = [next(resident) for _ in range(9)]
     gathered = InfiniteBatches(ds, 8, seed=4, mirror=True, gpu_cache_bytes=0, gather_ahead=True)
@@ -318,7 +318,7 @@ def test_data_command_prepares_the_cache_that_training_maps(tmp_path, capsys, mo
 
     monkeypatch.setattr(store_module, "decode_into", no_decoding)
     monkeypatch.setattr(load_module, "decode_all", no_decoding)
-    spec_like = load_image_dataset(data, 16, use_labels=False, workers=2)  # what training does
+    spec_like = load_image_dataset(data, 16, conditional=False, workers=2)  # what training does
     assert spec_like.cache_file == raw
     assert main(["data", str(data), "--resolution", "16"]) == 0
     assert "already built" in capsys.readouterr().out

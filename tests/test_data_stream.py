@@ -45,8 +45,8 @@ def class_zip(path: Path, n: int, broken: tuple[int, ...] = ()) -> Path:
 
 
 def both(path: Path, **kwargs):
-    cached = load_image_dataset(path, 16, use_labels=True, **kwargs)
-    streamed = load_image_dataset(path, 16, use_labels=True, storage="stream", workers=2, **kwargs)
+    cached = load_image_dataset(path, 16, conditional=True, **kwargs)
+    streamed = load_image_dataset(path, 16, conditional=True, storage="stream", workers=2, **kwargs)
     assert not isinstance(cached, StreamingDataset) and isinstance(streamed, StreamingDataset)
     return cached, streamed
 

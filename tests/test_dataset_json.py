@@ -82,16 +82,16 @@ def test_folder_with_dataset_json_and_class_names(tmp_path):
         entries.append([name, i % 3])
     doc = {"labels": entries, "class_names": ["red", "green", "blue"]}
     (root / "dataset.json").write_text(json.dumps(doc))
-    ds = load_image_dataset(root, 16, use_labels=True)
+    ds = load_image_dataset(root, 16, conditional=True)
     assert ds.class_names == ["red", "green", "blue"]
     assert ds.labels.tolist() == [i % 3 for i in range(9)]
-    unlabelled = load_image_dataset(root, 16)  # without use_labels the file is not needed
+    unlabelled = load_image_dataset(root, 16)  # without conditional the file is not needed
     assert unlabelled.labels is None and torch.equal(unlabelled.images, ds.images)
 
 
 def test_labels_of_the_file_reach_the_batches_when_streaming(tmp_path):
     data = dataset_tool_zip(tmp_path / "d.zip", 40, classes=3)
-    ds = load_image_dataset(data, 16, use_labels=True, storage="stream", workers=1)
+    ds = load_image_dataset(data, 16, conditional=True, storage="stream", workers=1)
     images, labels = next(InfiniteBatches(ds, 16, seed=1))
     assert torch.equal(images.float().mean(dim=(2, 3)).argmax(dim=1), labels)
 
@@ -121,7 +121,7 @@ def _entries(n: int = 4) -> list[list]:
 def test_bad_dataset_json_is_an_error_naming_the_file(tmp_path, labels, message):
     data = dataset_tool_zip(tmp_path / "d.zip", 4, labels=labels)
     with pytest.raises(DataError, match=message) as caught:
-        load_image_dataset(data, 16, use_labels=True)
+        load_image_dataset(data, 16, conditional=True)
     assert "dataset.json" in str(caught.value) and caught.value.field == "conditional"
 
 
@@ -133,10 +133,10 @@ def test_class_names_must_cover_the_labels(tmp_path):
     doc = {"labels": [["a.png", 0], ["b.png", 2]], "class_names": ["x", "y"]}
     (root / "dataset.json").write_text(json.dumps(doc))
     with pytest.raises(DataError, match=r"1 label\(s\) are >= the 2 class names, e.g. b\.png"):
-        load_image_dataset(root, 16, use_labels=True)
+        load_image_dataset(root, 16, conditional=True)
     (root / "dataset.json").write_text("{not json")
     with pytest.raises(DataError, match=r"dataset\.json is not valid JSON"):
-        load_image_dataset(root, 16, use_labels=True)
+        load_image_dataset(root, 16, conditional=True)
 
 
 def test_a_bad_dataset_json_is_a_spec_error_on_data_conditional(tmp_path):

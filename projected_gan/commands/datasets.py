@@ -34,7 +34,7 @@ def prepare_data(
     dataset = load_image_dataset(
         path,
         resolution,
-        use_labels=conditional,
+        conditional=conditional,
         channels=channels,
         cache_dir=cache_dir,
         storage="cache",

@@ -1,7 +1,7 @@
 """Training data: image folders and zips -> a decoded, mapped cache (or decoding on the fly)
 -> endless batches.
 
-    >>> ds = load_image_dataset(default_dataset_path(), 64, use_labels=True)  # shipped flowers
+    >>> ds = load_image_dataset(default_dataset_path(), 64, conditional=True)  # shipped flowers
     >>> images, labels = next(InfiniteBatches(ds, 8, mirror=True))  # uint8 (8, 3, 64, 64)
     >>> x = to_float(images)  # float32 in [-1, 1]
 

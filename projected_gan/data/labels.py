@@ -128,15 +128,15 @@ def _from_folders(source: Source, path: Path) -> Labels:
     loose = [m.name for m in source.members if m.folder is None]
     if loose:
         raise _fail(
-            f"use_labels needs every image inside a class sub-folder of {path} (or a "
+            f"labels (data.conditional) need every image inside a class sub-folder of {path} (or a "
             f"{LABELS_FILE}), but {len(loose)} sit directly in it (e.g. {_examples(loose)})"
         )
     names = sorted({m.folder for m in source.members if m.folder is not None})
     if len(names) < 2:
         raise _fail(
-            f"use_labels needs at least two class sub-folders in {path}, found {names}; point "
-            f"the path at the folder that holds the class folders, add a {LABELS_FILE}, or "
-            f"turn labels off"
+            f"labels (data.conditional) need at least two class sub-folders in {path}, found "
+            f"{names}; point the path at the folder that holds the class folders, add a "
+            f"{LABELS_FILE}, or turn labels off"
         )
     index = {c: k for k, c in enumerate(names)}
     return Labels(names, {m.name: index[m.folder] for m in source.members}, origin="folders")

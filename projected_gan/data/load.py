@@ -1,6 +1,6 @@
 """Loading a folder or zip of images: the decoded cache (mapped), memory, or decoding on the fly.
 
-    >>> ds = load_image_dataset(default_dataset_path(), 64, use_labels=True)  # shipped flowers
+    >>> ds = load_image_dataset(default_dataset_path(), 64, conditional=True)  # shipped flowers
     >>> ds.images.shape, ds.images.dtype, ds.class_names[:2]
     (torch.Size([500, 3, 64, 64]), torch.uint8, ['daisy', 'dandelion'])
 
@@ -82,7 +82,7 @@ def load_image_dataset(
     path: str | os.PathLike[str],
     resolution: int,
     *,
-    use_labels: bool = False,
+    conditional: bool = False,
     channels: int = 3,
     cache_dir: str | os.PathLike[str] | None = None,
     cache: bool = True,
@@ -99,7 +99,7 @@ def load_image_dataset(
         path: folder or ``.zip``; files ending in .jpg/.jpeg/.png/.webp/.bmp (any case) are
             used, hidden files and folders (``.name``, ``__MACOSX``) are ignored.
         resolution: side ``R`` of the square output images.
-        use_labels: label the images by ``dataset.json`` at the root of ``path`` (the official
+        conditional: label the images by ``dataset.json`` at the root of ``path`` (the official
             ``dataset_tool.py`` format), else by their first-level sub-folder (classes sorted
             by name); see :mod:`projected_gan.data.labels`.
         channels: 3 (RGB) or 1 (luma).
@@ -141,14 +141,14 @@ def load_image_dataset(
     source = open_source(path)
     if strict and source.problems:  # an unreadable sub-folder: fail before decoding anything
         raise DataError(unreadable_message(*source.problems[0], path))
-    labels = read_labels(source, path) if use_labels else None
+    labels = read_labels(source, path) if conditional else None
     key = _cache_key(source, resolution, channels, max_images)
     # What this dataset is, in the spec's words (unvalidated: any resolution loads).
     record = DataSpec.model_construct(
         path=str(path.resolve()),
         resolution=resolution,
         channels=channels,
-        conditional=use_labels,
+        conditional=conditional,
         workers=workers,
         cache_dir=None if cache_dir is None else str(cache_dir),
         storage=storage,
@@ -213,7 +213,7 @@ def load_dataset(data: DataSpec, *, progress: bool = False) -> ImageDataset | St
     return load_image_dataset(
         data.path or default_dataset_path(),
         data.resolution,
-        use_labels=data.conditional,
+        conditional=data.conditional,
         channels=data.channels,
         cache_dir=data.cache_dir,
         storage=data.storage,
