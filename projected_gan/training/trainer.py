@@ -407,8 +407,8 @@ class Trainer:
         )
         # A run folder from elsewhere cannot make this build a generator of any size: its
         # recorded config must hold the checkpoint's tensors (checked on the meta device).
-        check_fits(generator_config(ckpt), ckpt.models.get("G", {}), f"{ckpt.path} [G]",
-                   error=CheckpointError)  # fmt: skip
+        recorded = generator_config(ckpt)
+        check_fits(recorded, ckpt.models.get("G", {}), f"{ckpt.path} [G]", error=CheckpointError)
         spec = ExperimentSpec.load(spec_file, overrides=overrides)
         trainer = cls._assembled(assemble(spec), spec, run_dir)
         trainer.load_state(ckpt)
