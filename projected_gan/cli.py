@@ -402,8 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input (an invalid spec, unusable data, unknown parts, wrong flags, a path that is no
     run or checkpoint, missing metric weights) exits 2 with one message; a run stopped on
-    purpose exits 1 with a message. Anything else is a bug: it propagates with its traceback
-    (exit 1).
+    purpose exits 1 with a message (3 when a health check stopped it). Anything else is a
+    bug: it propagates with its traceback (exit 1).
     """
     import projected_gan  # noqa: F401  (registers the built-in parts)
     from projected_gan.errors import InputError
@@ -416,9 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:  # every error a user can cause; anything else is a bug
         print(error_message(args.command, exc), file=sys.stderr)
         return EXIT_USAGE
-    except TrainingStopped as exc:
+    except TrainingStopped as exc:  # a health check's stop has its own code (3)
         print(f"projected-gan {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print(f"projected-gan {args.command}: interrupted", file=sys.stderr)
         return 130

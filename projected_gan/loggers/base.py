@@ -1,9 +1,10 @@
 """The calls a run makes to an experiment logger, and the group that isolates their failures.
 
-A run (rank 0 only) calls, in order: :meth:`Logger.start` once per training session (a new run,
-or a resume in a new process), then any number of :meth:`~Logger.log_scalars` (one per tick),
-:meth:`~Logger.log_images` (sample grids) and :meth:`~Logger.log_metrics` (each evaluation),
-then :meth:`~Logger.finish`. The same object may see several sessions (``fit`` called again).
+A run (rank 0 only) calls, in order: :meth:`Logger.start` once per training session (a new run, or a
+resume in a new process), then any number of :meth:`~Logger.log_scalars` (one per tick),
+:meth:`~Logger.log_images` (sample grids), :meth:`~Logger.log_metrics` (each evaluation) and
+:meth:`~Logger.log_event` (a health condition, a rollback), then :meth:`~Logger.finish`. The same
+object may see several sessions (``fit`` called again).
 
 A logger only observes: :class:`LoggerGroup` calls every logger of a run and turns any exception
 into one warning per logger, so a logger that fails (network down, disk full, a bug in a plugin)
@@ -89,6 +90,12 @@ class Logger:
         """One evaluation: ``kimg``, ``seconds`` (training wall-clock), ``eval_seconds`` and
         one value per metric result (``fid``, ``fd``, ``kid``, ...; lower is better)."""
 
+    def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
+        """Something that happened to the run, as plain JSON: ``event`` (its kind: ``health``
+        when a health condition fired, ``rollback`` when the run went back to a snapshot),
+        ``kimg`` and the kind's own fields (``condition``, ``value``, ``threshold``,
+        ``action``, ``message`` for ``health``)."""
+
     def finish(self) -> None:
         """The session ends (end of ``fit``, Ctrl-C, or an error): flush and close."""
 
@@ -149,6 +156,9 @@ class LoggerGroup:
 
     def log_metrics(self, values: Mapping[str, float], nimg: int) -> None:
         self._call("log_metrics", values, nimg)
+
+    def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
+        self._call("log_event", event, nimg)
 
     def finish(self) -> None:
         self._call("finish")

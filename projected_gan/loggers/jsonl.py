@@ -21,7 +21,7 @@ from typing import Any
 
 from projected_gan.atomic import atomic_write_bytes
 from projected_gan.loggers.base import Logger, LoggerWarning, RunInfo
-from projected_gan.loggers.plots import loss_figure, metric_figure
+from projected_gan.loggers.plots import HEALTH_EVENTS, health_figure, loss_figure, metric_figure
 from projected_gan.registry import LOGGERS
 
 __all__ = ["JsonlLogger", "read_jsonl"]
@@ -45,8 +45,8 @@ class JsonlLogger(Logger):
     """log.jsonl (a line per tick), metrics.jsonl and plots/ in the run folder; always on.
 
     Args:
-        plots: redraw ``plots/losses.png`` at every tick and ``plots/metrics_vs_kimg.png`` and
-            ``plots/metrics_vs_time.png`` at every evaluation.
+        plots: redraw ``plots/losses.png`` and ``plots/health.png`` at every tick and
+            ``plots/metrics_vs_kimg.png`` and ``plots/metrics_vs_time.png`` at every evaluation.
     """
 
     def __init__(self, plots: bool = True) -> None:
@@ -85,10 +85,21 @@ class JsonlLogger(Logger):
         record = dict(values)
         self.ticks.append(record)
         self._append("log.jsonl", record)
-        if self.plots:
-            ticks = [r for r in self.ticks if "kimg" in r and "event" not in r]
-            if ticks:
-                self._save_figure(loss_figure(ticks), "losses.png")
+        self._draw()
+
+    def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
+        record = dict(event)
+        self.ticks.append(record)
+        self._append("log.jsonl", record)
+
+    def _draw(self) -> None:
+        if not self.plots:
+            return
+        ticks = [r for r in self.ticks if "kimg" in r and "event" not in r]
+        if ticks:
+            events = [r for r in self.ticks if r.get("event") in HEALTH_EVENTS]
+            self._save_figure(loss_figure(ticks), "losses.png")
+            self._save_figure(health_figure(ticks, events), "health.png")
 
     def log_metrics(self, values: Mapping[str, float], nimg: int) -> None:
         record = dict(values)

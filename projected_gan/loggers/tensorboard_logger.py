@@ -59,6 +59,11 @@ class TensorBoardLogger(Logger):
     def log_metrics(self, values: Mapping[str, float], nimg: int) -> None:
         self._scalars(values, nimg, "metrics")
 
+    def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
+        text = ", ".join(f"{k}: {v}" for k, v in event.items())
+        self._writer.add_text(f"events/{event.get('event', 'event')}", text, nimg)
+        self._writer.flush()
+
     def log_images(self, images: Mapping[str, np.ndarray], nimg: int) -> None:
         if not self.images:
             return

@@ -112,6 +112,10 @@ class WandbLogger(Logger):
         numbers = {k: v for k, v in values.items() if isinstance(v, (int, float))}
         self._log("metrics", numbers, nimg)
 
+    def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
+        # W&B keeps the record as a row of an events table and on the run page's summary.
+        self._run.log({"kimg": nimg / 1000, f"events/{event.get('event', 'event')}": dict(event)})
+
     def log_images(self, images: Mapping[str, np.ndarray], nimg: int) -> None:
         if self.images:
             wandb = self._wandb

@@ -17,7 +17,7 @@ from projected_gan.metrics.features import as_uint8_rgb
 from projected_gan.metrics.stats import FeatureStats
 from projected_gan.metrics.stats_cache import StatsCache
 
-__all__ = ["GeneratorFn", "compare_images", "evaluate", "evaluate_real_split"]
+__all__ = ["GeneratorFn", "RealSet", "compare_images", "evaluate", "evaluate_real_split"]
 
 GeneratorFn = Callable[[int, "torch.Tensor | None"], torch.Tensor]
 """``generator_fn(n_batch, labels) -> (n_batch, 3, R, R)`` float images in ~[-1, 1]."""
@@ -89,7 +89,7 @@ def _rounds(items: Iterable[torch.Tensor | None], world: int) -> Iterator[list]:
 
 
 def _image_batches(
-    images: torch.Tensor | _RealSet,
+    images: torch.Tensor | RealSet,
     batch_size: int,
     device: torch.device,
     mirror: bool = False,
@@ -130,7 +130,7 @@ def _as_images(images: Any, name: str) -> torch.Tensor:
     return images
 
 
-class _RealSet:
+class RealSet:
     """The reals of ``dataset`` read in slices, ``reals[a:b]`` uint8 ``(b - a, C, H, W)``: all
     of them, or a fixed random subset of ``num_real`` (in index order).
 
@@ -220,7 +220,7 @@ def evaluate_real_split(
     )
 
 
-def _dataset_fingerprint(dataset: Any, images: _RealSet) -> str:
+def _dataset_fingerprint(dataset: Any, images: RealSet) -> str:
     """``dataset.fingerprint`` when present, else a sha256 of the image (and label) bytes."""
     fingerprint = getattr(dataset, "fingerprint", None)
     if fingerprint:
@@ -362,7 +362,7 @@ def evaluate(
     _check_batch_size(batch_size)
     if not isinstance(num_images, int) or num_images < 2:
         raise ValueError(f"num_images must be an int >= 2, got {num_images!r}")
-    images = _RealSet(dataset, num_real)
+    images = RealSet(dataset, num_real)
     labels = getattr(dataset, "labels", None)
     labels = None if labels is None else torch.as_tensor(labels)
     if labels is not None and labels.numel() == 0:

@@ -27,12 +27,14 @@ from projected_gan.spec.checks import (
     part_problems,
     validation_problems,
 )
+from projected_gan.spec.health import HealthSpec
 from projected_gan.spec.io import apply_overrides, list_presets, preset_dict, read_mapping
 
 __all__ = [
     "DataSpec",
     "DiscriminatorSpec",
     "ExperimentSpec",
+    "HealthSpec",
     "InitSpec",
     "LossSpec",
     "MetricsSpec",
@@ -255,7 +257,8 @@ class OutputSpec(_Strict):
 
 
 class ExperimentSpec(_Strict):
-    """Everything needed to train: data, parts, loss, optimiser, schedule, metrics, output."""
+    """Everything needed to train: data, parts, loss, optimiser, schedule, metrics, health checks,
+    output."""
 
     data: DataSpec = DataSpec()
     generator: PartSpec = PartSpec(name="fastgan_lite")
@@ -264,6 +267,7 @@ class ExperimentSpec(_Strict):
     optim: OptimSpec = OptimSpec()
     train: TrainSpec = TrainSpec()
     metrics: MetricsSpec = MetricsSpec()
+    health: HealthSpec = HealthSpec()
     output: OutputSpec = OutputSpec()
 
     def part_problems(self) -> list[tuple[str, str]]:

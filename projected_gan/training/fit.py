@@ -21,6 +21,7 @@ import torch
 
 from projected_gan import distributed
 from projected_gan.atomic import remove_partial_writes
+from projected_gan.training import recovery
 from projected_gan.training.state import TrainingStopped
 
 __all__ = ["crossed", "fit", "tick_record"]
@@ -158,6 +159,7 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
                 if crossed(prev, now, t.tick) or done:
                     record = tick_record(trainer, time.perf_counter() - tick_start, now - tick_nimg)
                     c.tick += 1
+                    firings = recovery.check_tick(trainer, record)  # adds the health signals
                     if trainer.is_main:
                         trainer.logger.log_scalars(record, now)
                         losses = (
@@ -174,6 +176,11 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
                                 flush=True,
                             )
                     tick_start, tick_nimg = time.perf_counter(), now
+                    # Health: warn, stop, or roll back (the loop then goes on from there).
+                    if recovery.respond(trainer, firings):
+                        c = trainer.counters  # the snapshot's
+                        tick_start, tick_nimg = time.perf_counter(), c.nimg
+                        continue
 
                 # Samples: the fixed-latent grid of G_ema.
                 if trainer.is_main and (crossed(prev, now, t.sample_every) or done):
@@ -181,7 +188,11 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
 
                 # Metrics: on every rank (each embeds its share), logged by rank 0.
                 if crossed(prev, now, t.metrics_every) or done:
-                    trainer.run_metrics()
+                    results = trainer.run_metrics()
+                    if recovery.respond(trainer, recovery.check_metric(trainer, results)):
+                        c = trainer.counters  # the snapshot's
+                        tick_start, tick_nimg = time.perf_counter(), c.nimg
+                        continue
 
                 # Snapshot: every rank (RNG states are gathered), rank 0 writes.
                 if crossed(prev, now, t.snapshot_every) or done:

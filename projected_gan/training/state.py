@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,10 +144,11 @@ def write_checkpoint(
     return path
 
 
-def prune_checkpoints(folder: Path, keep: int, best_nimg: int | None) -> None:
-    """Delete all but the newest ``keep`` snapshots, always sparing the best one."""
-    best = snapshot_path(folder, best_nimg).name if best_nimg is not None else None
+def prune_checkpoints(folder: Path, keep: int, spare: Iterable[int | None] = ()) -> None:
+    """Delete all but the newest ``keep`` snapshots, sparing those at the ``spare`` image counts
+    (the best one; the newest healthy one, a rollback's target)."""
+    kept = {snapshot_path(folder, n).name for n in spare if n is not None}
     for old in find_checkpoints(folder)[keep:]:
-        if old.name != best:
+        if old.name not in kept:
             with contextlib.suppress(OSError):
                 old.unlink()

@@ -75,6 +75,16 @@ def logit_stats(loss_logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in loss_logs.items() if k.startswith("logits")}
 
 
+@torch.no_grad()
+def sign_stats(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """D's overfitting signals from its logits ``(B, N)``: ``rt`` = E[sign(D(real))] in
+    [-1, 1] (StyleGAN2-ADA's r_t) and ``d_accuracy``, the share of logits on the right side of 0
+    (reals > 0, fakes < 0)."""
+    real, fake = real_logits.detach().float(), fake_logits.detach().float()
+    right = (real > 0).float().sum() + (fake < 0).float().sum()
+    return {"rt": real.sign().mean(), "d_accuracy": right / (real.numel() + fake.numel())}
+
+
 def add_weighted(acc: dict[str, torch.Tensor], logs: dict[str, torch.Tensor], w: float) -> None:
     """``acc[k] += w * logs[k]`` (detached): chunk means weighted into the batch mean."""
     for key, value in logs.items():
@@ -173,19 +183,25 @@ class TrainingStep:
         return z[r::w].contiguous()
 
     # ------------------------------------------------------------------------ phases
-    def _optimizer_step(self, name: str, opt: Any, params: list[nn.Parameter]) -> torch.Tensor:
+    def _optimizer_step(
+        self, name: str, opt: Any, params: list[nn.Parameter]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All-reduce, check and apply the gradients; (skipped flag, gradient norm) on device."""
         distributed.all_reduce_grads(params, self.dist.world_size)
         found_inf = self._found_inf[name]
         found_inf.zero_()
         grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.zeros((), device=self.device)
         if grads:
+            # A health signal: the L2 norm of all gradients (one fused pass, no host sync).
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
             torch._amp_foreach_non_finite_check_and_unscale_(
                 grads, found_inf, torch.ones((), device=self.device)
             )
         opt.found_inf = found_inf
         opt.grad_scale = None
         opt.step()
-        return found_inf
+        return found_inf, norm
 
     def chunks(self, n: int) -> list[slice]:
         """The micro-batches of a per-process batch of ``n``: slices of ``batch_gpu`` samples."""
@@ -212,7 +228,7 @@ class TrainingStep:
                 loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c_part))
             weighted(loss_g, w).backward()
             add_weighted(logs, {"loss_g": loss_g, **logit_stats(g_logs)}, w)
-        bad = self._optimizer_step("G", self.g_opt, self.g_params)
+        bad, logs["grad_norm_g"] = self._optimizer_step("G", self.g_opt, self.g_params)
         return logs, bad
 
     def d_phase(
@@ -235,7 +251,8 @@ class TrainingStep:
                 fakes = self.g_forward(z[part], c_part)
             fakes = fakes.contiguous(memory_format=self.memory_format)
             with self.autocast():
-                loss_fake, fake_logs = self.loss.d_loss_fake(self.d_forward(fakes, c_part))
+                fake_logits = self.d_forward(fakes, c_part)
+                loss_fake, fake_logs = self.loss.d_loss_fake(fake_logits)
             weighted(loss_fake, w).backward()
             reals = to_float(reals_u8[part]).contiguous(memory_format=self.memory_format)
             if use_r1:
@@ -252,8 +269,9 @@ class TrainingStep:
                 chunk_logs["loss_r1"] = loss_r1
             weighted(total_real, w).backward()
             chunk_logs.update(logit_stats({**fake_logs, **real_logs}))
+            chunk_logs.update(sign_stats(real_logits, fake_logits))
             add_weighted(logs, chunk_logs, w)
-        bad = self._optimizer_step("D", self.d_opt, self.d_params)
+        bad, logs["grad_norm_d"] = self._optimizer_step("D", self.d_opt, self.d_params)
         logs["loss_d"] = logs["loss_d_fake"] + logs["loss_d_real"]
         return logs, bad
 

@@ -35,7 +35,10 @@ from projected_gan.loggers import LoggerGroup, RunInfo
 from projected_gan.spec import ExperimentSpec
 from projected_gan.training import fit as fit_loop
 from projected_gan.training.assemble import Assembly, assemble, describe_run
+from projected_gan.training.health import HealthMonitor
+from projected_gan.training.health_signals import DiversityProbe
 from projected_gan.training.init_weights import init_from, read_spec_source
+from projected_gan.training.recovery import apply_recovery
 from projected_gan.training.run_dir import default_run_name, prepare_run_dir, write_grid
 from projected_gan.training.run_log import build_loggers
 from projected_gan.training.state import (
@@ -121,6 +124,9 @@ class Trainer:
         self._session_start: float | None = None
         # Where the starting weights came from (train.init / init_from); kept in checkpoints.
         self.init_record: dict[str, Any] | None = None
+        # Health conditions watched at ticks and evaluations (training/recovery.py acts).
+        self.health = HealthMonitor(self.spec.health)
+        self._diversity: DiversityProbe | None = None  # built at its first measurement
 
     # ------------------------------------------------------------------- the networks
     G = property(lambda self: self.core.G, doc="The generator being trained.")
@@ -287,6 +293,7 @@ class Trainer:
             # The spec sections it cannot describe (a hand-built run's custom parts or data).
             "undescribed": self.undescribed,
             "init": self.init_record,
+            "health": self.health.state_dict(),
         }
 
     def save(self, path: str | Path | None = None, before_replace=None) -> Path | None:
@@ -299,20 +306,25 @@ class Trainer:
             return None
         folder = self.ensure_run_dir() / "checkpoints"
         path = Path(path) if path is not None else snapshot_path(folder, self.nimg)
+        healthy = self.health.snapshot_taken(self.nimg)
         write_checkpoint(
             path,
             models={"G": self.G, "G_ema": self.G_ema, "D": self.D},
             optimizers={"G": self.g_opt, "D": self.d_opt},
             rng=rng,
-            meta=self.state_meta(),
+            meta={**self.state_meta(), "healthy": healthy},
             run_dir=self.run_dir,
             before_replace=before_replace,
         )
-        prune_checkpoints(folder, self.spec.train.keep_checkpoints, self.counters.best_nimg)
+        spare = (self.counters.best_nimg, self.health.last_healthy_nimg)
+        prune_checkpoints(folder, self.spec.train.keep_checkpoints, spare)
         return path
 
-    def load_state(self, ckpt: Checkpoint, *, restore_rng: bool = True) -> None:
-        """Restore weights, optimisers, counters, data position and RNG from ``ckpt``."""
+    def load_state(
+        self, ckpt: Checkpoint, *, restore_rng: bool = True, restore_health: bool = True
+    ) -> None:
+        """Restore weights, optimisers, counters, data position, RNG and health from ``ckpt``
+        (``restore_health=False``: a rollback keeps the monitor it has)."""
         diffs = architecture_differences(ckpt.meta, self.spec.to_dict())
         if diffs:
             raise CheckpointError(
@@ -338,6 +350,9 @@ class Trainer:
                 seed=self.spec.train.seed,
                 step=self.counters.step,
             )
+        if restore_health:
+            self.health.load_state_dict(m.get("health"))
+            apply_recovery(self)  # a rollback's learning rates and data order
 
     def load_latest(self) -> Checkpoint:
         """Load the newest usable checkpoint of ``run_dir`` (warning about broken newer ones)."""

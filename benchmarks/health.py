@@ -1,0 +1,227 @@
+"""Do the health checks see a run go wrong, in time, without crying wolf? Does rollback help?
+
+    # train every (scenario, arm, seed) not yet done; each a `projected-gan train` subprocess
+    python benchmarks/health.py run --scenarios healthy,d_lr_x20,no_aug_100,g_lr_x50 \
+        --seeds 0,1,2 --kimg 3 --out health_runs
+    # the table (markdown) of everything trained so far
+    python benchmarks/health.py table --out health_runs
+
+A scenario is a list of spec overrides on top of ``minimal_cpu`` (:data:`SCENARIOS`): the
+healthy demo recipe, and failures induced on purpose. Each runs in two arms at equal images
+seen: ``watch`` (every condition's action is ``warn``: the run goes on, and its FD curve shows
+what the failure does) and ``rollback`` (every action ``rollback``). Every run evaluates FD
+(lite1 space, ``--fd-images`` samples) every ``--every`` kimg and snapshots as often, so a
+rollback has somewhere to go.
+
+Per run the table gives: each condition that fired and when (kimg), the FD where the curve
+"turns upward for good" (the last minimum of the watch arm's FD curve followed by a rise of more
+than ``--rise`` of it by the end; none if the curve never turns), the detection lag (first firing
+minus that turn, kimg), FD at the first firing and at the end, and the rollback arm's final FD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_recipes import PRESET, child_env
+
+from projected_gan.atomic import atomic_write_json
+
+SCENARIOS: dict[str, list[str]] = {
+    "healthy": [],
+    # D learns 20x faster than G: it wins, its r_t saturates, G's signal fades.
+    "d_lr_x20": ["optim.d_lr=0.004"],
+    # 100 images without augmentation: D memorises the training set.
+    "no_aug_100": ["data.max_images=100", "discriminator.augment=null"],
+    # G's learning rate 50x: its steps overshoot and the samples fall apart.
+    "g_lr_x50": ["optim.g_lr=0.01"],
+}
+CONDITIONS = ("divergence", "collapse", "overfitting", "metric_worse")
+ARMS = {"watch": "warn", "rollback": "rollback"}
+
+
+def overrides(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> list[str]:
+    every = args.every
+    base = [
+        f"train.seed={seed}",
+        f"train.kimg={args.kimg}",
+        f"train.metrics_every={every}",
+        f"train.snapshot_every={every}",
+        f"train.sample_every={every}",
+        "train.keep_checkpoints=2",
+        f"metrics.num_images={args.fd_images}",
+        f"output.dir={args.out / scenario / arm / str(seed)}",
+        "output.name=run",
+    ]
+    actions = [f"health.{c}.action={ARMS[arm]}" for c in CONDITIONS]
+    return [*base, *SCENARIOS[scenario], *actions]
+
+
+def run_one(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    folder = args.out / scenario / arm / str(seed)
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "projected_gan", "train", "--preset", PRESET, "--no-progress"]
+    cmd += [a for o in overrides(scenario, arm, seed, args) for a in ("--set", o)]
+    begin = time.perf_counter()
+    with open(folder / "train.log", "w") as log:
+        proc = subprocess.run(cmd, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode not in (0, 3):  # 3: a health check stopped the run
+        raise SystemExit(f"{scenario}/{arm}/{seed} failed (exit {proc.returncode}): {folder}")
+    run = next(folder.glob("*-run"))
+    events, curve = [], []
+    for line in (run / "log.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("event") in ("health", "rollback"):
+            events.append(r)
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        curve.append((r["kimg"], r["fd"]))
+    result = {
+        "scenario": scenario,
+        "arm": arm,
+        "seed": seed,
+        "exit": proc.returncode,
+        "seconds": round(time.perf_counter() - begin, 1),
+        "events": events,
+        "fd_curve": curve,
+    }
+    atomic_write_json(done, result)
+    return result
+
+
+def turn_point(curve: list[tuple[float, float]], rise: float) -> tuple[float, float] | None:
+    """(kimg, FD) of the last minimum of ``curve`` after which FD ends more than ``rise`` x
+    higher; None when the curve does not turn upward for good."""
+    if len(curve) < 2:
+        return None
+    i = min(range(len(curve)), key=lambda k: (curve[k][1], -k))
+    last_fd = curve[-1][1]
+    if i == len(curve) - 1 or last_fd <= curve[i][1] * (1 + rise):
+        return None
+    return curve[i]
+
+
+def fd_at(curve: list[tuple[float, float]], kimg: float) -> float | None:
+    """FD of the last evaluation at or before ``kimg``."""
+    before = [fd for k, fd in curve if k <= kimg + 1e-9]
+    return before[-1] if before else None
+
+
+def summarise(watch: dict[str, Any], rollback: dict[str, Any] | None, rise: float) -> dict:
+    curve = [tuple(p) for p in watch["fd_curve"]]
+    firings = [e for e in watch["events"] if e.get("event") == "health"]
+    first = firings[0] if firings else None
+    turn = turn_point(curve, rise)
+    row = {
+        "scenario": watch["scenario"],
+        "seed": watch["seed"],
+        "fired": ", ".join(
+            f"{c}@{min(e['kimg'] for e in firings if e['condition'] == c):g}"
+            for c in CONDITIONS
+            if any(e["condition"] == c for e in firings)
+        )
+        or "none",
+        "turn_kimg": turn[0] if turn else None,
+        "lag_kimg": round(first["kimg"] - turn[0], 3) if first and turn else None,
+        "fd_at_firing": fd_at(curve, first["kimg"]) if first else None,
+        "fd_end": curve[-1][1] if curve else None,
+    }
+    if rollback is not None:
+        rb_curve = rollback["fd_curve"]
+        row["rollback_fd_end"] = rb_curve[-1][1] if rb_curve else None
+        row["rollbacks"] = sum(e.get("event") == "rollback" for e in rollback["events"])
+        row["rollback_exit"] = rollback["exit"]
+    return row
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if isinstance(v, float) and abs(v) >= 100 else str(v)
+
+
+def table(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for scenario in SCENARIOS:
+        for seed_dir in sorted((args.out / scenario / "watch").glob("*/result.json")):
+            watch = json.loads(seed_dir.read_text())
+            rb_file = args.out / scenario / "rollback" / seed_dir.parent.name / "result.json"
+            rb = json.loads(rb_file.read_text()) if rb_file.is_file() else None
+            rows.append(summarise(watch, rb, args.rise))
+    keys = ["scenario", "seed", "fired", "turn_kimg", "lag_kimg", "fd_at_firing", "fd_end"]
+    keys += ["rollback_fd_end", "rollbacks", "rollback_exit"]
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
+    for scenario in SCENARIOS:
+        pairs = [
+            (r["fd_end"], r["rollback_fd_end"])
+            for r in rows
+            if r["scenario"] == scenario and r.get("rollback_fd_end") is not None
+        ]
+        if len(pairs) >= 2:
+            gain = [w - b for w, b in pairs]
+            print(
+                f"\n{scenario}: final FD watch - rollback = {statistics.mean(gain):.0f} "
+                f"± {statistics.stdev(gain):.0f} over {len(gain)} seeds"
+            )
+    return rows
+
+
+def run(args: argparse.Namespace) -> None:
+    for scenario in args.scenarios:
+        for seed in args.seeds:
+            for arm in args.arms:
+                if scenario == "healthy" and arm == "rollback":
+                    continue  # nothing to roll back from: the healthy runs check false alarms
+                r = run_one(scenario, arm, seed, args)
+                fired = [f"{e['condition']}@{e['kimg']}" for e in r["events"] if "condition" in e]
+                print(f"{scenario}/{arm}/{seed}: exit {r['exit']}, {r['seconds']} s, {fired}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--arms", default="watch,rollback")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--kimg", type=float, default=3.0)
+    p.add_argument("--every", type=float, default=0.25, help="kimg between FD and snapshots")
+    p.add_argument("--fd-images", type=int, default=200)
+    p.add_argument("--rise", type=float, default=0.1, help="FD rise that counts as a turn")
+    p.add_argument("--out", type=Path, default=Path("health_runs"))
+    args = p.parse_args(argv)
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    args.arms = [a for a in args.arms.split(",") if a]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.out = args.out.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> Any:
+    args = parse_args(argv)
+    os.environ.setdefault("PYTHONWARNINGS", "default")
+    return run(args) if args.command == "run" else table(args)
+
+
+if __name__ == "__main__":
+    main()
