@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on CPU and write the promised JSON: the training
-throughput, the one-step profile, and the GPU check's CPU dry run."""
+throughput, the one-step profile, and the GPU check's CPU dry run; ada_race's runs are valid
+specs and its table reads their results."""
 
 from __future__ import annotations
 
@@ -254,3 +255,46 @@ def test_gpu_check_dry_run_prints_one_json_with_every_stage(tmp_path):
     assert profile["status"] == "ok" and profile["step_ms"] > 0
     assert {"G", "DiffAugment", "projector", "heads", "optimiser"} <= set(profile["groups"])
     assert "| fastgan_lite_256 | compile |" in r["table_md"]
+
+
+# ------------------------------------------------------------------------------- ada_race.py
+def test_ada_race_arms_are_specs_and_the_table_reads_the_results(tmp_path, capsys):
+    from projected_gan.spec import ExperimentSpec
+
+    race = _load("ada_race")
+    args = race.parse_args(["train", "--sizes", "16", "--seeds", "0", "--out", str(tmp_path)])
+    assert args.arms == ["fixed", "adaptive"] and args.kimg == 5.0 and args.ada_speed == 2.0
+    augment = {}
+    for arm in race.ARMS:
+        overrides = race.run_overrides(16, 0, arm, tmp_path / arm, args)
+        spec = ExperimentSpec.load(preset="minimal_cpu", overrides=overrides)
+        assert spec.data.max_images == 16 and spec.train.kimg == 5.0
+        augment[arm] = spec.discriminator.augment
+    assert augment["fixed"].name == "diffaugment"
+    assert augment["adaptive"].name == "adaptive"
+    assert augment["adaptive"].kwargs["speed_kimg"] == 2.0
+    assert augment["adaptive"].kwargs["policy"] == augment["fixed"].kwargs["policy"]
+
+    results = [("fixed", 0, 10.0, 100.0, None), ("fixed", 1, 12.0, 110.0, None)]
+    results += [("adaptive", 0, 9.0, 90.0, 0.25)]
+    for arm, seed, fid, fd, p in results:
+        run = tmp_path / f"n16-{arm}-s{seed}" / "00000-run"
+        run.mkdir(parents=True)
+        record = {"size": 16, "arm": arm, "seed": seed, "kimg": 5.0, "fid": fid, "fd": fd}
+        (run / race.RESULT).write_text(json.dumps({**record, "augment_p": p}))
+    rows = race.table(race.parse_args(["table", "--out", str(tmp_path)]))
+    out = capsys.readouterr().out
+    assert "| 16 | fixed | 5 | 2 | 11.0 ± 1.4 | 105.0 ± 7.1 | - | s0:10.0 s1:12.0 |" in out
+    assert "| 16 | adaptive | 5 | 1 | 9.0 | 90.0 | 0.250 | s0:9.0 | s0:90.0 | s0:0.250 |" in out
+    assert [r["arm"] for r in rows] == ["fixed", "adaptive"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [(["--arms", "fixed,nope"], "--arms"), (["--sizes", "1"], "--sizes")],
+)
+def test_ada_race_bad_arguments_name_the_flag(argv, flag, capsys):
+    race = _load("ada_race")
+    with pytest.raises(SystemExit):
+        race.parse_args(["train", *argv])
+    assert flag in capsys.readouterr().err

@@ -20,7 +20,7 @@ called as ``op(x, generator=None)``, and register it in ``AUGMENTATIONS`` with
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,9 +30,10 @@ from projected_gan.augmentations.color import ColorOp, recolor
 from projected_gan.augmentations.geometric import GeometricOp, warp
 from projected_gan.augmentations.op_base import OP_TAG, check_images
 from projected_gan.errors import PartBuildError
+from projected_gan.part_specs import PartSpec, build_part, under_argument
 from projected_gan.registry import AUGMENTATIONS
 
-__all__ = ["DEFAULT_POLICY", "DiffAugment", "diffaugment_ops", "parse_policy"]
+__all__ = ["DEFAULT_POLICY", "DiffAugment", "build_augment", "diffaugment_ops", "parse_policy"]
 
 DEFAULT_POLICY = "color,translation,cutout"
 
@@ -125,3 +126,33 @@ def _op_name(op: nn.Module) -> str:
         if type(op) is AUGMENTATIONS.get(name):
             return name
     return type(op).__name__
+
+
+def build_augment(
+    augment: PartSpec | Sequence[str] | None, argument: str = "augment"
+) -> nn.Module | None:
+    """The augmentation ``augment`` names; None / ``""`` -> None (no augmentation).
+
+    A comma string or a list of op names is a DiffAugment policy; a single name that is not an
+    op (``"adaptive"``) or ``{"name": ..., **kwargs}`` is that registered augmentation; a module
+    is used as is. A :class:`PartBuildError` names its field under ``argument``.
+    """
+    if augment is None or isinstance(augment, nn.Module):
+        return augment
+    with under_argument(argument):
+        if isinstance(augment, str):
+            policy = augment.strip()
+            if not policy:
+                return None
+            single = "," not in policy and policy in AUGMENTATIONS
+            if single and OP_TAG not in AUGMENTATIONS.entry(policy).tags:
+                return AUGMENTATIONS.create(policy)  # a whole registered augmentation
+            return AUGMENTATIONS.create("diffaugment", policy=policy)
+        if isinstance(augment, Mapping):
+            return build_part("augmentations", augment, argument)
+        if isinstance(augment, Sequence) and all(isinstance(op, str) for op in augment):
+            return AUGMENTATIONS.create("diffaugment", policy=list(augment)) if augment else None
+    raise TypeError(
+        f"{argument} must be None, a DiffAugment policy like 'color,translation,cutout', a list "
+        f"of op names, a registered name, a dict with 'name' or an nn.Module; got {augment!r}"
+    )

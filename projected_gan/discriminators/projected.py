@@ -3,109 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from projected_gan.configs import (
-    composite_part,
-    part_config,
-    record_part_config,
-    spec_form,
-    wire,
-)
-from projected_gan.errors import PartBuildError
+from projected_gan.augmentations.diffaugment import build_augment
+from projected_gan.configs import composite_part, part_config, record_part_config, spec_form
+from projected_gan.part_specs import PartSpec, build_part
 from projected_gan.precision import fp32_region
 from projected_gan.projectors import Projector
 from projected_gan.projectors.feature_networks import check_feature_network
-from projected_gan.registry import AUGMENTATIONS, RegistryEntry, get_registry
 
 __all__ = ["ProjectedDiscriminator"]
 
-PartSpec = nn.Module | str | Mapping[str, Any]
 _DEFAULT_FEATURE_NETWORK = "tf_efficientnet_lite0"
 _DEFAULT_HEAD = "ccm_csm"
-_OP_TAG = "diffaugment_op"  # augmentations a DiffAugment policy may name
-
-
-def _build_part(
-    kind: str,
-    spec: PartSpec,
-    argument: str,
-    defaults: Mapping[str, Any] | None = None,
-    wiring: Mapping[str, Any] | None = None,
-) -> nn.Module:
-    """An instance as is; a registered name, or ``{"name": ..., **kwargs}``, created.
-
-    ``defaults`` go only to factories that accept them and may be overridden by the dict's
-    kwargs; ``wiring`` (what the previous part exposes, e.g. channels) may not.
-    """
-    if isinstance(spec, nn.Module):
-        return spec
-    if isinstance(spec, str):
-        name, kwargs = spec, {}
-    elif isinstance(spec, Mapping):
-        kwargs = dict(spec)
-        name = kwargs.pop("name", None)
-        if not isinstance(name, str):
-            raise ValueError(f"{argument}: a dict needs a 'name' key (a registered name): {spec}")
-    else:
-        raise TypeError(
-            f"{argument} must be an nn.Module, a registered name or a dict with 'name', "
-            f"got {type(spec).__name__}"
-        )
-    kwargs = wire(kind, kwargs, wiring or {}, argument)
-    registry = get_registry(kind)
-    defaults = {k: v for k, v in (defaults or {}).items() if _accepts(registry.entry(name), k)}
-    with _under(argument, keep=tuple(wiring or ())):
-        return registry.create(name, **{**defaults, **kwargs})
-
-
-@contextlib.contextmanager
-def _under(argument: str, keep: tuple[str, ...] = ()) -> Iterator[None]:
-    """Place a part's :class:`PartBuildError` under ``argument`` (``policy`` ->
-    ``augment.policy``), so a spec error names the section; wired arguments (``keep``) are the
-    previous part's doing and keep their bare name."""
-    try:
-        yield
-    except PartBuildError as exc:
-        field = exc.field
-        if field not in keep and not (field == argument or f"{field}".startswith(argument + ".")):
-            exc.field = argument if not field else f"{argument}.{field}"
-        raise
-
-
-def _accepts(entry: RegistryEntry, keyword: str) -> bool:
-    """Whether the factory takes ``keyword`` (a plugin network may have no ``pretrained``)."""
-    sig = entry.signature()
-    if sig is None:
-        return True
-    params = sig.parameters.values()
-    return keyword in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _build_augment(augment: PartSpec | Sequence[str] | None) -> nn.Module | None:
-    """None / "" -> no augmentation; a DiffAugment policy string or op list; a name; a module."""
-    if augment is None or isinstance(augment, nn.Module):
-        return augment
-    if isinstance(augment, str):
-        policy = augment.strip()
-        if not policy:
-            return None
-        single = "," not in policy and policy in AUGMENTATIONS
-        if single and _OP_TAG not in AUGMENTATIONS.entry(policy).tags:
-            return AUGMENTATIONS.create(policy)  # a whole registered augmentation
-        return AUGMENTATIONS.create("diffaugment", policy=policy)
-    if isinstance(augment, Mapping):
-        return _build_part("augmentations", augment, "augment")
-    if isinstance(augment, Sequence) and all(isinstance(op, str) for op in augment):
-        return AUGMENTATIONS.create("diffaugment", policy=list(augment)) if augment else None
-    raise TypeError(
-        "augment must be None, a DiffAugment policy like 'color,translation,cutout', a list of "
-        f"op names, a registered name, a dict with 'name' or an nn.Module; got {augment!r}"
-    )
 
 
 def _is_list(spec: Any) -> bool:
@@ -220,8 +134,7 @@ class ProjectedDiscriminator(nn.Module):
                     raise TypeError(f"projector must be a Projector, got {type(p).__name__}")
         if not projectors:
             raise ValueError("feature_network: the list is empty; give at least one network")
-        with _under("augment"):
-            self.augment = _build_augment(augment)
+        self.augment = build_augment(augment)
         self.num_classes = num_classes
         self.img_resolution = img_resolution
         self.fp32_features = bool(fp32_features)
@@ -236,7 +149,7 @@ class ProjectedDiscriminator(nn.Module):
                 "num_classes": num_classes or None,  # unconditional heads need not take it
             }
             where = "discriminator" if len(projectors) == 1 else f"discriminator[{i}]"
-            heads.append(_build_part("discriminators", spec, where, wiring=wiring))
+            heads.append(build_part("discriminators", spec, where, wiring=wiring))
         self.projector: Projector | nn.ModuleList
         self.discriminator: nn.Module
         if len(projectors) == 1:  # the one-network layout (and state dict keys) of before
@@ -289,7 +202,7 @@ class ProjectedDiscriminator(nn.Module):
         projectors = []
         for i, (spec, head_spec) in enumerate(zip(nets, head_specs)):
             suffix = f"[{i}]" if several else ""
-            net = _build_part(
+            net = build_part(
                 "feature_networks",
                 spec,
                 f"feature_network{suffix}",
@@ -298,7 +211,7 @@ class ProjectedDiscriminator(nn.Module):
             # One dry forward: a wrong `channels` fails here, naming the network, and not as a
             # conv shape error in the heads at the first training step.
             check_feature_network(net, f"feature_network{suffix}", image_size)
-            head = _build_part(
+            head = build_part(
                 "projection_heads",
                 "none" if head_spec is None else head_spec,
                 f"projection_head{suffix}",

@@ -261,6 +261,7 @@ class TrainingStep:
             with self.autocast():
                 real_logits = self.d_forward(reals, labels)
                 loss_real, real_logs = self.loss.d_loss_real(real_logits)
+            self._observe_reals(real_logits)
             chunk_logs = {"loss_d_real": loss_real, "loss_d_fake": loss_fake}
             total_real = loss_real
             if use_r1:
@@ -296,6 +297,7 @@ class TrainingStep:
         n = reals_u8.shape[0]
         g_logs, bad_g = self.g_phase(n)
         d_logs, bad_d = self.d_phase(reals_u8, real_labels, step_index)
+        d_logs.update(self._adapt_augment(step_index, n))
         # After both phases, as the official loop does (G_ema tracks G after D's step too).
         self.update_ema(n * self.dist.world_size, nimg)
         logs = {**g_logs, **d_logs}
@@ -304,6 +306,32 @@ class TrainingStep:
         self.bad_tick.add_(bad)
         self._accumulate(logs)
         return logs
+
+    # ------------------------------------------------------------------------ adaptive augment
+    def _adaptive_augment(self) -> Any:
+        """D's augmentation if it adapts while training (``accumulate``, ``adjust``, ``interval``
+        and ``p``, as ``AdaptiveAugment`` has), else None."""
+        augment = getattr(self.D, "augment", None)
+        adapts = all(hasattr(augment, a) for a in ("accumulate", "adjust", "interval", "p"))
+        return augment if adapts else None
+
+    def _observe_reals(self, real_logits: torch.Tensor) -> None:
+        """Give an adaptive augmentation the D logits of a chunk of reals (on the device)."""
+        augment = self._adaptive_augment()
+        if augment is not None:
+            augment.accumulate(real_logits)
+
+    def _adapt_augment(self, step_index: int, n: int) -> dict[str, torch.Tensor]:
+        """Every ``interval`` steps, move an adaptive augmentation's p (on the device); returns
+        ``{"augment_p": p}`` (a device scalar) for the step's logs, or nothing without one."""
+        augment = self._adaptive_augment()
+        if augment is None:
+            return {}
+        if (step_index + 1) % augment.interval == 0:
+            # Every rank adjusts from the same all-reduced statistics, so p stays equal on all.
+            reduce = distributed.average_ if self.dist.enabled else None
+            augment.adjust(n * self.dist.world_size * augment.interval, reduce=reduce)
+        return {"augment_p": augment.p.detach().clone()}
 
     # ------------------------------------------------------------------------ ticks
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
