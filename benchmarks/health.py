@@ -5,6 +5,8 @@
         --seeds 0,1,2 --kimg 3 --out health_runs
     # the table (markdown) of everything trained so far
     python benchmarks/health.py table --out health_runs
+    # what the signals cost: per step (in the step) and per tick / measurement (outside it)
+    python benchmarks/health.py cost --steps 20
 
 A scenario is a list of spec overrides on top of ``minimal_cpu`` (:data:`SCENARIOS`): the
 healthy demo recipe, and failures induced on purpose. Each runs in two arms at equal images
@@ -64,7 +66,7 @@ def overrides(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> l
         "output.name=run",
     ]
     actions = [f"health.{c}.action={ARMS[arm]}" for c in CONDITIONS]
-    return [*base, *SCENARIOS[scenario], *actions]
+    return [*base, *SCENARIOS[scenario], *actions, *args.set]
 
 
 def run_one(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,6 +186,56 @@ def table(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def cost(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per step of ``minimal_cpu`` against the signals' own work, timed in one process:
+    the step's extra device work (gradient norms of G and D, r_t and D's accuracy), repeated on
+    the step's real gradients and logits, and the per-tick work (G-G_ema distance, one diversity
+    measurement, the first one also building its feature network)."""
+    import torch
+
+    from projected_gan import ExperimentSpec, build_from_spec
+    from projected_gan.training.recovery import health_signals
+    from projected_gan.training.step import sign_stats
+
+    spec = ExperimentSpec.load(preset=PRESET, overrides=[f"output.dir={args.out / 'cost'}"])
+    trainer = build_from_spec(spec)
+    for _ in range(3):  # warm-up
+        trainer.step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        trainer.step()
+    step_s = (time.perf_counter() - t0) / args.steps
+    grads = [[p.grad for p in ps if p.grad is not None] for ps in (trainer.core.g_params,)]
+    grads.append([p.grad for p in trainer.core.d_params if p.grad is not None])
+    logits = torch.randn(spec.train.batch, 1000)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        for gs in grads:
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)).float())
+        sign_stats(logits, -logits)
+    extra_s = (time.perf_counter() - t0) / args.steps
+    timings = {}
+    for name in ("first (builds the extractor)", "again"):
+        trainer.health.diversity_nimg = -(10**9)  # due now
+        t0 = time.perf_counter()
+        health_signals(trainer, trainer.nimg)
+        timings[name] = time.perf_counter() - t0
+    tick_steps = spec.train.tick * 1000 / spec.train.batch
+    sample_steps = spec.train.sample_every * 1000 / spec.train.batch
+    out = {
+        "step_s": step_s,
+        "in_step_extra_s": extra_s,
+        "in_step_share": extra_s / step_s,
+        "diversity_first_s": timings["first (builds the extractor)"],
+        "diversity_s": timings["again"],
+        "diversity_share_at_sample_every": timings["again"] / (sample_steps * step_s),
+        "tick_steps": tick_steps,
+    }
+    for k, v in out.items():
+        print(f"{k}: {v:.4g}")
+    return out
+
+
 def run(args: argparse.Namespace) -> None:
     for scenario in args.scenarios:
         for seed in args.seeds:
@@ -197,7 +249,8 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("command", choices=("run", "table", "cost"))
+    p.add_argument("--steps", type=int, default=20, help="cost: steps timed")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--arms", default="watch,rollback")
     p.add_argument("--seeds", default="0,1,2")
@@ -206,6 +259,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fd-images", type=int, default=200)
     p.add_argument("--rise", type=float, default=0.1, help="FD rise that counts as a turn")
     p.add_argument("--out", type=Path, default=Path("health_runs"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="every run")
     args = p.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
@@ -220,7 +274,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "default")
-    return run(args) if args.command == "run" else table(args)
+    return {"run": run, "table": table, "cost": cost}[args.command](args)
 
 
 if __name__ == "__main__":

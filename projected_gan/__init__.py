@@ -46,7 +46,7 @@ from projected_gan.registry import (
 
 # The training pipeline is imported on first use, so that using a trained generator
 # (projected_gan.inference) does not load the trainer.
-_TRAINING_NAMES = ("Trainer", "build_from_spec", "init_from")
+_TRAINING_NAMES = ("HealthStopped", "HealthWarning", "Trainer", "build_from_spec", "init_from")
 _SPEC_NAMES = ("ExperimentSpec", "SpecError")
 
 
@@ -78,6 +78,8 @@ __all__ = [
     "PROJECTION_HEADS",
     "REGISTRIES",
     "ExperimentSpec",
+    "HealthStopped",
+    "HealthWarning",
     "InfiniteBatches",
     "InputError",
     "PluginError",

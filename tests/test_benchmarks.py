@@ -298,3 +298,36 @@ def test_ada_race_bad_arguments_name_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit):
         race.parse_args(["train", *argv])
     assert flag in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- health.py
+def test_health_scenarios_are_specs_and_the_turn_and_lag_are_read_from_the_curves(tmp_path):
+    from projected_gan.spec import ExperimentSpec
+
+    health = _load("health")
+    args = health.parse_args(["run", "--out", str(tmp_path), "--set", "train.batch=8"])
+    for scenario in health.SCENARIOS:
+        for arm in health.ARMS:
+            spec = ExperimentSpec.load(
+                preset="minimal_cpu", overrides=health.overrides(scenario, arm, 1, args)
+            )
+            assert spec.train.seed == 1 and spec.train.batch == 8
+            assert spec.health.collapse.action == health.ARMS[arm]
+    assert (
+        ExperimentSpec.load(
+            preset="minimal_cpu", overrides=health.overrides("no_aug_100", "watch", 0, args)
+        ).discriminator.augment
+        is None
+    )
+
+    # FD falls to 80 at 1.0 kimg, then rises for good: the turn is there, not at the dip at 0.5
+    curve = [(0.25, 100.0), (0.5, 90.0), (0.75, 95.0), (1.0, 80.0), (1.25, 85.0), (1.5, 120.0)]
+    assert health.turn_point(curve, 0.1) == (1.0, 80.0)
+    assert health.turn_point(curve[:4], 0.1) is None  # still falling at the end
+    fired = {"event": "health", "condition": "overfitting", "kimg": 1.5}
+    watch = {"scenario": "d_lr_x20", "seed": 0, "events": [fired], "fd_curve": curve}
+    rollback = {"events": [{"event": "rollback", "kimg": 1.0}], "fd_curve": [(1.5, 70.0)]}
+    row = health.summarise(watch, {**rollback, "exit": 0}, 0.1)
+    assert row["fired"] == "overfitting@1.5" and row["lag_kimg"] == 0.5
+    assert row["fd_at_firing"] == 120.0 and row["rollback_fd_end"] == 70.0
+    assert row["rollbacks"] == 1

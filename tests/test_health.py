@@ -101,11 +101,11 @@ def test_each_condition_fires_at_its_threshold_and_not_before():
     assert f.condition == "divergence" and f.value == 2
 
     # collapse: below the threshold from the start is an untrained G, not a collapse
-    assert m.check_tick(record(3.5, diversity=0.2)) == [] and m.diversity_peak == 0.2
+    assert m.check_tick(record(3.5, diversity=0.1)) == [] and m.diversity_peak == 0.1
     assert m.check_tick(record(4.0, diversity=0.8)) == []
-    assert m.check_tick(record(4.5, diversity=0.3)) == []  # patience 2
-    [f] = m.check_tick(record(5.0, diversity=0.1))
-    assert f.condition == "collapse" and f.value == pytest.approx(0.1)
+    assert m.check_tick(record(4.5, diversity=0.2)) == []  # patience 2
+    [f] = m.check_tick(record(5.0, diversity=0.05))
+    assert f.condition == "collapse" and f.value == pytest.approx(0.05)
 
     # overfitting: saturated for patience_kimg
     assert m.check_tick(record(6.0, rt=0.97)) == []
