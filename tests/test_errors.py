@@ -18,6 +18,7 @@ from tests.test_user_errors import one_line_exit_2, run_main
 # package must derive from InputError.
 NOT_USER_ERRORS = {
     "projected_gan.training.state.TrainingStopped": "the run stopped on purpose (exit 1)",
+    "projected_gan.training.recovery.HealthStopped": "a health check stopped the run (exit 3)",
     "projected_gan.data.store.CacheWriteError": "the disk refused a write (an OSError)",
     "projected_gan.data.store._Untrusted": "private: a cache to rebuild, never raised to a user",
     "projected_gan.data.store._NothingReadable": "private: caught inside the cache builder",

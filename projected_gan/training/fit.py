@@ -145,7 +145,7 @@ def fit(trainer: Any, kimg: float | None = None, progress: bool = True) -> Path 
                 trainer.save_samples("fakes_init.png")
             at_start = trainer.spec.metrics.at_start
             if c.nimg == 0 and at_start and trainer.evaluate is not None and t.metrics_every > 0:
-                trainer.run_metrics()
+                recovery.check_metric(trainer, trainer.run_metrics())  # the baseline: no firing
             tick_start, tick_nimg = time.perf_counter(), c.nimg
             stopping = not dist.enabled and stop["signal"] is not None
             while c.nimg < total and not stopping:
