@@ -122,6 +122,7 @@ def tiny_overrides(out_dir) -> list[str]:
         "train.deterministic=true",
         "train.device=cpu",
         "metrics.names=[]",
+        "health.diversity_samples=0",  # a lite1 pass per tick; tests that need it turn it on
         f"output.dir={out_dir}",
     ]
 

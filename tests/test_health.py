@@ -209,7 +209,7 @@ def test_collapse_is_seen_when_g_ema_starts_making_one_image(tmp_path):
     trainer = hand_built(tmp_path / "run", G=G)
     t, h = trainer.spec.train, trainer.spec.health
     t.tick = t.sample_every = t.snapshot_every = 0.008
-    h.diversity_samples, h.diversity_every = 16, 0.008
+    h.diversity_samples, h.diversity_every, h.collapse.patience = 16, 0.008, 1
     trainer.fit(kimg=0.016, progress=False)
     first = [r["diversity"] for r in ticks(trainer.run_dir) if "diversity" in r]
     assert len(first) == 2 and min(first) > 0.05
@@ -218,18 +218,18 @@ def test_collapse_is_seen_when_g_ema_starts_making_one_image(tmp_path):
     for g in (trainer.G, trainer.G_ema):
         g.collapsed.fill_(True)
     with pytest.warns(HealthWarning, match="collapse"):
-        trainer.fit(kimg=0.032, progress=False)
+        trainer.fit(kimg=0.024, progress=False)
     [fired] = events(trainer.run_dir)
-    assert fired["condition"] == "collapse" and fired["kimg"] == 0.032
+    assert fired["condition"] == "collapse" and fired["kimg"] == 0.024
     assert fired["value"] < 1e-3 and fired["threshold"] == h.collapse.threshold
 
 
 def test_metric_worse_rollback_lowers_lr_reorders_data_and_survives_resume(tmp_path):
     spec = tiny_spec(
         tmp_path,
-        "train.kimg=0.048",
+        "train.kimg=0.032",
         "train.metrics_every=0.008",
-        "health.metric_worse.evaluations=2",
+        "health.metric_worse.evaluations=1",
         "health.metric_worse.action=rollback",
         "health.rollback.max=1",
         "health.rollback.to=healthy",
@@ -238,17 +238,17 @@ def test_metric_worse_rollback_lowers_lr_reorders_data_and_survives_resume(tmp_p
     trainer.evaluate = Rising()
     lr = trainer.g_opt.param_groups[0]["lr"]
     stopped = pytest.raises(HealthStopped, match=r"metric_worse .*after 1 rollback")
-    with stopped, pytest.warns(HealthWarning, match="rolled back to kimg 0.016"):
+    with stopped, pytest.warns(HealthWarning, match="rolled back to kimg 0.008"):
         trainer.fit(progress=False)
     run = trainer.run_dir
     [rollback] = events(run, "rollback")
-    assert rollback["kimg"] == 0.016 and rollback["from_kimg"] == 0.024
+    assert rollback["kimg"] == 0.008 and rollback["from_kimg"] == 0.016
     assert rollback["lr_scale"] == 0.5 and rollback["data_order"] == 1
     assert trainer.g_opt.param_groups[0]["lr"] == pytest.approx(lr * 0.5)
     assert trainer.d_opt.param_groups[0]["lr"] == pytest.approx(lr * 0.5)
     assert trainer.batches.seed != spec.train.seed
     kimgs = [r["kimg"] for r in ticks(run)]
-    assert kimgs == [0.008, 0.016, 0.024, 0.024, 0.032, 0.04]  # back to 0.016, then on
+    assert kimgs == [0.008, 0.016, 0.016, 0.024]  # back to 0.008, then on
     newest = load_checkpoint(find_checkpoints(run)[0])
     assert newest.meta["health"]["rollbacks"] == 1 and newest.meta["healthy"] is False
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,12 +46,18 @@ class JsonlLogger(Logger):
     """log.jsonl (a line per tick), metrics.jsonl and plots/ in the run folder; always on.
 
     Args:
-        plots: redraw ``plots/losses.png`` and ``plots/health.png`` at every tick and
+        plots: draw ``plots/losses.png`` and ``plots/health.png`` from the tick records, and
             ``plots/metrics_vs_kimg.png`` and ``plots/metrics_vs_time.png`` at every evaluation.
+        redraw_seconds: redraw the tick plots at the first tick, then at most once per this
+            many seconds and when the session ends (drawing takes ~0.5 s: fast ticks would
+            spend more time on it than on training).
     """
 
-    def __init__(self, plots: bool = True) -> None:
+    def __init__(self, plots: bool = True, redraw_seconds: float = 30.0) -> None:
         self.plots = plots
+        self.redraw_seconds = redraw_seconds
+        self._drawn_at: float | None = None  # monotonic time of the last tick plots
+        self._pending = False  # tick records not drawn yet
         self.run_dir: Path | None = None
         self.ticks: list[dict[str, Any]] = []
         self.metrics: list[dict[str, Any]] = []
@@ -58,6 +65,7 @@ class JsonlLogger(Logger):
 
     def start(self, run: RunInfo) -> None:
         self.run_dir = run.run_dir
+        self._drawn_at, self._pending = None, False
         self.ticks = read_jsonl(run.run_dir / "log.jsonl")
         self.metrics = read_jsonl(run.run_dir / "metrics.jsonl")
         self._warned = set()
@@ -85,14 +93,22 @@ class JsonlLogger(Logger):
         record = dict(values)
         self.ticks.append(record)
         self._append("log.jsonl", record)
-        self._draw()
+        self._pending = True
+        now = time.monotonic()
+        if self._drawn_at is None or now - self._drawn_at >= self.redraw_seconds:
+            self._draw()
 
     def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
         record = dict(event)
         self.ticks.append(record)
         self._append("log.jsonl", record)
 
+    def finish(self) -> None:
+        if self._pending:
+            self._draw()
+
     def _draw(self) -> None:
+        self._drawn_at, self._pending = time.monotonic(), False
         if not self.plots:
             return
         ticks = [r for r in self.ticks if "kimg" in r and "event" not in r]

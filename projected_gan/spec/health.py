@@ -109,7 +109,7 @@ class HealthSpec(_Section):
     """Signals logged at every tick, the conditions watched, and the responses."""
 
     diversity_samples: int = Field(
-        64,
+        32,
         ge=0,
         description="G_ema samples (and reals) whose mean pairwise feature distance is the "
         "diversity signal, in the metrics' feature space; 0 turns diversity (and collapse) off",
