@@ -105,4 +105,5 @@ def test_unwritable_log_warns_once_and_continues(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         logger.log_scalars({"kimg": 0.2, "tick": 1, "loss_g": 0.9}, 200)  # no second warning
+    logger.finish()  # draws the plots
     assert (tmp_path / "plots" / "losses.png").is_file()

@@ -48,15 +48,15 @@ class JsonlLogger(Logger):
     Args:
         plots: draw ``plots/losses.png`` and ``plots/health.png`` from the tick records, and
             ``plots/metrics_vs_kimg.png`` and ``plots/metrics_vs_time.png`` at every evaluation.
-        redraw_seconds: redraw the tick plots at the first tick, then at most once per this
-            many seconds and when the session ends (drawing takes ~0.5 s: fast ticks would
-            spend more time on it than on training).
+        redraw_seconds: redraw the tick plots at most once per this many seconds, and when the
+            session ends (drawing both takes about a second: fast ticks would spend more time
+            on it than on training).
     """
 
     def __init__(self, plots: bool = True, redraw_seconds: float = 30.0) -> None:
         self.plots = plots
         self.redraw_seconds = redraw_seconds
-        self._drawn_at: float | None = None  # monotonic time of the last tick plots
+        self._drawn_at = time.monotonic()  # of the last tick plots (or of the start)
         self._pending = False  # tick records not drawn yet
         self.run_dir: Path | None = None
         self.ticks: list[dict[str, Any]] = []
@@ -65,7 +65,7 @@ class JsonlLogger(Logger):
 
     def start(self, run: RunInfo) -> None:
         self.run_dir = run.run_dir
-        self._drawn_at, self._pending = None, False
+        self._drawn_at, self._pending = time.monotonic(), False
         self.ticks = read_jsonl(run.run_dir / "log.jsonl")
         self.metrics = read_jsonl(run.run_dir / "metrics.jsonl")
         self._warned = set()
@@ -95,7 +95,7 @@ class JsonlLogger(Logger):
         self._append("log.jsonl", record)
         self._pending = True
         now = time.monotonic()
-        if self._drawn_at is None or now - self._drawn_at >= self.redraw_seconds:
+        if now - self._drawn_at >= self.redraw_seconds:
             self._draw()
 
     def log_event(self, event: Mapping[str, Any], nimg: int) -> None:
