@@ -17,7 +17,7 @@ from projected_gan.checkpoint import find_checkpoints, load_checkpoint
 from projected_gan.configs import spec_form
 from projected_gan.errors import PartBuildError
 from projected_gan.spec import SpecError
-from projected_gan.training import Trainer
+from projected_gan.training import Trainer, init_from
 from tests.conftest import tiny_overrides
 from tests.cuda_support import make_spec, no_host_sync
 
@@ -267,6 +267,16 @@ def test_resume_continues_p_and_its_statistics_exactly(adaptive_run, tmp_path):
     assert end.keys() == got.keys()
     different = [k for k in end if not torch.equal(end[k], got[k])]
     assert not different, f"not bitwise equal after resume: {different[:5]}"
+
+
+def test_init_copies_weights_but_p_starts_again(adaptive_run, tmp_path):
+    run, end = adaptive_run
+    assert end["D.augment.p"].item() != 0.5  # the source run moved p
+    trainer = build_from_spec(adaptive_spec(tmp_path))
+    report = init_from(trainer, find_checkpoints(run)[0], verbose=False)
+    assert report.modules["D"].copied  # D's heads came from the source
+    aug = trainer.D.augment
+    assert aug.p.item() == 0.5 and aug.count.item() == 0 and aug.sign_sum.item() == 0
 
 
 # ------------------------------------------------------------------------------ GPU

@@ -7,7 +7,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["HEALTH_EVENTS", "LOSS_KEYS", "health_figure", "loss_figure", "metric_figure"]
+__all__ = [
+    "HEALTH_EVENT",
+    "HEALTH_EVENTS",
+    "LOSS_KEYS",
+    "ROLLBACK_EVENT",
+    "health_figure",
+    "loss_figure",
+    "metric_figure",
+]
 
 LOSS_KEYS = ("loss_g", "loss_d", "loss_d_real", "loss_d_fake", "loss_r1")
 # Up to this many ticks each point gets a marker: a line through one point draws nothing.
@@ -75,7 +83,10 @@ HEALTH_PANELS = (
     ("gradient norms", ("grad_norm_g", "grad_norm_d"), True),
     ("G_ema: diversity / reals', distance to G", ("diversity", "g_ema_distance"), False),
 )
-HEALTH_EVENTS = ("health", "rollback")  # event records drawn as vertical lines
+# The ``event`` of the records a health check and a rollback write (log.jsonl, loggers, meta);
+# plots/health.png draws them as vertical lines.
+HEALTH_EVENT, ROLLBACK_EVENT = "health", "rollback"
+HEALTH_EVENTS = (HEALTH_EVENT, ROLLBACK_EVENT)
 
 
 def health_figure(records: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> Any:
@@ -97,7 +108,7 @@ def health_figure(records: Sequence[dict[str, Any]], events: Sequence[dict[str, 
         if log and ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
             ax.set_yscale("log")
         for e in events:
-            color = "tab:red" if e.get("event") == "rollback" else "tab:orange"
+            color = "tab:red" if e.get("event") == ROLLBACK_EVENT else "tab:orange"
             ax.axvline(e.get("kimg", 0), color=color, linestyle="--", linewidth=1)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from projected_gan.loggers.plots import HEALTH_EVENT
 from projected_gan.spec.health import HealthSpec
 
 __all__ = ["CONDITIONS", "Firing", "HealthMonitor"]
@@ -53,7 +54,7 @@ class Firing:
 
     def to_record(self) -> dict[str, Any]:
         """The JSON record written to ``log.jsonl``, the loggers and the checkpoint."""
-        return {"event": "health", **asdict(self)}
+        return {"event": HEALTH_EVENT, **asdict(self)}
 
 
 def _finite(x: Any) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 from projected_gan import distributed
 from projected_gan.checkpoint import CheckpointError, load_checkpoint, snapshot_path
+from projected_gan.loggers.plots import ROLLBACK_EVENT
 from projected_gan.training.health import Firing
 from projected_gan.training.health_signals import DiversityProbe, ema_distance
 from projected_gan.training.state import TrainingStopped
@@ -66,14 +67,14 @@ def health_signals(trainer: Any, nimg: int) -> dict[str, float]:
     step = max(int(round(every * 1000)), 1)
     if h.diversity_samples >= 2 and nimg // step > monitor.diversity_nimg // step:
         monitor.diversity_nimg = nimg
-        if trainer._diversity is None:
+        if trainer.diversity_probe is None:
             dataset = getattr(trainer.batches, "dataset", None)
-            trainer._diversity = DiversityProbe.for_run(
+            trainer.diversity_probe = DiversityProbe.for_run(
                 trainer.spec, dataset, trainer.G_ema, trainer.device
             )
-        if trainer._diversity is not None:
-            with trainer._own_rng():
-                out["diversity"] = trainer._diversity.measure(lambda z, c: trainer.sample(z, c))
+        if trainer.diversity_probe is not None:
+            # trainer.sample forks the random state: the training stream stays as it was
+            out["diversity"] = trainer.diversity_probe.measure(trainer.sample)
     return out
 
 
@@ -165,7 +166,7 @@ def _roll_back(trainer: Any, firing: Firing) -> None:
     apply_recovery(trainer)
     trainer.core.read_tick()  # drop the abandoned stretch's partial tick sums
     record = {
-        "event": "rollback",
+        "event": ROLLBACK_EVENT,
         "kimg": round(trainer.nimg / 1000, 3),
         "from_kimg": firing.kimg,
         "condition": firing.condition,

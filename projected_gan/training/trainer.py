@@ -126,7 +126,7 @@ class Trainer:
         self.init_record: dict[str, Any] | None = None
         # Health conditions watched at ticks and evaluations (training/recovery.py acts).
         self.health = HealthMonitor(self.spec.health)
-        self._diversity: DiversityProbe | None = None  # built at its first measurement
+        self.diversity_probe: DiversityProbe | None = None  # built at its first measurement
 
     # ------------------------------------------------------------------- the networks
     G = property(lambda self: self.core.G, doc="The generator being trained.")
