@@ -197,7 +197,8 @@ def cost(args: argparse.Namespace) -> dict[str, float]:
     from projected_gan.training.recovery import health_signals
     from projected_gan.training.step import sign_stats
 
-    spec = ExperimentSpec.load(preset=PRESET, overrides=[f"output.dir={args.out / 'cost'}"])
+    overrides = [f"output.dir={args.out / 'cost'}", *args.set]
+    spec = ExperimentSpec.load(preset=PRESET, overrides=overrides)
     trainer = build_from_spec(spec)
     for _ in range(3):  # warm-up
         trainer.step()

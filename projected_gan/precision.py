@@ -103,7 +103,9 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), as torch reports it.
 
     Only there does bf16 autocast speed CPU training up (1.6-1.75x a step on an AMX Xeon,
-    ``benchmarks/README.md``); elsewhere bf16 is emulated and no faster than fp32. ``auto``
+    ``benchmarks/README.md``); elsewhere bf16 is emulated and slower than fp32
+    (2.2x a step on a 2-vCPU AVX-512 Xeon without BF16,
+    ``benchmarks/results/train_throughput.md``). ``auto``
     does not use it: the CPU demo (``examples/train_minimal.py``) opts in, by measurement.
     """
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, torch>=2.1
