@@ -41,17 +41,43 @@ def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.
     return images.to(dtype) / 127.5 - 1
 
 
-def grid_shape(n: int) -> tuple[int, int]:
-    """(rows, cols) of the most square grid that holds ``n`` images."""
-    cols = max(1, math.ceil(math.sqrt(n)))
-    return math.ceil(n / cols), cols
+# A grid may be at most this much wider than tall (or taller than wide) before empty cells are
+# accepted to make it squarer: 32 square samples as 4 x 8, not 6 x 6 with 4 black cells.
+GRID_MAX_ASPECT = 2.0
+
+
+def grid_shape(n: int, aspect: float = 1.0) -> tuple[int, int]:
+    """(rows, cols) for ``n`` images of width/height ``aspect`` (1: square, 1.5: 64 x 96).
+
+    The layout with the fewest empty cells among those whose whole grid is at most
+    ``GRID_MAX_ASPECT`` times wider than tall or taller than wide; of those, the squarest.
+    No layout ever has an empty row. Where no layout is that square (e.g. 3 images of 1 x 4),
+    the squarest of all.
+    """
+    if n < 1:
+        raise ValueError(f"grid_shape: n must be >= 1, got {n}")
+    if not aspect > 0:
+        raise ValueError(f"grid_shape: aspect must be > 0, got {aspect}")
+    layouts = {(math.ceil(n / cols), cols) for cols in range(1, n + 1)}
+    layouts = {(r, c) for r, c in layouts if (r - 1) * c < n}  # no empty row
+
+    def squareness(layout: tuple[int, int]) -> float:
+        rows, cols = layout
+        return abs(math.log(cols * aspect / rows))
+
+    limit = math.log(GRID_MAX_ASPECT) + 1e-9
+    fitting = [lay for lay in layouts if squareness(lay) <= limit]
+    if not fitting:
+        return min(layouts, key=lambda lay: (squareness(lay), lay))
+    return min(fitting, key=lambda lay: (lay[0] * lay[1] - n, squareness(lay), lay))
 
 
 def make_grid(images: torch.Tensor, cols: int | None = None) -> torch.Tensor:
-    """Tile ``(B, C, H, W)`` uint8 images into one ``(C, rows*H, cols*W)`` image, row-major."""
+    """Tile ``(B, C, H, W)`` uint8 images into one ``(C, rows*H, cols*W)`` image, row-major;
+    ``cols`` defaults to :func:`grid_shape`'s for the images' count and aspect (empty cells are
+    black)."""
     b, c, h, w = images.shape
-    rows, auto_cols = grid_shape(b)
-    cols = cols or auto_cols
+    cols = cols or grid_shape(b, w / h)[1]
     rows = math.ceil(b / cols)
     pad = rows * cols - b
     if pad:
