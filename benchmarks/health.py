@@ -147,7 +147,7 @@ def summarise(watch: dict[str, Any], rollback: dict[str, Any] | None, rise: floa
         rb_curve = rollback["fd_curve"]
         row["rollback_fd_end"] = rb_curve[-1][1] if rb_curve else None
         row["rollbacks"] = sum(e.get("event") == "rollback" for e in rollback["events"])
-        row["rollback_exit"] = rollback["exit"]
+        row["rollback_exit"] = "= watch" if rollback.get("same_as_watch") else rollback["exit"]
     return row
 
 
@@ -243,6 +243,15 @@ def run(args: argparse.Namespace) -> None:
             for arm in args.arms:
                 if scenario == "healthy" and arm == "rollback":
                     continue  # nothing to roll back from: the healthy runs check false alarms
+                if arm == "rollback" and "watch" in args.arms:
+                    watch = run_one(scenario, "watch", seed, args)
+                    if not any(e.get("event") == "health" for e in watch["events"]):
+                        # Nothing fired: the rollback run would be the watch run, bit for bit
+                        # (training is deterministic, the actions differ only once one fires).
+                        same = {**watch, "arm": "rollback", "seconds": 0.0, "same_as_watch": True}
+                        folder = args.out / scenario / arm / str(seed)
+                        folder.mkdir(parents=True, exist_ok=True)
+                        atomic_write_json(folder / "result.json", same)
                 r = run_one(scenario, arm, seed, args)
                 fired = [f"{e['condition']}@{e['kimg']}" for e in r["events"] if "condition" in e]
                 print(f"{scenario}/{arm}/{seed}: exit {r['exit']}, {r['seconds']} s, {fired}")
