@@ -141,6 +141,7 @@ def summarise(watch: dict[str, Any], rollback: dict[str, Any] | None, rise: floa
         "turn_kimg": turn[0] if turn else None,
         "lag_kimg": round(first["kimg"] - turn[0], 3) if first and turn else None,
         "fd_at_firing": fd_at(curve, first["kimg"]) if first else None,
+        "fd_min": min(fd for _, fd in curve) if curve else None,
         "fd_end": curve[-1][1] if curve else None,
     }
     if rollback is not None:
@@ -165,8 +166,8 @@ def table(args: argparse.Namespace) -> list[dict[str, Any]]:
             rb_file = args.out / scenario / "rollback" / seed_dir.parent.name / "result.json"
             rb = json.loads(rb_file.read_text()) if rb_file.is_file() else None
             rows.append(summarise(watch, rb, args.rise))
-    keys = ["scenario", "seed", "fired", "turn_kimg", "lag_kimg", "fd_at_firing", "fd_end"]
-    keys += ["rollback_fd_end", "rollbacks", "rollback_exit"]
+    keys = ["scenario", "seed", "fired", "turn_kimg", "lag_kimg", "fd_at_firing", "fd_min"]
+    keys += ["fd_end", "rollback_fd_end", "rollbacks", "rollback_exit"]
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for r in rows:
@@ -177,11 +178,13 @@ def table(args: argparse.Namespace) -> list[dict[str, Any]]:
             for r in rows
             if r["scenario"] == scenario and r.get("rollback_fd_end") is not None
         ]
+        same = sum(r["scenario"] == scenario and r.get("rollback_exit") == "= watch" for r in rows)
         if len(pairs) >= 2:
             gain = [w - b for w, b in pairs]
             print(
                 f"\n{scenario}: final FD watch - rollback = {statistics.mean(gain):.0f} "
                 f"± {statistics.stdev(gain):.0f} over {len(gain)} seeds"
+                + (f" ({same} of them one run: nothing fired)" if same else "")
             )
     return rows
 
