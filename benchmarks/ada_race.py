@@ -4,6 +4,8 @@
     python benchmarks/ada_race.py train --sizes 100,500 --seeds 0,1,2,3,4 --kimg 5 --out ada_runs
     # the markdown table of everything finished so far
     python benchmarks/ada_race.py table --out ada_runs
+    # per size, the two arms' final G_ema side by side (fixed | adaptive), one seed
+    python benchmarks/ada_race.py grids --out ada_runs --seed 0 --dest docs/ada_race
 
 For each data size N (``data.max_images=N`` of the shipped flowers64, or of ``--data PATH``), each
 seed and each arm, one run of the ``minimal_cpu`` preset trains ``--kimg`` thousand images with
@@ -209,6 +211,38 @@ def table(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def grids(args: argparse.Namespace) -> list[str]:
+    """Per size with both arms finished for ``--seed``: ``ada_race_n<N>_s<seed>.png`` in
+    ``--dest``, the fixed arm's final G_ema grid for latent seeds 0..``--samples``-1, a white
+    gap, the adaptive arm's grid for the same latents."""
+    import torch
+
+    from projected_gan.images import make_grid, save_image
+    from projected_gan.inference import generate_images, load_generator
+
+    runs: dict[int, dict[str, Path]] = {}
+    for f in sorted(args.out.glob(f"*/*-run/{RESULT}")):
+        r = json.loads(f.read_text())
+        if r["seed"] == args.seed:
+            runs.setdefault(r["size"], {})[r["arm"]] = f.parent
+    written = []
+    for size, arms in sorted(runs.items()):
+        if set(arms) != set(ARMS):
+            continue
+        tiles = []
+        for arm in ARMS:
+            G = load_generator(str(arms[arm]), ema=True, device=torch.device("cpu"))
+            images = generate_images(G, list(range(args.samples)))  # uint8
+            tiles.append(make_grid(images))
+        gap = torch.full((tiles[0].shape[0], tiles[0].shape[1], 8), 255, dtype=torch.uint8)
+        path = args.dest / f"ada_race_n{size}_s{args.seed}.png"
+        args.dest.mkdir(parents=True, exist_ok=True)
+        save_image(torch.cat([tiles[0], gap, tiles[1]], dim=2), path)
+        print(f"wrote {path}")
+        written.append(str(path))
+    return written
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -235,6 +269,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     sub.add_parser("table", parents=[common], help="markdown table of the finished runs")
+    g = sub.add_parser("grids", parents=[common], help="fixed | adaptive sample grids per size")
+    g.add_argument("--seed", type=int, default=0, help="the runs' training seed")
+    g.add_argument("--samples", type=int, default=16, help="latent seeds 0..N-1")
+    g.add_argument("--dest", type=Path, default=Path("."), help="folder for the PNGs")
     args = p.parse_args(argv)
     if args.command == "train":
         bad = [a for a in args.arms if a not in ARMS]
@@ -253,7 +291,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
-    result = {"train": train, "table": table}[args.command](args)
+    result = {"train": train, "table": table, "grids": grids}[args.command](args)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.json, result)

@@ -287,6 +287,10 @@ def test_ada_race_arms_are_specs_and_the_table_reads_the_results(tmp_path, capsy
     assert "| 16 | fixed | 5 | 2 | 11.0 ± 1.4 | 105.0 ± 7.1 | - | s0:10.0 s1:12.0 |" in out
     assert "| 16 | adaptive | 5 | 1 | 9.0 | 90.0 | 0.250 | s0:9.0 | s0:90.0 | s0:0.250 |" in out
     assert [r["arm"] for r in rows] == ["fixed", "adaptive"]
+    # grids pairs the arms of one seed: seed 1 has no adaptive run, so nothing is drawn
+    dest = tmp_path / "grids"
+    grids = race.parse_args(["grids", "--out", str(tmp_path), "--seed", "1", "--dest", str(dest)])
+    assert grids.samples == 16 and race.grids(grids) == [] and not dest.exists()
 
 
 @pytest.mark.parametrize(
