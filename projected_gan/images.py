@@ -58,8 +58,8 @@ def grid_shape(n: int, aspect: float = 1.0) -> tuple[int, int]:
         raise ValueError(f"grid_shape: n must be >= 1, got {n}")
     if not aspect > 0:
         raise ValueError(f"grid_shape: aspect must be > 0, got {aspect}")
+    # rows = ceil(n / cols): the fewest rows for cols, so never an empty row
     layouts = {(math.ceil(n / cols), cols) for cols in range(1, n + 1)}
-    layouts = {(r, c) for r, c in layouts if (r - 1) * c < n}  # no empty row
 
     def squareness(layout: tuple[int, int]) -> float:
         rows, cols = layout
