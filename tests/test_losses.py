@@ -1,4 +1,4 @@
-"""Adversarial losses and the R1 penalty: exact values, gradients, dtypes, errors."""
+"""Adversarial losses and the R1/R2 penalties: exact values, gradients, dtypes, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 import torch
 
 import projected_gan
-from projected_gan.losses import HingeLoss, LSGANLoss, NonSaturatingLoss, R1Penalty
+from projected_gan.losses import (
+    GradientPenalty,
+    HingeLoss,
+    LSGANLoss,
+    NonSaturatingLoss,
+    gradient_penalty,
+)
 
 REAL = [[0.5, -2.0], [1.5, 0.0]]
 FAKE = [[-0.5, 2.0], [-3.0, 0.25]]
@@ -134,26 +140,69 @@ def test_bad_logits_name_the_argument(bad, error):
         HingeLoss().d_loss_real(bad)
 
 
-# ------------------------------------------------------------------------------------- R1
+# ------------------------------------------------------------------------------------- RpGAN
+def test_rpgan_exact_values_and_pairing():
+    loss = projected_gan.create("losses", "rpgan")
+    assert loss.paired and projected_gan.create("losses", "relativistic").paired
+    d, logs = loss.d_loss(_t(REAL), _t(FAKE))
+    g, g_logs = loss.g_loss(_t(FAKE), _t(REAL))
+    # D: softplus(fake - real) per pair; G: softplus(real - fake)
+    pairs = list(zip(_flat(REAL), _flat(FAKE)))
+    assert d.item() == pytest.approx(_mean([_softplus(f - r) for r, f in pairs]), rel=1e-6)
+    assert g.item() == pytest.approx(_mean([_softplus(r - f) for r, f in pairs]), rel=1e-6)
+    assert logs["logits_real"].item() == pytest.approx(0.0)
+    assert g_logs["logits_gen"].item() == pytest.approx(-1.25 / 4)
+    # Pairing, not a comparison with the mean: swapping two fakes changes the loss.
+    swapped = _t(FAKE)[[1, 0]]
+    assert loss.d_loss(_t(REAL), swapped)[0].item() != pytest.approx(d.item(), rel=1e-3)
+
+
+def test_rpgan_gradients_real_logits_are_constants_for_g():
+    loss = projected_gan.create("losses", "rpgan")
+    real = _t(REAL).requires_grad_(True)
+    fake = _t(FAKE).requires_grad_(True)
+    loss.g_loss(fake, real)[0].backward()
+    assert real.grad is None
+    # d/df mean(softplus(r - f)) = -sigmoid(r - f) / n
+    expect = [-1 / (1 + math.exp(-(r - f))) / 4 for r, f in zip(_flat(REAL), _flat(FAKE))]
+    assert fake.grad.flatten().tolist() == pytest.approx(expect, rel=1e-5)
+
+
+def test_rpgan_refuses_separate_terms_and_unpaired_shapes():
+    loss = projected_gan.create("losses", "rpgan")
+    with pytest.raises(TypeError, match="d_loss"):
+        loss.d_loss_real(_t(REAL))
+    with pytest.raises(TypeError, match="d_loss"):
+        loss.d_loss_fake(_t(FAKE))
+    with pytest.raises(ValueError, match="one shape"):
+        loss.d_loss(_t(REAL), _t(FAKE)[:1])
+    with pytest.raises(ValueError, match="real_logits"):
+        loss.g_loss(_t(FAKE))
+    assert "Huang et al. 2024" in projected_gan.LOSSES.describe("rpgan")
+
+
+# ------------------------------------------------------------------------------- R1 and R2
 def _linear_d(weight: torch.Tensor):
     return lambda x: (x * weight).flatten(1).sum(1, keepdim=True)
 
 
-def test_r1_linear_discriminator_exact():
+def test_penalty_linear_discriminator_exact():
     w = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(0))
     x = torch.randn(5, 3, 4, 4).requires_grad_(True)
-    r1 = R1Penalty(gamma=3.0, interval=4)
-    value = r1.penalty(x, _linear_d(w)(x))
+    value = gradient_penalty(x, _linear_d(w)(x), 3.0)
     # grad_x sum(D(x)) = w for every sample, so the penalty is gamma / 2 * ||w||^2.
     assert value.item() == pytest.approx(1.5 * w.square().sum().item(), rel=1e-5)
-    assert r1.lazy_penalty(x, _linear_d(w)(x)).item() == pytest.approx(4 * value.item(), rel=1e-6)
+    pen = GradientPenalty(r1_gamma=3.0, r2_gamma=0.5, interval=4)
+    assert pen.lazy(x, _linear_d(w)(x), "r1").item() == pytest.approx(4 * value.item(), rel=1e-6)
+    r2 = pen.lazy(x, _linear_d(w)(x), "r2").item()
+    assert r2 == pytest.approx(4 * 0.25 * w.square().sum().item(), rel=1e-5)
 
 
-def test_r1_quadratic_discriminator_and_second_order_gradient():
+def test_penalty_quadratic_discriminator_and_second_order_gradient():
     x = torch.randn(4, 2, 3, 3).requires_grad_(True)
     scale = torch.tensor(0.7, requires_grad=True)
     logits = scale * x.square().flatten(1).sum(1, keepdim=True)  # grad = 2 * scale * x
-    value = R1Penalty(gamma=10.0).penalty(x, logits)
+    value = gradient_penalty(x, logits, 10.0)
     per_sample = (2 * 0.7 * x.detach()).square().flatten(1).sum(1)
     assert value.item() == pytest.approx(5.0 * per_sample.mean().item(), rel=1e-5)
     value.backward()  # create_graph=True: the penalty trains D's parameters
@@ -161,23 +210,30 @@ def test_r1_quadratic_discriminator_and_second_order_gradient():
     assert scale.grad.item() == pytest.approx(2 * value.item() / 0.7, rel=1e-5)
 
 
-def test_r1_schedule():
-    r1 = projected_gan.create("losses", "r1", gamma=1.0, interval=4)
-    assert [s for s in range(10) if r1.should_apply(s)] == [0, 4, 8]
-    assert not any(R1Penalty(gamma=0.0).should_apply(s) for s in range(20))
-    assert r1.mb_ratio == pytest.approx(4 / 5)
-    assert "gamma = 10.0" in projected_gan.LOSSES.describe("r1")
+def test_penalty_schedule():
+    pen = projected_gan.create("losses", "gradient_penalty", r1_gamma=1.0, r2_gamma=0, interval=4)
+    assert [s for s in range(10) if any(pen.should_apply(s))] == [0, 4, 8]
+    assert pen.should_apply(4) == (True, False)
+    assert GradientPenalty(r1_gamma=0.0, r2_gamma=2.0, interval=1).should_apply(3) == (False, True)
+    assert not any(any(GradientPenalty(0.0, 0.0).should_apply(s)) for s in range(20))
+    assert pen.mb_ratio == pytest.approx(4 / 5)
+    card = projected_gan.LOSSES.describe("gradient_penalty")
+    assert "r1_gamma = 10.0" in card and "r2_gamma = 0.0" in card and "Huang et al." in card
 
 
-def test_r1_errors():
-    with pytest.raises(ValueError, match="gamma"):
-        R1Penalty(gamma=-1.0)
+def test_penalty_errors():
+    with pytest.raises(ValueError, match="r1_gamma"):
+        GradientPenalty(r1_gamma=-1.0)
+    with pytest.raises(ValueError, match="r2_gamma"):
+        GradientPenalty(r2_gamma=float("inf"))
     with pytest.raises(ValueError, match="interval"):
-        R1Penalty(interval=0)
+        GradientPenalty(interval=0)
     x = torch.randn(2, 3, 4, 4)
     w = torch.ones(3, 4, 4, requires_grad=True)
     with pytest.raises(ValueError, match="requires_grad"):
-        R1Penalty().penalty(x, _linear_d(w)(x))
+        gradient_penalty(x, _linear_d(w)(x), 1.0)
     unused = torch.randn(2, 3, 4, 4, requires_grad=True)
     with pytest.raises(ValueError, match="do not depend"):
-        R1Penalty().penalty(unused, _linear_d(w)(x))
+        gradient_penalty(unused, _linear_d(w)(x), 1.0)
+    with pytest.raises(ValueError, match="'r1' .reals. or 'r2'"):
+        GradientPenalty().lazy(unused, _linear_d(w)(unused), "r3")

@@ -197,11 +197,13 @@ def test_yaml_dump_is_plain_data():
     assert isinstance(yaml.safe_load(text), dict)
 
 
-def test_r1_is_a_regulariser_not_a_loss():
-    msg = problems({"loss": {"name": "r1"}})
-    assert msg.startswith("loss.name: 'r1' is a regularizer, not an adversarial loss")
-    assert "loss.r1_gamma" in msg
-    assert problems({"loss": "r1"}).startswith("loss.name:")
+def test_gradient_penalty_is_a_regulariser_not_a_loss():
+    msg = problems({"loss": {"name": "gradient_penalty"}})
+    assert msg.startswith(
+        "loss.name: 'gradient_penalty' is a regularizer, not an adversarial loss"
+    )
+    assert "loss.r1_gamma" in msg and "loss.r2_gamma" in msg
+    assert problems({"loss": "gradient_penalty"}).startswith("loss.name:")
 
 
 def test_loss_is_a_part_with_arguments_old_shape_and_string_accepted():
@@ -218,31 +220,35 @@ def test_loss_is_a_part_with_arguments_old_shape_and_string_accepted():
             {"loss": {"name": "margin_hinge_for_test", "margin": 2.0, "r1_gamma": 1.0}}
         )
         assert spec.loss.kwargs == {"margin": 2.0}
-        loss, r1 = build_loss(spec)
-        assert loss.margin == 2.0 and r1.gamma == 1.0 and r1.interval == 16
+        loss, penalty = build_loss(spec)
+        assert loss.margin == 2.0 and penalty.r1_gamma == 1.0 and penalty.interval == 16
+        assert penalty.r2_gamma == 0.0
         msg = problems({"loss": {"name": "margin_hinge_for_test", "margn": 2.0}})
         assert "loss.margn: 'margin_hinge_for_test' has no argument 'margn'" in msg
     finally:
         LOSSES.remove("margin_hinge_for_test")
-    old = ExperimentSpec.validate_dict({"loss": {"name": "hinge", "r1_gamma": 2, "r1_interval": 4}})
-    assert (old.loss.name, old.loss.r1_gamma, old.loss.r1_interval) == ("hinge", 2.0, 4)
+    old = ExperimentSpec.validate_dict(
+        {"loss": {"name": "hinge", "r1_gamma": 2, "r2_gamma": 3, "penalty_interval": 4}}
+    )
+    assert (old.loss.name, old.loss.r1_gamma, old.loss.r2_gamma) == ("hinge", 2.0, 3.0)
+    assert old.loss.penalty_interval == 4
     assert ExperimentSpec.validate_dict({"loss": "lsgan"}).loss.name == "lsgan"
     again = ExperimentSpec.validate_dict(old.to_dict())
     assert again == old
 
 
-def test_dry_run_refuses_r1_as_the_loss():
+def test_dry_run_refuses_a_penalty_as_the_loss():
     out = subprocess.run(
         [
             *(sys.executable, "-m", "projected_gan", "train", "--preset", "minimal_cpu"),
-            *("--dry-run", "--set", "loss.name=r1"),
+            *("--dry-run", "--set", "loss.name=gradient_penalty"),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 2
-    assert "loss.name: 'r1' is a regularizer" in out.stderr and "Traceback" not in out.stderr
+    assert "loss.name: 'gradient_penalty' is a regularizer" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_every_train_flag_reaches_the_run_through_the_spec(capsys):

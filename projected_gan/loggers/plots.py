@@ -17,7 +17,7 @@ __all__ = [
     "metric_figure",
 ]
 
-LOSS_KEYS = ("loss_g", "loss_d", "loss_d_real", "loss_d_fake", "loss_r1")
+LOSS_KEYS = ("loss_g", "loss_d", "loss_d_real", "loss_d_fake", "loss_r1", "loss_r2")
 # Up to this many ticks each point gets a marker: a line through one point draws nothing.
 MARKER_MAX_POINTS = 30
 # Not metric values, though numbers, in a metrics record.

@@ -1,4 +1,4 @@
-"""Adversarial losses and the R1 regulariser; importing this registers them."""
+"""Adversarial losses and the gradient penalties (R1, R2); importing this registers them."""
 
 from projected_gan.losses.adversarial import (
     AdversarialLoss,
@@ -6,14 +6,17 @@ from projected_gan.losses.adversarial import (
     LossOutput,
     LSGANLoss,
     NonSaturatingLoss,
+    RelativisticPairingLoss,
 )
-from projected_gan.losses.r1 import R1Penalty
+from projected_gan.losses.penalties import GradientPenalty, gradient_penalty
 
 __all__ = [
     "AdversarialLoss",
+    "GradientPenalty",
     "HingeLoss",
     "LSGANLoss",
     "LossOutput",
     "NonSaturatingLoss",
-    "R1Penalty",
+    "RelativisticPairingLoss",
+    "gradient_penalty",
 ]

@@ -1,8 +1,12 @@
-"""Adversarial losses: hinge (Projected GAN's), non-saturating logistic and least squares.
+"""Adversarial losses: hinge (Projected GAN's), non-saturating logistic, least squares and
+the relativistic pairing loss (RpGAN, R3GAN's).
 
-Every loss splits the discriminator objective into a real and a fake term, because the trainer
-sends reals and fakes through D in separate passes (BatchNorm sees them apart, as in the paper)
-and may backpropagate them separately; ``d_loss`` is their sum.
+The trainer sends reals and fakes through D in separate passes (BatchNorm sees them apart, as in
+the paper). A *separable* loss (``paired = False``) splits D's objective into a real and a fake
+term, so each pass can be backpropagated on its own; ``d_loss`` is their sum. A *paired* loss
+(``paired = True``) compares each real's logits with the fake's of the same index, so it is only
+defined on both at once: ``d_loss(real, fake)`` and ``g_loss(fake, real)``; the trainer then also
+runs D on reals (without autograd) in G's step.
 
 Each term returns ``(loss, logs)``: a 0-dim float32 tensor to backpropagate and a dict of
 detached 0-dim tensors for logging. Nothing calls ``.item()``, so the training loop can aggregate
@@ -18,7 +22,14 @@ from torch import Tensor
 
 from projected_gan.registry import LOSSES
 
-__all__ = ["AdversarialLoss", "HingeLoss", "LSGANLoss", "LossOutput", "NonSaturatingLoss"]
+__all__ = [
+    "AdversarialLoss",
+    "HingeLoss",
+    "LSGANLoss",
+    "LossOutput",
+    "NonSaturatingLoss",
+    "RelativisticPairingLoss",
+]
 
 LossOutput = tuple[Tensor, dict[str, Tensor]]
 
@@ -32,7 +43,12 @@ def _float_logits(logits: object, name: str) -> Tensor:
 
 
 class AdversarialLoss:
-    """Base class: subclasses give the per-logit terms, means and logging are shared here."""
+    """Base class: subclasses give the per-logit terms, means and logging are shared here.
+
+    A paired loss sets ``paired = True`` and overrides :meth:`d_loss` and :meth:`g_loss`.
+    """
+
+    paired: bool = False
 
     def real_term(self, logits: Tensor) -> Tensor:
         """D's per-logit loss on reals (float32 logits in, same shape out)."""
@@ -65,8 +81,11 @@ class AdversarialLoss:
         total = real + fake
         return total, {"d_loss": total.detach(), **real_logs, **fake_logs}
 
-    def g_loss(self, fake_logits: Tensor) -> LossOutput:
-        """G's loss on D's logits for fakes ``(B, N)``: ``(scalar, {"g_loss", "logits_gen"})``."""
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> LossOutput:
+        """G's loss on D's logits for fakes ``(B, N)``: ``(scalar, {"g_loss", "logits_gen"})``.
+
+        ``real_logits`` are D's on reals of the same step: used by paired losses only.
+        """
         logits = _float_logits(fake_logits, "fake_logits")
         loss = self.generator_term(logits).mean()
         return loss, {"g_loss": loss.detach(), "logits_gen": logits.detach().mean()}
@@ -116,3 +135,53 @@ class LSGANLoss(AdversarialLoss):
 
     def generator_term(self, logits: Tensor) -> Tensor:
         return 0.5 * torch.square(logits - 1.0)
+
+
+@LOSSES.register("rpgan", aliases=("relativistic",), tags=("adversarial",))
+class RelativisticPairingLoss(AdversarialLoss):
+    """Relativistic pairing loss (RpGAN; Jolicoeur-Martineau 2019, R3GAN: Huang et al. 2024).
+
+    Each real is paired with the fake of the same index (and logit position): D minimises
+    ``softplus(fake - real)``, G minimises ``softplus(real - fake)`` with the reals' logits
+    taken as constants. R3GAN pairs it with both R1 and R2 (``loss.r1_gamma`` and
+    ``loss.r2_gamma`` in a spec). Paired: reals and fakes must hold the same number of logits.
+    """
+
+    paired = True
+
+    def _pairs(self, real_logits: object, fake_logits: object) -> tuple[Tensor, Tensor]:
+        real = _float_logits(real_logits, "real_logits")
+        fake = _float_logits(fake_logits, "fake_logits")
+        if real.shape != fake.shape:
+            raise ValueError(
+                "the relativistic pairing loss pairs each real with one fake: real_logits "
+                f"{tuple(real.shape)} and fake_logits {tuple(fake.shape)} must have one shape"
+            )
+        return real, fake
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> LossOutput:
+        """D's loss mean(softplus(fake - real)) over pairs: ``(scalar, logs)``."""
+        real, fake = self._pairs(real_logits, fake_logits)
+        loss = F.softplus(fake - real).mean()
+        logs = {"d_loss": loss.detach(), "logits_real": real.detach().mean()}
+        return loss, {**logs, "logits_fake": fake.detach().mean()}
+
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> LossOutput:
+        """G's loss mean(softplus(real - fake)); the real logits get no gradient."""
+        if real_logits is None:
+            raise ValueError("the relativistic pairing loss needs real_logits for G's loss too")
+        real, fake = self._pairs(real_logits, fake_logits)
+        loss = F.softplus(real.detach() - fake).mean()
+        return loss, {"g_loss": loss.detach(), "logits_gen": fake.detach().mean()}
+
+    def _separable(self) -> TypeError:
+        return TypeError(
+            "the relativistic pairing loss has no separate real and fake terms: call "
+            "d_loss(real_logits, fake_logits)"
+        )
+
+    def d_loss_real(self, real_logits: Tensor) -> LossOutput:
+        raise self._separable()
+
+    def d_loss_fake(self, fake_logits: Tensor) -> LossOutput:
+        raise self._separable()

@@ -89,12 +89,15 @@ class DiscriminatorSpec(_Strict):
 
 
 class LossSpec(PartSpec):
-    """Adversarial loss ``{name, **arguments}`` and optional R1 penalty (off by default, as in
-    Projected GAN). A plain string names the loss alone."""
+    """Adversarial loss ``{name, **arguments}`` and optional gradient penalties R1 (reals) and R2
+    (fakes), off by default as in Projected GAN. A plain string names the loss alone."""
 
     name: str = "hinge"
-    r1_gamma: float = Field(0.0, ge=0, description="R1 weight; 0 = off")
-    r1_interval: int = Field(16, ge=1, description="apply R1 every N D steps (lazy)")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 weight (reals); 0 = off")
+    r2_gamma: float = Field(0.0, ge=0, description="R2 weight (fakes); 0 = off")
+    penalty_interval: int = Field(
+        16, ge=1, description="apply R1/R2 every N D steps (lazy; 1 = every step)"
+    )
 
 
 class OptimSpec(_Strict):

@@ -129,9 +129,12 @@ PART_FIELDS: tuple[PartField, ...] = (
     PartField(
         "loss",
         "losses",
-        own=("r1_gamma", "r1_interval"),
+        own=("r1_gamma", "r2_gamma", "penalty_interval"),
         refuse_tags=("regularizer",),
-        hint="not an adversarial loss; turn R1 on with loss.r1_gamma (and loss.r1_interval)",
+        hint=(
+            "not an adversarial loss; turn the penalties on with loss.r1_gamma / loss.r2_gamma "
+            "(and loss.penalty_interval)"
+        ),
     ),
     PartField("output.loggers", "loggers"),
 )

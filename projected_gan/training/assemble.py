@@ -116,15 +116,23 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
 
 
 def build_loss(spec: ExperimentSpec) -> tuple[Any, Any]:
-    """The adversarial loss ``spec.loss`` (with its arguments) and the R1 regulariser or None."""
+    """The adversarial loss ``spec.loss`` (with its arguments) and the gradient penalty (R1, R2)
+    or None when both are off."""
+    lo = spec.loss
     try:
-        loss = create("losses", spec.loss.name, **spec.loss.kwargs)
-        r1 = None
-        if spec.loss.r1_gamma > 0:
-            r1 = create("losses", "r1", gamma=spec.loss.r1_gamma, interval=spec.loss.r1_interval)
+        loss = create("losses", lo.name, **lo.kwargs)
+        penalty = None
+        if lo.r1_gamma > 0 or lo.r2_gamma > 0:
+            penalty = create(
+                "losses",
+                "gradient_penalty",
+                r1_gamma=lo.r1_gamma,
+                r2_gamma=lo.r2_gamma,
+                interval=lo.penalty_interval,
+            )
     except PartBuildError as exc:
         raise SpecError([(_field("loss", exc.field), str(exc))]) from None
-    return loss, r1
+    return loss, penalty
 
 
 def check_parts(spec: ExperimentSpec) -> None:
@@ -181,7 +189,7 @@ class Assembly:
     G: torch.nn.Module
     D: torch.nn.Module
     loss: Any
-    r1: Any
+    penalty: Any
     batches: Any
     label_pool: torch.Tensor | None
     evaluate: Any
@@ -226,7 +234,7 @@ def assemble(spec: ExperimentSpec) -> Assembly:
     torch.manual_seed(spec.train.seed)  # same initial weights on every rank
     G = build_generator(spec, num_classes)
     D = build_discriminator(spec, num_classes)
-    loss, r1 = build_loss(spec)
+    loss, penalty = build_loss(spec)
     if spec.train.sync_batchnorm and info.enabled:
         if dev.type != "cuda":
             raise SpecError(
@@ -250,7 +258,7 @@ def assemble(spec: ExperimentSpec) -> Assembly:
         G=G,
         D=D,
         loss=loss,
-        r1=r1,
+        penalty=penalty,
         batches=batches,
         label_pool=dataset.labels if num_classes else None,
         evaluate=_evaluator(spec, dataset, dev, info),
@@ -264,8 +272,8 @@ def assemble(spec: ExperimentSpec) -> Assembly:
 _SAME_DATA = ("resolution", "channels", "conditional", "max_images", "mirror")
 
 
-def _describe_parts(raw: dict, G: Any, D: Any, loss: Any, r1: Any) -> dict[str, str]:
-    """Put the spec forms of G, D and the loss (+ R1) into ``raw``; return the sections their
+def _describe_parts(raw: dict, G: Any, D: Any, loss: Any, penalty: Any) -> dict[str, str]:
+    """Put the spec forms of G, D and the loss (+ penalties) into ``raw``; return the sections their
     parts cannot describe (not built through the registries), each with the reason."""
     missing = {}
     g, d, lo = part_config(G), part_config(D), part_config(loss)
@@ -280,13 +288,16 @@ def _describe_parts(raw: dict, G: Any, D: Any, loss: Any, r1: Any) -> dict[str, 
     else:
         names = ("feature_network", "projection_head", "discriminator", "augment")
         raw["discriminator"] = {k: d["kwargs"][k] for k in names}
-    r = None if r1 is None else part_config(r1)
-    if lo is None or lo["kind"] != "losses" or (r1 is not None and r is None):
-        missing["loss"] = "the loss or R1 was not built through a registry"
+    r = None if penalty is None else part_config(penalty)
+    if lo is None or lo["kind"] != "losses" or (penalty is not None and r is None):
+        missing["loss"] = "the loss or the gradient penalty was not built through a registry"
     else:
-        raw["loss"] = {**spec_form(lo), "r1_gamma": 0.0}
+        raw["loss"] = {**spec_form(lo), "r1_gamma": 0.0, "r2_gamma": 0.0}
         if r is not None:
-            raw["loss"].update(r1_gamma=r["kwargs"]["gamma"], r1_interval=r["kwargs"]["interval"])
+            kw = r["kwargs"]
+            raw["loss"].update(
+                r1_gamma=kw["r1_gamma"], r2_gamma=kw["r2_gamma"], penalty_interval=kw["interval"]
+            )
     return missing
 
 

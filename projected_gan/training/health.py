@@ -29,13 +29,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from projected_gan.loggers.plots import HEALTH_EVENT
+from projected_gan.loggers.plots import HEALTH_EVENT, LOSS_KEYS
 from projected_gan.spec.health import HealthSpec
 
 __all__ = ["CONDITIONS", "Firing", "HealthMonitor"]
 
 CONDITIONS = ("divergence", "collapse", "overfitting", "metric_worse")
-LOSS_KEYS = ("loss_g", "loss_d", "loss_d_real", "loss_d_fake", "loss_r1")
 GRAD_KEYS = ("grad_norm_g", "grad_norm_d")
 HISTORY = 200  # gradient-norm ticks kept for the median (a checkpoint stays small)
 EVENTS_KEPT = 200  # newest events kept in a checkpoint's metadata

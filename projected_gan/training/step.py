@@ -1,10 +1,11 @@
-"""One training step: a G phase, a D phase (with lazy R1), then EMA, all on the device.
+"""One training step: a G phase, a D phase (with lazy R1/R2), then EMA, all on the device.
 
 :class:`TrainingStep` owns the networks (G, D, G_ema), their fused Adam optimisers, the latent
 stream and the device-side tick accumulators. A step is, as in the official code::
 
     g_phase  -> G gets gradients through the frozen projector; D's heads get none
-    d_phase  -> D on fakes (no autograd through G) and reals (+ R1 every ``interval`` steps)
+    d_phase  -> D on fakes (no autograd through G) and reals (+ R1 on reals, R2 on fakes,
+                every ``interval`` steps)
     EMA      -> G_ema moves towards G
 
 Micro-batches (``train.batch_gpu``): each phase runs over chunks of ``batch_gpu`` samples whose
@@ -70,6 +71,12 @@ def match_state_layout(opt: torch.optim.Optimizer) -> None:
                     state[key] = torch.empty_like(p).copy_(value)
 
 
+def plain_logits(out: Any) -> torch.Tensor:
+    """D's logits ``(B, N)`` from its output: the ``fun`` part of split (SAN) logits, which has
+    the plain logits' values and their gradient with respect to the input."""
+    return out.fun if isinstance(out, tuple) else out
+
+
 def logit_stats(loss_logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The mean-logit entries of a loss's log dict (its loss values are logged already)."""
     return {k: v for k, v in loss_logs.items() if k.startswith("logits")}
@@ -103,9 +110,10 @@ class TrainingStep:
     Args:
         G: generator ``G(z, c) -> (B, C, R, R)`` in ~[-1, 1], with ``z_dim`` (and ``c_dim``).
         D: discriminator ``D(images, labels) -> (B, N)`` with ``trainable_parameters()``.
-        loss: ``g_loss(fake_logits)``, ``d_loss_real(...)``, ``d_loss_fake(...)``, each
-            returning ``(scalar, logs)``.
-        r1: optional regulariser with ``should_apply(step)`` and ``lazy_penalty(x, logits)``.
+        loss: an :class:`~projected_gan.losses.AdversarialLoss`: separable (``d_loss_real``,
+            ``d_loss_fake``) or ``paired`` (``d_loss(real, fake)``); ``g_loss(fake, real)``.
+        penalty: optional gradient penalty (``GradientPenalty``): ``should_apply(step) ->
+            (r1, r2)`` and ``lazy(images, logits, on)``.
         spec: learning rates, betas, precision, memory format, compile, EMA, seed, batch_gpu.
         device: where everything lives.
         dist: this process's place in a distributed run (gradients are all-reduced).
@@ -119,7 +127,7 @@ class TrainingStep:
         D: nn.Module,
         *,
         loss: Any,
-        r1: Any,
+        penalty: Any,
         spec: ExperimentSpec,
         device: torch.device,
         dist: distributed.DistInfo,
@@ -138,7 +146,10 @@ class TrainingStep:
         self.D = D.to(device, memory_format=self.memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.loss = loss
-        self.r1 = r1
+        self.penalty = penalty
+        self.paired = bool(getattr(loss, "paired", False))  # needs real and fake logits at once
+        # SAN heads: D's own update sees split logits (features and direction apart).
+        self.split = bool(getattr(D, "splits_logits", False))
         self.label_pool = None if label_pool is None else label_pool.to(device)
         self.ema_kimg = t.ema_kimg if t.ema_kimg is not None else global_batch * 10 / 32
         self.ema_rampup = t.ema_rampup
@@ -210,8 +221,21 @@ class TrainingStep:
             raise ValueError(f"train.batch_gpu {size} does not divide the batch of {n}")
         return [slice(i, i + size) for i in range(0, n, size)]
 
-    def g_phase(self, n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Update G on ``n`` fakes; returns (logs, 1.0 if the update was skipped else 0.0)."""
+    def _real_chunk(
+        self, reals_u8: torch.Tensor, labels: torch.Tensor | None, part: slice
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A chunk of reals as float ``(b, C, R, R)`` in [-1, 1] in the run's memory format."""
+        reals = to_float(reals_u8[part]).contiguous(memory_format=self.memory_format)
+        return reals, None if labels is None else labels[part]
+
+    def g_phase(
+        self, reals_u8: torch.Tensor, real_labels: torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Update G on as many fakes as reals; returns (logs, 1.0 if the update was skipped).
+
+        The reals are used by a paired loss only (D's logits on them, without autograd).
+        """
+        n = reals_u8.shape[0]
         # Gradients flow through the frozen projector into G; D's heads get none.
         for p in self.d_params:
             p.requires_grad_(False)
@@ -222,58 +246,89 @@ class TrainingStep:
         for part in self.chunks(n):
             w = (part.stop - part.start) / n
             c_part = None if c is None else c[part]
+            real_logits = None
+            if self.paired:
+                reals, labels = self._real_chunk(reals_u8, real_labels, part)
+                with torch.no_grad(), self.autocast():
+                    real_logits = self.d_forward(reals, labels)
             with self.autocast():
                 fakes = self.g_forward(z[part], c_part)
                 fakes = fakes.contiguous(memory_format=self.memory_format)
-                loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c_part))
+                loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c_part), real_logits)
             weighted(loss_g, w).backward()
             add_weighted(logs, {"loss_g": loss_g, **logit_stats(g_logs)}, w)
         bad, logs["grad_norm_g"] = self._optimizer_step("G", self.g_opt, self.g_params)
         return logs, bad
 
+    def _d_logits(self, x: torch.Tensor, labels: torch.Tensor | None) -> Any:
+        """D on ``x`` for D's own update: split logits when its heads split them (SAN)."""
+        with self.autocast():
+            if self.split:
+                return self.d_forward(x, labels, split=True)
+            return self.d_forward(x, labels)
+
     def d_phase(
         self, reals_u8: torch.Tensor, real_labels: torch.Tensor | None, step_index: int
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Update D on as many fakes as reals (uint8 ``(n, C, R, R)``); (logs, skipped flag)."""
+        """Update D on as many fakes as reals (uint8 ``(n, C, R, R)``); (logs, skipped flag).
+
+        A separable loss backpropagates the fakes' pass before running the reals' (one graph
+        alive at a time); a paired loss needs both passes, then one backward. R1 (reals) and
+        R2 (fakes) are added on the steps where they are due, scaled for lazy regularisation.
+        """
         n = reals_u8.shape[0]
         for p in self.d_params:
             p.requires_grad_(True)
         self.d_opt.zero_grad(set_to_none=True)
         c = self.fake_labels(n)
         z = self.z(n)
-        use_r1 = self.r1 is not None and self.r1.should_apply(step_index)
+        use_r1, use_r2 = (
+            (False, False) if self.penalty is None else self.penalty.should_apply(step_index)
+        )
+        paired = self.paired
         logs: dict[str, torch.Tensor] = {}
         for part in self.chunks(n):
             w = (part.stop - part.start) / n
             c_part = None if c is None else c[part]
-            # Fakes made without autograd, so the projector runs without it too.
+            chunk_logs: dict[str, torch.Tensor] = {}
+            # Fakes made without autograd, so the projector runs without it too (unless R2
+            # needs the gradient with respect to them).
             with torch.no_grad(), self.autocast():
                 fakes = self.g_forward(z[part], c_part)
-            fakes = fakes.contiguous(memory_format=self.memory_format)
-            with self.autocast():
-                fake_logits = self.d_forward(fakes, c_part)
-                loss_fake, fake_logs = self.loss.d_loss_fake(fake_logits)
-            weighted(loss_fake, w).backward()
-            reals = to_float(reals_u8[part]).contiguous(memory_format=self.memory_format)
+            fakes = fakes.contiguous(memory_format=self.memory_format).requires_grad_(use_r2)
+            fake_out = self._d_logits(fakes, c_part)
+            fake_total = torch.zeros((), device=self.device)
+            if use_r2:
+                chunk_logs["loss_r2"] = self.penalty.lazy(fakes, plain_logits(fake_out), "r2")
+                fake_total = chunk_logs["loss_r2"]
+            if not paired:
+                loss_fake, fake_logs = self.loss.d_loss_fake(fake_out)
+                chunk_logs["loss_d_fake"] = loss_fake
+                weighted(loss_fake + fake_total, w).backward()
+            reals, labels = self._real_chunk(reals_u8, real_labels, part)
+            reals.requires_grad_(use_r1)
+            real_out = self._d_logits(reals, labels)
+            self._observe_reals(plain_logits(real_out))
+            total = torch.zeros((), device=self.device)
             if use_r1:
-                reals.requires_grad_(True)
-            labels = None if real_labels is None else real_labels[part]
-            with self.autocast():
-                real_logits = self.d_forward(reals, labels)
-                loss_real, real_logs = self.loss.d_loss_real(real_logits)
-            self._observe_reals(real_logits)
-            chunk_logs = {"loss_d_real": loss_real, "loss_d_fake": loss_fake}
-            total_real = loss_real
-            if use_r1:
-                loss_r1 = self.r1.lazy_penalty(reals, real_logits)  # x interval: lazy reg.
-                total_real = loss_real + loss_r1
-                chunk_logs["loss_r1"] = loss_r1
-            weighted(total_real, w).backward()
-            chunk_logs.update(logit_stats({**fake_logs, **real_logs}))
-            chunk_logs.update(sign_stats(real_logits, fake_logits))
+                chunk_logs["loss_r1"] = self.penalty.lazy(reals, plain_logits(real_out), "r1")
+                total = chunk_logs["loss_r1"]
+            if paired:
+                loss_d, d_logs = self.loss.d_loss(real_out, fake_out)
+                chunk_logs["loss_d"] = loss_d
+                total = total + loss_d + fake_total
+            else:
+                loss_real, real_logs = self.loss.d_loss_real(real_out)
+                chunk_logs["loss_d_real"] = loss_real
+                d_logs = {**fake_logs, **real_logs}
+                total = total + loss_real
+            weighted(total, w).backward()
+            chunk_logs.update(logit_stats(d_logs))
+            chunk_logs.update(sign_stats(plain_logits(real_out), plain_logits(fake_out)))
             add_weighted(logs, chunk_logs, w)
         bad, logs["grad_norm_d"] = self._optimizer_step("D", self.d_opt, self.d_params)
-        logs["loss_d"] = logs["loss_d_fake"] + logs["loss_d_real"]
+        if not paired:
+            logs["loss_d"] = logs["loss_d_fake"] + logs["loss_d_real"]
         return logs, bad
 
     @torch.no_grad()
@@ -295,7 +350,7 @@ class TrainingStep:
     ) -> dict[str, torch.Tensor]:
         """One G phase, one D phase, then EMA on one batch; returns device scalars (no sync)."""
         n = reals_u8.shape[0]
-        g_logs, bad_g = self.g_phase(n)
+        g_logs, bad_g = self.g_phase(reals_u8, real_labels)
         d_logs, bad_d = self.d_phase(reals_u8, real_labels, step_index)
         d_logs.update(self._adapt_augment(step_index, n))
         # After both phases, as the official loop does (G_ema tracks G after D's step too).

@@ -76,7 +76,8 @@ class Trainer:
         run_dir: output folder; created under ``spec.output.dir`` on the first write if None.
         device: where to train (default: where G's parameters are).
         label_pool: int labels of the real data, to draw fake labels from (conditional only).
-        r1: optional R1 regulariser with ``should_apply(step)`` and ``lazy_penalty(x, logits)``.
+        penalty: optional :class:`~projected_gan.losses.GradientPenalty` (R1 on reals, R2 on
+            fakes): ``should_apply(step) -> (r1, r2)`` and ``lazy(images, logits, on)``.
         evaluate: optional ``fn(G_ema) -> dict[str, float]`` run on the metric cadence.
         dist_info: this process's rank and world size (default: a single process).
     """
@@ -92,21 +93,21 @@ class Trainer:
         run_dir: str | Path | None = None,
         device: torch.device | str | None = None,
         label_pool: torch.Tensor | None = None,
-        r1: Any = None,
+        penalty: Any = None,
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         dist_info: distributed.DistInfo | None = None,
     ) -> None:
         self.dist = dist_info or distributed.DistInfo()
         # The one description of this run; sections its parts cannot describe, with why.
         self.spec, self.batch, self.undescribed = describe_run(
-            spec, (G, D, loss, r1), batches, self.dist.world_size, evaluate
+            spec, (G, D, loss, penalty), batches, self.dist.world_size, evaluate
         )
         self.device = torch.device(device) if device is not None else _param_device(G)
         self.core = TrainingStep(
             G,
             D,
             loss=loss,
-            r1=r1,
+            penalty=penalty,
             spec=self.spec,
             device=self.device,
             dist=self.dist,
@@ -387,7 +388,7 @@ class Trainer:
             run_dir=run_dir,
             device=a.device,
             label_pool=a.label_pool,
-            r1=a.r1,
+            penalty=a.penalty,
             evaluate=a.evaluate,
             dist_info=a.dist_info,
         )
