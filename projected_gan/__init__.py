@@ -20,7 +20,7 @@ from projected_gan import (
 from projected_gan._version import __version__
 from projected_gan.configs import part_config
 from projected_gan.data import InfiniteBatches, load_image_dataset
-from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.discriminators import ProjectedDiscriminator, SplitLogits
 from projected_gan.errors import InputError
 from projected_gan.inference import load_generator
 from projected_gan.precision import PRECISIONS, cpu_has_native_bf16, resolve_precision
@@ -87,6 +87,7 @@ __all__ = [
     "ProjectedDiscriminator",
     "Registry",
     "SpecError",
+    "SplitLogits",
     "Trainer",
     "UnknownPartError",
     "__version__",

@@ -11,12 +11,16 @@ from projected_gan.discriminators.multiscale import (
     SeparableDownBlock,
 )
 from projected_gan.discriminators.projected import ProjectedDiscriminator
+from projected_gan.discriminators.san import SANConv2d, SplitLogits, san_project
 
 __all__ = [
     "CHANNEL_TABLE",
     "DownBlock",
     "MultiScaleDiscriminator",
     "ProjectedDiscriminator",
+    "SANConv2d",
     "ScaleDiscriminator",
     "SeparableDownBlock",
+    "SplitLogits",
+    "san_project",
 ]

@@ -10,6 +10,10 @@ a 256 px image (4/3/2/1 down blocks for lite0 + CSM, the same 10.33 M parameters
 the logit maps grow with the image: 13x13 per scale at 512 px, 29x29 at 1024 px. The authors
 report that this fixed layout gave their best results. ``size_heads_to_maps=True`` sizes every
 head from its real map instead (more down blocks, always 5x5 logits).
+
+``san=True`` turns the heads into SAN heads (Takida et al., ICLR 2024; see
+:mod:`projected_gan.discriminators.san`): same logits, and ``forward(..., split=True)`` gives
+the :class:`SplitLogits` a SAN discriminator step trains on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from projected_gan.discriminators.san import SANConv2d, SplitLogits, san_project
 from projected_gan.errors import PartBuildError
 from projected_gan.registry import DISCRIMINATORS
 from projected_gan.spectral_norm import spectral_norm
@@ -93,9 +98,12 @@ class ScaleDiscriminator(nn.Module):
         separable, norm: block type and normalisation.
         layout_size: side the layout is sized for (number of down blocks and their channels);
             default ``size``. A smaller one gives fewer blocks and a larger logit map.
+        san: the final 4x4 conv is a :class:`SANConv2d` (normalised per output channel, no
+            spectral norm) instead of a spectrally normalised conv.
 
-    ``forward``: ``(B, in_channels, size, size)`` -> ``(B, out_channels, logit_size, logit_size)``
-    with ``logit_size = size // 2**num_down - 3``.
+    ``forward(x, split=False)``: ``(B, in_channels, size, size)`` -> ``(B, out_channels,
+    logit_size, logit_size)`` with ``logit_size = size // 2**num_down - 3``; ``split=True``
+    (``san`` only) gives a :class:`SplitLogits` of two such maps.
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class ScaleDiscriminator(nn.Module):
         separable: bool = False,
         norm: str = "batch",
         layout_size: int | None = None,
+        san: bool = False,
     ) -> None:
         super().__init__()
         if size < 4:
@@ -127,13 +136,23 @@ class ScaleDiscriminator(nn.Module):
             cout = _table_channels(layout)
             layers.append(block(cin, cout, norm))
             cin = cout
-        layers.append(_sn_conv(cin, out_channels, 4, bias=False))
+        self.san = bool(san)
+        layers.append(
+            SANConv2d(cin, out_channels, 4) if san else _sn_conv(cin, out_channels, 4, bias=False)
+        )
         self.main = nn.Sequential(*layers)
         self.num_down = len(layers) - 1
         self.logit_size = size - 3
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.main(x)
+    def forward(self, x: Tensor, split: bool = False) -> Tensor | SplitLogits:
+        if not split:
+            return self.main(x)
+        if not self.san:
+            raise ValueError("split=True needs a SAN head (san=True)")
+        *blocks, final = self.main
+        for block in blocks:
+            x = block(x)
+        return final(x, split=True)
 
 
 @DISCRIMINATORS.register("multiscale")
@@ -150,13 +169,22 @@ class MultiScaleDiscriminator(nn.Module):
         num_classes: 0 = unconditional; > 0 = projection discriminator: each scale's final conv
             gives ``cmap_dim`` channels, dotted with an embedding of the class (Embedding ->
             Linear -> LeakyReLU) and scaled by ``1 / sqrt(cmap_dim)``.
-        cmap_dim, embed_dim: sizes of the conditional projection.
+        cmap_dim: length of the conditional projection's class map (the final convs' channels).
+        embed_dim: size of the class embedding before its Linear layer.
         sizes: the maps' sides, when known exactly (overrides the ceil rule).
         size_heads_to_maps: False (default, the official layout): when ``image_size`` exceeds
             256, every head is laid out for the maps of a 256 px image (same blocks and
             parameters as at 256; larger logit maps, e.g. 13x13 per scale at 512 px). True:
             every head is sized from its real map (more blocks, always 5x5 logits). Identical
             at 256 px and below.
+        san: SAN heads (Slicing Adversarial Network, Takida et al., ICLR 2024, as in their
+            StyleSAN-XL): the last layer's weight acts as a unit direction times a scale, and
+            ``forward(..., split=True)`` returns ``SplitLogits(fun, dir)`` (equal values): the
+            base loss trains features and scale on ``fun``, a linear loss the direction on
+            ``dir``. Unconditional: each final 4x4 conv is normalised per output channel (no
+            spectral norm). Conditional: the final conv stays as is and the class map (output
+            of Embedding -> Linear -> LeakyReLU) is normalised to unit length as the direction.
+            Same logits shape as without.
 
     Attributes:
         sizes: the maps' real sides; ``layout_sizes``: the sides the heads are laid out for.
@@ -174,6 +202,7 @@ class MultiScaleDiscriminator(nn.Module):
         embed_dim: int = 128,
         sizes: Sequence[int] | None = None,
         size_heads_to_maps: bool = False,
+        san: bool = False,
     ) -> None:
         super().__init__()
         channels, reductions = tuple(channels), tuple(reductions)
@@ -202,9 +231,14 @@ class MultiScaleDiscriminator(nn.Module):
                 for s, r in zip(self.sizes, reductions)
             )
         self.num_classes, self.cmap_dim = num_classes, cmap_dim
+        self.san = bool(san)
         out = cmap_dim if num_classes else 1
+        # conditional SAN: the class map is the direction, the final conv stays spectral-normed
+        san_conv = self.san and not num_classes
         self.discs = nn.ModuleList(
-            ScaleDiscriminator(c, s, out, separable=separable, norm=norm, layout_size=layout)
+            ScaleDiscriminator(
+                c, s, out, separable=separable, norm=norm, layout_size=layout, san=san_conv
+            )
             for c, s, layout in zip(channels, self.sizes, self.layout_sizes)
         )
         if num_classes:
@@ -216,6 +250,11 @@ class MultiScaleDiscriminator(nn.Module):
                 )
                 for _ in channels
             )
+
+    @property
+    def splits_logits(self) -> bool:
+        """Whether ``forward`` accepts ``split=True`` (SAN heads)."""
+        return self.san
 
     @property
     def num_logits(self) -> int:
@@ -236,8 +275,15 @@ class MultiScaleDiscriminator(nn.Module):
             raise ValueError(f"labels hold {labels.shape[0]} samples, the features {batch}")
         return labels
 
-    def forward(self, features: Sequence[Tensor], labels: Tensor | None = None) -> Tensor:
-        """List of ``(B, channels[i], sizes[i], sizes[i])`` (+ labels) -> logits ``(B, N)``."""
+    def forward(
+        self, features: Sequence[Tensor], labels: Tensor | None = None, split: bool = False
+    ) -> Tensor | SplitLogits:
+        """List of ``(B, channels[i], sizes[i], sizes[i])`` (+ labels) -> logits ``(B, N)``.
+
+        ``split=True`` (``san`` only): :class:`SplitLogits` ``(fun, dir)``, each ``(B, N)``.
+        """
+        if split and not self.san:
+            raise ValueError("split=True needs SAN heads: build the discriminator with san=True")
         if len(features) != len(self.discs):
             raise ValueError(f"expected {len(self.discs)} feature maps, got {len(features)}")
         batch = features[0].shape[0]
@@ -245,17 +291,26 @@ class MultiScaleDiscriminator(nn.Module):
             index = self._class_index(labels, batch)
         elif labels is not None and labels.numel() > 0:
             raise ValueError("labels were given but num_classes=0 (unconditional)")
-        logits = []
+        scale = self.cmap_dim**-0.5
+        logits: list[Tensor | SplitLogits] = []
         for i, (disc, x) in enumerate(zip(self.discs, features)):
+            if not self.num_classes:
+                logits.append(disc(x, split=True) if split else disc(x))
+                continue
             h = disc(x)
-            if self.num_classes:
-                cmap = self.embeds[i](index).to(h.dtype)
-                h = torch.einsum("bchw,bc->bhw", h, cmap) * self.cmap_dim**-0.5
-            logits.append(h.flatten(1))
-        return torch.cat(logits, dim=1)
+            cmap = self.embeds[i](index)
+            if self.san:
+                logits.append(san_project(h, cmap, split=split, scale=scale))
+            else:
+                logits.append(torch.einsum("bchw,bc->bhw", h, cmap.to(h.dtype)) * scale)
+        if split:  # concatenate fun and dir separately
+            return SplitLogits(
+                *(torch.cat([m.flatten(1) for m in maps], 1) for maps in zip(*logits))
+            )
+        return torch.cat([m.flatten(1) for m in logits], dim=1)
 
     def extra_repr(self) -> str:
         return (
             f"sizes={self.sizes}, layout_sizes={self.layout_sizes}, num_logits={self.num_logits}, "
-            f"num_classes={self.num_classes}"
+            f"num_classes={self.num_classes}, san={self.san}"
         )

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from projected_gan.augmentations.diffaugment import build_augment
 from projected_gan.configs import composite_part, part_config, record_part_config, spec_form
+from projected_gan.discriminators.san import SplitLogits
+from projected_gan.errors import PartBuildError
 from projected_gan.part_specs import PartSpec, build_part
 from projected_gan.precision import fp32_region
 from projected_gan.projectors import Projector
@@ -89,10 +91,11 @@ class ProjectedDiscriminator(nn.Module):
             caller's autocast. The G step's gradient then crosses the frozen network in fp32. A
             plain attribute: the trainer sets it from ``train.precision``.
 
-    ``forward(images, labels=None)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits ``(B, N)``
-    (N = 100 per network for 256 px with the defaults, 676 at 512, 3364 at 1024). The projectors
-    run without autograd unless the images require grad (the G step), so a D step builds a graph
-    for the heads only.
+    ``forward(images, labels=None, split=False)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits
+    ``(B, N)`` (N = 100 per network for 256 px with the defaults, 676 at 512, 3364 at 1024). The
+    projectors run without autograd unless the images require grad (the G step), so a D step
+    builds a graph for the heads only. ``split=True`` (SAN heads, see :attr:`splits_logits`):
+    :class:`SplitLogits` ``(fun, dir)``, each ``(B, N)``, for a SAN discriminator step.
     """
 
     def __init__(
@@ -156,6 +159,14 @@ class ProjectedDiscriminator(nn.Module):
             self.projector, self.discriminator = projectors[0], heads[0]
         else:
             self.projector, self.discriminator = nn.ModuleList(projectors), nn.ModuleList(heads)
+        # A head opts in to split logits with a true `splits_logits` (SAN heads do).
+        splits = [bool(getattr(d, "splits_logits", False)) for d in heads]
+        if len(set(splits)) > 1:
+            raise PartBuildError(
+                "discriminator: the heads of the feature networks must all be SAN heads or none "
+                f"(splits_logits per network: {splits})",
+                field="discriminator",
+            )
         self._record_parts()
 
     def _record_parts(self) -> None:
@@ -236,6 +247,11 @@ class ProjectedDiscriminator(nn.Module):
         return [self.discriminator]
 
     @property
+    def splits_logits(self) -> bool:
+        """Whether the heads are SAN heads, i.e. ``forward`` accepts ``split=True``."""
+        return bool(getattr(self.discriminators[0], "splits_logits", False))
+
+    @property
     def projection_seed(self) -> int | None:
         """Seed the (first) projection head was drawn from (None for heads without one)."""
         seed = getattr(self.projectors[0].head, "seed", None)
@@ -250,8 +266,15 @@ class ProjectedDiscriminator(nn.Module):
         self.discriminator.requires_grad_(requires_grad)
         return self
 
-    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """``images`` ``(B, 3, H, W)`` in [-1, 1] (+ labels) -> logits ``(B, N)``."""
+    def forward(
+        self, images: Tensor, labels: Tensor | None = None, split: bool = False
+    ) -> Tensor | SplitLogits:
+        """``images`` ``(B, 3, H, W)`` in [-1, 1] (+ labels) -> logits ``(B, N)``, or with
+        ``split=True`` a :class:`SplitLogits` of two ``(B, N)`` (SAN heads only)."""
+        if split and not self.splits_logits:
+            raise ValueError(
+                "split=True needs SAN heads (e.g. discriminator={name: multiscale, san: true})"
+            )
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
         # Gradient w.r.t. the image is needed only in the G step (images require grad); in the
@@ -266,5 +289,8 @@ class ProjectedDiscriminator(nn.Module):
             # One augmentation for all networks: they judge the very same image.
             x = images if self.augment is None else self.augment(images)
             features = [projector(x) for projector in self.projectors]
-        logits = [d(f, labels) for d, f in zip(self.discriminators, features)]
+        extra = {"split": True} if split else {}  # heads without SAN never see `split`
+        logits = [d(f, labels, **extra) for d, f in zip(self.discriminators, features)]
+        if split:  # fun and dir concatenated separately across networks
+            return SplitLogits(*(torch.cat(parts, dim=-1) for parts in zip(*logits)))
         return logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)
