@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -92,7 +92,9 @@ class ProjectedDiscriminator(nn.Module):
     ``forward(images, labels=None)``: images ``(B, 3, H, W)`` in [-1, 1] -> logits ``(B, N)``
     (N = 100 per network for 256 px with the defaults, 676 at 512, 3364 at 1024). The projectors
     run without autograd unless the images require grad (the G step), so a D step builds a graph
-    for the heads only.
+    for the heads only. An augmentation with ``feature_noise_stage`` (``"features"`` or
+    ``"projected"``) and ``noise(maps)``, as Diffusion-GAN's ``diffusion``, also gets every
+    feature network's maps before (or after) the projection head.
     """
 
     def __init__(
@@ -250,6 +252,21 @@ class ProjectedDiscriminator(nn.Module):
         self.discriminator.requires_grad_(requires_grad)
         return self
 
+    def _feature_noise(self) -> tuple[str | None, Callable[[list[Tensor]], list[Tensor]] | None]:
+        """An augmentation's hook on feature maps (Diffusion-GAN's noise): where it goes
+        (``augment.feature_noise_stage``: ``"features"``, ``"projected"`` or None) and a function
+        applying ``augment.noise`` to each map of a list."""
+        stage = getattr(self.augment, "feature_noise_stage", None)
+        if stage is None:
+            return None, None
+        if stage not in ("features", "projected"):
+            raise ValueError(
+                f"augment.feature_noise_stage must be 'features', 'projected' or None, "
+                f"got {stage!r}"
+            )
+        noise = self.augment.noise
+        return stage, lambda maps: [noise(m) for m in maps]
+
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
         """``images`` ``(B, 3, H, W)`` in [-1, 1] (+ labels) -> logits ``(B, N)``."""
         if images.ndim != 4 or images.shape[1] != 3:
@@ -262,9 +279,13 @@ class ProjectedDiscriminator(nn.Module):
         if self.fp32_features:
             precision = fp32_region(images.device.type)
             images = images.float()
+        stage, noise = self._feature_noise()
         with grad_mode, precision:
             # One augmentation for all networks: they judge the very same image.
             x = images if self.augment is None else self.augment(images)
-            features = [projector(x) for projector in self.projectors]
+            between = noise if stage == "features" else None
+            features = [projector(x, between=between) for projector in self.projectors]
+            if stage == "projected":
+                features = [noise(f) for f in features]
         logits = [d(f, labels) for d, f in zip(self.discriminators, features)]
         return logits[0] if len(logits) == 1 else torch.cat(logits, dim=-1)

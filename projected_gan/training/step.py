@@ -323,7 +323,8 @@ class TrainingStep:
 
     def _adapt_augment(self, step_index: int, n: int) -> dict[str, torch.Tensor]:
         """Every ``interval`` steps, move an adaptive augmentation's p (on the device); returns
-        ``{"augment_p": p}`` (a device scalar) for the step's logs, or nothing without one."""
+        ``{"augment_p": p}`` (a device scalar) for the step's logs, plus ``augment_T`` when it
+        has a largest diffusion timestep ``T`` (Diffusion-GAN), or nothing without one."""
         augment = self._adaptive_augment()
         if augment is None:
             return {}
@@ -331,7 +332,11 @@ class TrainingStep:
             # Every rank adjusts from the same all-reduced statistics, so p stays equal on all.
             reduce = distributed.average_ if self.dist.enabled else None
             augment.adjust(n * self.dist.world_size * augment.interval, reduce=reduce)
-        return {"augment_p": augment.p.detach().clone()}
+        logs = {"augment_p": augment.p.detach().clone()}
+        T = getattr(augment, "T", None)
+        if isinstance(T, torch.Tensor):
+            logs["augment_T"] = T.detach().float()
+        return logs
 
     # ------------------------------------------------------------------------ ticks
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
