@@ -167,14 +167,14 @@ def train(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-def _mean_std(values: list[float], digits: int) -> str:
+def mean_std(values: list[float], digits: int) -> str:
     if not values:
         return "-"
     mean = f"{statistics.fmean(values):.{digits}f}"
     return f"{mean} ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else mean
 
 
-def _each(rows: list[dict[str, Any]], key: str, digits: int) -> str:
+def per_seed(rows: list[dict[str, Any]], key: str, digits: int) -> str:
     return " ".join(f"s{r['seed']}:{r[key]:.{digits}f}" for r in rows if r.get(key) is not None)
 
 
@@ -204,9 +204,9 @@ def table(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(row)
         kimg = ",".join(f"{k:g}" for k in row["kimg"])
         print(
-            f"| {size} | {arm} | {kimg} | {len(rs)} | {_mean_std(row['fid'], 1)} | "
-            f"{_mean_std(row['fd'], 1)} | {_mean_std(ps, 3)} | {_each(rs, 'fid', 1)} | "
-            f"{_each(rs, 'fd', 1)} | {_each(rs, 'augment_p', 3) or '-'} |"
+            f"| {size} | {arm} | {kimg} | {len(rs)} | {mean_std(row['fid'], 1)} | "
+            f"{mean_std(row['fd'], 1)} | {mean_std(ps, 3)} | {per_seed(rs, 'fid', 1)} | "
+            f"{per_seed(rs, 'fd', 1)} | {per_seed(rs, 'augment_p', 3) or '-'} |"
         )
     return rows
 

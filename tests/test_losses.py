@@ -235,5 +235,5 @@ def test_penalty_errors():
     unused = torch.randn(2, 3, 4, 4, requires_grad=True)
     with pytest.raises(ValueError, match="do not depend"):
         gradient_penalty(unused, _linear_d(w)(x), 1.0)
-    with pytest.raises(ValueError, match="'r1' .reals. or 'r2'"):
+    with pytest.raises(ValueError, match=r"'r1' \(reals\) or 'r2'"):
         GradientPenalty().lazy(unused, _linear_d(w)(unused), "r3")

@@ -199,9 +199,7 @@ def test_yaml_dump_is_plain_data():
 
 def test_gradient_penalty_is_a_regulariser_not_a_loss():
     msg = problems({"loss": {"name": "gradient_penalty"}})
-    assert msg.startswith(
-        "loss.name: 'gradient_penalty' is a regularizer, not an adversarial loss"
-    )
+    assert msg.startswith("loss.name: 'gradient_penalty' is a regularizer, not an adversarial loss")
     assert "loss.r1_gamma" in msg and "loss.r2_gamma" in msg
     assert problems({"loss": "gradient_penalty"}).startswith("loss.name:")
 
@@ -248,7 +246,8 @@ def test_dry_run_refuses_a_penalty_as_the_loss():
         timeout=300,
     )
     assert out.returncode == 2
-    assert "loss.name: 'gradient_penalty' is a regularizer" in out.stderr and "Traceback" not in out.stderr
+    assert "loss.name: 'gradient_penalty' is a regularizer" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_every_train_flag_reaches_the_run_through_the_spec(capsys):

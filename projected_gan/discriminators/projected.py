@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -96,6 +96,9 @@ class ProjectedDiscriminator(nn.Module):
     projectors run without autograd unless the images require grad (the G step), so a D step
     builds a graph for the heads only. ``split=True`` (SAN heads, see :attr:`splits_logits`):
     :class:`SplitLogits` ``(fun, dir)``, each ``(B, N)``, for a SAN discriminator step.
+    An augmentation with ``feature_noise_stage`` (``"features"`` or ``"projected"``) and
+    ``noise(maps)``, as Diffusion-GAN's ``diffusion``, also gets every feature network's maps
+    before (or after) the projection head.
     """
 
     def __init__(
@@ -266,6 +269,21 @@ class ProjectedDiscriminator(nn.Module):
         self.discriminator.requires_grad_(requires_grad)
         return self
 
+    def _feature_noise(self) -> tuple[str | None, Callable[[list[Tensor]], list[Tensor]] | None]:
+        """An augmentation's hook on feature maps (Diffusion-GAN's noise): where it goes
+        (``augment.feature_noise_stage``: ``"features"``, ``"projected"`` or None) and a function
+        applying ``augment.noise`` to each map of a list."""
+        stage = getattr(self.augment, "feature_noise_stage", None)
+        if stage is None:
+            return None, None
+        if stage not in ("features", "projected"):
+            raise ValueError(
+                f"augment.feature_noise_stage must be 'features', 'projected' or None, "
+                f"got {stage!r}"
+            )
+        noise = self.augment.noise
+        return stage, lambda maps: [noise(m) for m in maps]
+
     def forward(
         self, images: Tensor, labels: Tensor | None = None, split: bool = False
     ) -> Tensor | SplitLogits:
@@ -285,10 +303,14 @@ class ProjectedDiscriminator(nn.Module):
         if self.fp32_features:
             precision = fp32_region(images.device.type)
             images = images.float()
+        stage, noise = self._feature_noise()
         with grad_mode, precision:
             # One augmentation for all networks: they judge the very same image.
             x = images if self.augment is None else self.augment(images)
-            features = [projector(x) for projector in self.projectors]
+            between = noise if stage == "features" else None
+            features = [projector(x, between=between) for projector in self.projectors]
+            if stage == "projected":
+                features = [noise(f) for f in features]
         extra = {"split": True} if split else {}  # heads without SAN never see `split`
         logits = [d(f, labels, **extra) for d, f in zip(self.discriminators, features)]
         if split:  # fun and dir concatenated separately across networks

@@ -8,6 +8,10 @@ term, so each pass can be backpropagated on its own; ``d_loss`` is their sum. A 
 defined on both at once: ``d_loss(real, fake)`` and ``g_loss(fake, real)``; the trainer then also
 runs D on reals (without autograd) in G's step.
 
+SAN heads (Takida et al., 2024) give D's own step :class:`SplitLogits` ``(fun, dir)``: every
+loss here then applies its terms to ``fun`` and adds SAN's linear objective on ``dir``,
+``mean(dir_fake) - mean(dir_real)``, which trains the heads' last-layer directions.
+
 Each term returns ``(loss, logs)``: a 0-dim float32 tensor to backpropagate and a dict of
 detached 0-dim tensors for logging. Nothing calls ``.item()``, so the training loop can aggregate
 on the device. Logits are ``(B, N)`` (any shape with at least one dimension works); every mean
@@ -20,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from projected_gan.discriminators.san import SplitLogits
 from projected_gan.registry import LOSSES
 
 __all__ = [
@@ -42,6 +47,18 @@ def _float_logits(logits: object, name: str) -> Tensor:
     return logits.float()
 
 
+def _split(logits: object, name: str) -> tuple[Tensor, Tensor | None]:
+    """``(fun, dir)`` float32 logits of split (SAN) logits, or ``(logits, None)``."""
+    if isinstance(logits, SplitLogits):
+        return _float_logits(logits.fun, f"{name}.fun"), _float_logits(logits.dir, f"{name}.dir")
+    return _float_logits(logits, name), None
+
+
+def _direction_term(direction: Tensor | None, sign: float) -> Tensor | float:
+    """SAN's linear objective on one side: ``sign * mean(dir)`` (-1 reals, +1 fakes), or 0."""
+    return 0.0 if direction is None else sign * direction.mean()
+
+
 class AdversarialLoss:
     """Base class: subclasses give the per-logit terms, means and logging are shared here.
 
@@ -62,19 +79,21 @@ class AdversarialLoss:
         """G's per-logit loss on fakes."""
         raise NotImplementedError
 
-    def d_loss_real(self, real_logits: Tensor) -> LossOutput:
+    def d_loss_real(self, real_logits: Tensor | SplitLogits) -> LossOutput:
         """D's loss on real logits ``(B, N)``: ``(scalar, {"d_real", "logits_real"})``."""
-        logits = _float_logits(real_logits, "real_logits")
-        loss = self.real_term(logits).mean()
+        logits, direction = _split(real_logits, "real_logits")
+        loss = self.real_term(logits).mean() + _direction_term(direction, -1.0)
         return loss, {"d_real": loss.detach(), "logits_real": logits.detach().mean()}
 
-    def d_loss_fake(self, fake_logits: Tensor) -> LossOutput:
+    def d_loss_fake(self, fake_logits: Tensor | SplitLogits) -> LossOutput:
         """D's loss on fake logits ``(B, N)``: ``(scalar, {"d_fake", "logits_fake"})``."""
-        logits = _float_logits(fake_logits, "fake_logits")
-        loss = self.fake_term(logits).mean()
+        logits, direction = _split(fake_logits, "fake_logits")
+        loss = self.fake_term(logits).mean() + _direction_term(direction, 1.0)
         return loss, {"d_fake": loss.detach(), "logits_fake": logits.detach().mean()}
 
-    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> LossOutput:
+    def d_loss(
+        self, real_logits: Tensor | SplitLogits, fake_logits: Tensor | SplitLogits
+    ) -> LossOutput:
         """D's total loss, the sum of :meth:`d_loss_real` and :meth:`d_loss_fake`."""
         real, real_logs = self.d_loss_real(real_logits)
         fake, fake_logs = self.d_loss_fake(fake_logits)
@@ -149,9 +168,7 @@ class RelativisticPairingLoss(AdversarialLoss):
 
     paired = True
 
-    def _pairs(self, real_logits: object, fake_logits: object) -> tuple[Tensor, Tensor]:
-        real = _float_logits(real_logits, "real_logits")
-        fake = _float_logits(fake_logits, "fake_logits")
+    def _pairs(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         if real.shape != fake.shape:
             raise ValueError(
                 "the relativistic pairing loss pairs each real with one fake: real_logits "
@@ -159,10 +176,18 @@ class RelativisticPairingLoss(AdversarialLoss):
             )
         return real, fake
 
-    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> LossOutput:
-        """D's loss mean(softplus(fake - real)) over pairs: ``(scalar, logs)``."""
-        real, fake = self._pairs(real_logits, fake_logits)
+    def d_loss(
+        self, real_logits: Tensor | SplitLogits, fake_logits: Tensor | SplitLogits
+    ) -> LossOutput:
+        """D's loss mean(softplus(fake - real)) over pairs (+ SAN's direction objective on
+        split logits): ``(scalar, logs)``."""
+        (real, real_dir), (fake, fake_dir) = (
+            _split(real_logits, "real_logits"),
+            _split(fake_logits, "fake_logits"),
+        )
+        real, fake = self._pairs(real, fake)
         loss = F.softplus(fake - real).mean()
+        loss = loss + _direction_term(real_dir, -1.0) + _direction_term(fake_dir, 1.0)
         logs = {"d_loss": loss.detach(), "logits_real": real.detach().mean()}
         return loss, {**logs, "logits_fake": fake.detach().mean()}
 
@@ -170,7 +195,8 @@ class RelativisticPairingLoss(AdversarialLoss):
         """G's loss mean(softplus(real - fake)); the real logits get no gradient."""
         if real_logits is None:
             raise ValueError("the relativistic pairing loss needs real_logits for G's loss too")
-        real, fake = self._pairs(real_logits, fake_logits)
+        real = _float_logits(real_logits, "real_logits")
+        real, fake = self._pairs(real, _float_logits(fake_logits, "fake_logits"))
         loss = F.softplus(real.detach() - fake).mean()
         return loss, {"g_loss": loss.detach(), "logits_gen": fake.detach().mean()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from projected_gan.projectors.feature_networks import FEATURE_NETWORK_CONTRACT, FeatureNetwork
@@ -69,9 +71,18 @@ class Projector(nn.Module):
         """Always eval: F and P are frozen."""
         return super().train(False)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """``x`` ``(B, 3, H, W)`` in [-1, 1] -> list of ``(B, channels[i], h_i, w_i)``."""
-        return self.head(self.feature_network(x))
+    def forward(
+        self, x: Tensor, between: Callable[[list[Tensor]], list[Tensor]] | None = None
+    ) -> list[Tensor]:
+        """``x`` ``(B, 3, H, W)`` in [-1, 1] -> list of ``(B, channels[i], h_i, w_i)``.
+
+        ``between``, if given, maps the feature network's list of maps to the list the head
+        gets (same shapes), e.g. Diffusion-GAN's noise before the projection.
+        """
+        features = self.feature_network(x)
+        if between is not None:
+            features = between(features)
+        return self.head(features)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, reductions={self.reductions}"

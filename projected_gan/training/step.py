@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from projected_gan import distributed
+from projected_gan.discriminators import SplitLogits
 from projected_gan.images import to_float
 from projected_gan.precision import resolve_precision
 from projected_gan.spec import ExperimentSpec
@@ -74,7 +75,7 @@ def match_state_layout(opt: torch.optim.Optimizer) -> None:
 def plain_logits(out: Any) -> torch.Tensor:
     """D's logits ``(B, N)`` from its output: the ``fun`` part of split (SAN) logits, which has
     the plain logits' values and their gradient with respect to the input."""
-    return out.fun if isinstance(out, tuple) else out
+    return out.fun if isinstance(out, SplitLogits) else out
 
 
 def logit_stats(loss_logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -378,7 +379,8 @@ class TrainingStep:
 
     def _adapt_augment(self, step_index: int, n: int) -> dict[str, torch.Tensor]:
         """Every ``interval`` steps, move an adaptive augmentation's p (on the device); returns
-        ``{"augment_p": p}`` (a device scalar) for the step's logs, or nothing without one."""
+        ``{"augment_p": p}`` (a device scalar) for the step's logs, plus ``augment_T`` when it
+        has a largest diffusion timestep ``T`` (Diffusion-GAN), or nothing without one."""
         augment = self._adaptive_augment()
         if augment is None:
             return {}
@@ -386,7 +388,11 @@ class TrainingStep:
             # Every rank adjusts from the same all-reduced statistics, so p stays equal on all.
             reduce = distributed.average_ if self.dist.enabled else None
             augment.adjust(n * self.dist.world_size * augment.interval, reduce=reduce)
-        return {"augment_p": augment.p.detach().clone()}
+        logs = {"augment_p": augment.p.detach().clone()}
+        T = getattr(augment, "T", None)
+        if isinstance(T, torch.Tensor):
+            logs["augment_T"] = T.detach().float()
+        return logs
 
     # ------------------------------------------------------------------------ ticks
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
