@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end on CPU and write the promised JSON: the training
-throughput, the one-step profile, and the GPU check's CPU dry run; ada_race's runs are valid
-specs and its table reads their results."""
+throughput, the one-step profile, and the GPU check's CPU dry run; ada_race's and recipes' runs
+are valid specs and their tables read their results; variant_cost's variants are specs."""
 
 from __future__ import annotations
 
@@ -302,6 +302,81 @@ def test_ada_race_bad_arguments_name_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit):
         race.parse_args(["train", *argv])
     assert flag in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- recipes.py
+def test_recipes_are_specs_and_the_table_pairs_seeds_with_official(tmp_path, capsys):
+    from projected_gan.spec import ExperimentSpec
+
+    recipes = _load("recipes")
+    args = recipes.parse_args(["train", "--seeds", "0", "--out", str(tmp_path)])
+    assert args.recipes == list(recipes.RECIPE_NAMES) and args.kimg == 1.0
+    specs = {
+        name: ExperimentSpec.load(
+            preset="minimal_cpu", overrides=recipes.run_overrides(name, 0, tmp_path / name, args)
+        )
+        for name in recipes.RECIPE_NAMES
+    }
+    assert specs["official"].discriminator.augment.name == "diffaugment"
+    assert specs["official"].loss.name == "hinge" and specs["official"].loss.r1_gamma == 0
+    assert specs["diffusion"].discriminator.augment.name == "diffusion"
+    assert specs["san"].discriminator.discriminator.kwargs == {"san": True}
+    rp = specs["rpgan"].loss
+    assert (rp.name, rp.r1_gamma, rp.r2_gamma, rp.penalty_interval) == ("rpgan", 1.0, 1.0, 4)
+    both = specs["combined"]
+    assert both.discriminator.augment.name == "diffusion" and both.loss == rp
+    assert both.discriminator.discriminator.kwargs == {"san": True}
+
+    for recipe, seed, fid, kid in [("official", 0, 10.0, 0.002), ("official", 1, 12.0, 0.004)]:
+        run = tmp_path / f"{recipe}-s{seed}" / "00000-run"
+        run.mkdir(parents=True)
+        record = {"recipe": recipe, "seed": seed, "kimg": 1.0, "fid": fid, "kid": kid}
+        (run / recipes.RESULT).write_text(json.dumps({**record, "sec_per_kimg": 100.0}))
+    run = tmp_path / "san-s1" / "00000-run"
+    run.mkdir(parents=True)
+    record = {"recipe": "san", "seed": 1, "kimg": 1.0, "fid": 11.0, "kid": 0.001}
+    (run / recipes.RESULT).write_text(json.dumps({**record, "sec_per_kimg": None}))
+    rows = recipes.table(recipes.parse_args(["table", "--out", str(tmp_path)]))
+    out = capsys.readouterr().out
+    assert [r["recipe"] for r in rows] == ["official", "san"]
+    assert rows[1]["fid_minus_official"] == [-1.0]  # paired on seed 1 only
+    assert rows[1]["kid1000_minus_official"] == pytest.approx([-3.0])
+    assert "| official | 1 | 2 | 11.0 ± 1.4 | 3.0 ± 1.4 | 100 ± 0 | - | - |" in out
+
+
+def test_recipes_read_seconds_per_kimg_from_the_run_log(tmp_path):
+    recipes = _load("recipes")
+    lines = [{"tick": 0, "sec_per_kimg": 500.0}, {"tick": 1, "sec_per_kimg": 100.0}]
+    lines += [{"tick": 2, "sec_per_kimg": 120.0}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken")
+    assert recipes.seconds_per_kimg(tmp_path) == pytest.approx(110.0)  # first tick left out
+    assert recipes.seconds_per_kimg(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["--recipes", "official,nope"], "--recipes"),
+        (["--kimg", "0"], "--kimg"),
+        (["--penalty-interval", "0"], "--penalty-interval"),
+    ],
+)
+def test_recipes_bad_arguments_name_the_flag(argv, flag, capsys):
+    recipes = _load("recipes")
+    with pytest.raises(SystemExit):
+        recipes.parse_args(["train", *argv])
+    assert flag in capsys.readouterr().err
+
+
+def test_variant_cost_variants_are_specs():
+    from projected_gan.spec import ExperimentSpec
+
+    cost = _load("variant_cost")
+    for name, overrides in cost.VARIANTS.items():
+        spec = ExperimentSpec.load(preset="minimal_cpu", overrides=list(overrides))
+        assert spec.loss.name in ("hinge", "nonsaturating", "rpgan"), name
+    with pytest.raises(SystemExit):
+        cost.parse_args(["--variants", "nope"])
 
 
 # ------------------------------------------------------------------------------- health.py
