@@ -18,7 +18,7 @@ import itertools
 import pytest
 import torch
 
-from projected_gan import ExperimentSpec, build_from_spec
+from projected_gan import ExperimentSpec, Trainer, build_from_spec
 from projected_gan.distributed import DistInfo
 from projected_gan.training.assemble import build_loss
 from projected_gan.training.step import TrainingStep
@@ -118,3 +118,23 @@ def test_the_latin_square_covers_every_loss_and_penalty_pair():
         for i, loss in enumerate(LOSSES)
     }
     assert pairs == set(itertools.product(LOSSES, PENALTIES))
+
+
+def test_conditional_run_with_every_variant_at_once_trains_and_resumes(tmp_path):
+    overrides = [
+        *_overrides(tmp_path, "diffusion", "san", "rpgan", "r1+r2"),
+        "data.conditional=true",
+        # two steps, one checkpoint; the penalties on the first step only
+        *("train.kimg=0.004", "train.tick=0.004", "train.snapshot_every=0.004"),
+        *("train.sample_every=0.004", "loss.penalty_interval=2"),
+    ]
+    spec = ExperimentSpec.load(preset="minimal_cpu", overrides=overrides)
+    trainer = build_from_spec(spec)
+    assert trainer.D.splits_logits and trainer.D.num_classes > 0
+    trainer.fit()
+    logs = trainer.run_dir / "log.jsonl"
+    assert "loss_r2" in logs.read_text() and "augment_T" in logs.read_text()
+    resumed = Trainer.resume(trainer.run_dir)
+    assert resumed.D.splits_logits and resumed.spec == trainer.spec
+    assert float(resumed.D.augment.p) == float(trainer.D.augment.p)
+    resumed.step()  # one more conditional step after the resume
