@@ -152,6 +152,8 @@ def test_signals_reach_log_and_plot_and_a_condition_warns(tmp_path):
         "health.overfitting.patience_kimg=0.008",
         "health.diversity_samples=8",
         "health.diversity_every=0.016",
+        "train.snapshot_every=0.032",  # one checkpoint, at the end: the one read below
+        "train.sample_every=0.032",
     )
     trainer = build_from_spec(spec)
     with pytest.warns(HealthWarning, match="overfitting"):
