@@ -255,7 +255,10 @@ class TrainingStep:
             with self.autocast():
                 fakes = self.g_forward(z[part], c_part)
                 fakes = fakes.contiguous(memory_format=self.memory_format)
-                loss_g, g_logs = self.loss.g_loss(self.d_forward(fakes, c_part), real_logits)
+                fake_logits = self.d_forward(fakes, c_part)
+                # A separable loss is called as before paired ones existed: g_loss(fake).
+                args = (fake_logits, real_logits) if self.paired else (fake_logits,)
+                loss_g, g_logs = self.loss.g_loss(*args)
             weighted(loss_g, w).backward()
             add_weighted(logs, {"loss_g": loss_g, **logit_stats(g_logs)}, w)
         bad, logs["grad_norm_g"] = self._optimizer_step("G", self.g_opt, self.g_params)
