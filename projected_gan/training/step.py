@@ -301,7 +301,7 @@ class TrainingStep:
                 fakes = self.g_forward(z[part], c_part)
             fakes = fakes.contiguous(memory_format=self.memory_format).requires_grad_(use_r2)
             fake_out = self._d_logits(fakes, c_part)
-            fake_total = torch.zeros((), device=self.device)
+            fake_total: torch.Tensor | float = 0.0  # a Python zero: no device tensor per chunk
             if use_r2:
                 chunk_logs["loss_r2"] = self.penalty.lazy(fakes, plain_logits(fake_out), "r2")
                 fake_total = chunk_logs["loss_r2"]
@@ -313,7 +313,7 @@ class TrainingStep:
             reals.requires_grad_(use_r1)
             real_out = self._d_logits(reals, labels)
             self._observe_reals(plain_logits(real_out))
-            total = torch.zeros((), device=self.device)
+            total: torch.Tensor | float = 0.0
             if use_r1:
                 chunk_logs["loss_r1"] = self.penalty.lazy(reals, plain_logits(real_out), "r1")
                 total = chunk_logs["loss_r1"]
