@@ -16,6 +16,7 @@ __all__ = [
     "grid_image",
     "grid_shape",
     "make_grid",
+    "rgb_view",
     "save_image",
     "save_image_grid",
     "to_float",
@@ -39,6 +40,24 @@ def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.
     if images.dtype != torch.uint8:
         raise TypeError(f"to_float: images must be uint8, got {images.dtype}")
     return images.to(dtype) / 127.5 - 1
+
+
+def rgb_view(images: torch.Tensor) -> torch.Tensor:
+    """The 3-channel view of ``(B, C, H, W)`` images, any dtype: what the pretrained networks
+    (D's feature network, the metrics' Inception or EfficientNet) and the sample grids see.
+
+    C = 1 (grayscale): the channel replicated; C = 2 (luma + alpha): the luma replicated;
+    C = 3: the images themselves; C >= 4 (RGBA, RGB + depth, multi-spectral): channels 0-2,
+    i.e. the data's RGB channels come first. A view where possible (no copy for C >= 3).
+    """
+    if images.ndim != 4 or images.shape[1] < 1:
+        raise ValueError(f"rgb_view: images must be (B, C, H, W), got {tuple(images.shape)}")
+    c = images.shape[1]
+    if c == 3:
+        return images
+    if c <= 2:
+        return images[:, :1].expand(-1, 3, -1, -1)
+    return images[:, :3]
 
 
 # A grid may be at most this much wider than tall (or taller than wide) before empty cells are

@@ -37,7 +37,7 @@ from projected_gan.data.files import (
     open_source,
 )
 from projected_gan.data.labels import Labels, read_labels
-from projected_gan.data.spec import CHANNELS, DataSpec
+from projected_gan.data.spec import MAX_CHANNELS, DataSpec
 from projected_gan.data.store import (
     CacheWriteError,
     build_cache,
@@ -129,7 +129,7 @@ def load_image_dataset(
     min_images = _check_int("min_images", min_images, low=1)
     if max_images is not None:
         max_images = _check_int("max_images", max_images, low=1)
-    if channels not in CHANNELS:
+    if not (isinstance(channels, int) and 1 <= channels <= MAX_CHANNELS):
         raise DataError(f"channels: expected 1 or 3, got {channels!r}", field="channels")
     if storage not in STORAGES:
         raise DataError(

@@ -11,9 +11,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["CHANNELS", "DataSpec"]
+from projected_gan.sizes import Size, as_size
 
-CHANNELS = (1, 3)  # what the loader decodes to: luma or RGB
+__all__ = ["FITS", "MAX_CHANNELS", "DataSpec"]
+
+MAX_CHANNELS = 16  # 1 luma, 2 luma + alpha, 3 RGB, 4 RGBA or RGB + depth, more: multi-spectral
+FITS = ("crop", "pad", "stretch")
 
 
 class DataSpec(BaseModel):
@@ -22,8 +25,20 @@ class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     path: str | None = Field(None, description="image folder or zip; null = the shipped flowers64")
-    resolution: int = Field(64, description="side of the square training images (power of two)")
-    channels: int = Field(3, description="3 (RGB) or 1 (luma); training needs 3 for now")
+    resolution: int | tuple[int, int] = Field(
+        64,
+        description="training image size: one side (square) or [height, width]; the generator "
+        "says which sizes it makes",
+    )
+    fit: Literal["crop", "pad", "stretch"] = Field(
+        "crop",
+        description="images of another aspect: crop the centre, pad with black, or stretch",
+    )
+    channels: int = Field(
+        3,
+        description="1 luma, 2 luma + alpha, 3 RGB, 4 RGBA (or 4+ channels from .npy arrays: "
+        "RGB + depth, multi-spectral); RGB channels first",
+    )
     mirror: bool = Field(False, description="add x-flipped copies (doubles the dataset)")
     conditional: bool = Field(
         False, description="labels from dataset.json at the data's root, else class sub-folders"
@@ -42,16 +57,22 @@ class DataSpec(BaseModel):
     min_images: int = Field(16, ge=1, description="fail if fewer readable images remain")
     max_images: int | None = Field(None, ge=1, description="use only the first N images")
 
-    @field_validator("resolution")
+    @field_validator("resolution", mode="before")
     @classmethod
-    def _resolution(cls, v: int) -> int:
-        if not (v > 0 and v & (v - 1) == 0 and 16 <= v <= 1024):
-            raise ValueError(f"must be a power of two between 16 and 1024, got {v}")
-        return v
+    def _resolution(cls, v: object) -> int | tuple[int, int]:
+        h, w = as_size(v, "resolution")  # type: ignore[arg-type]
+        if not (16 <= h <= 2048 and 16 <= w <= 2048):
+            raise ValueError(f"each side must be between 16 and 2048 pixels, got {v!r}")
+        return h if isinstance(v, int) else (h, w)  # a square given as one int stays one int
 
     @field_validator("channels")
     @classmethod
     def _channels(cls, v: int) -> int:
-        if v not in CHANNELS:
-            raise ValueError(f"must be one of {', '.join(map(str, CHANNELS))}, got {v}")
+        if not 1 <= v <= MAX_CHANNELS:
+            raise ValueError(f"must be between 1 and {MAX_CHANNELS}, got {v}")
         return v
+
+    @property
+    def size(self) -> Size:
+        """``(height, width)`` of the training images."""
+        return as_size(self.resolution)
