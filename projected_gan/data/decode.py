@@ -30,6 +30,7 @@ __all__ = [
     "decode_all",
     "decode_into",
     "decode_member",
+    "fit_geometry",
     "iter_decoded",
     "prepare_array",
     "prepare_image",
@@ -57,11 +58,7 @@ def prepare_image(
     channels come only from ``.npy`` arrays (:func:`prepare_array`).
     """
     size, fit = as_size(size, "size"), _check_fit(fit)
-    if channels not in _MODES:
-        raise ValueError(
-            f"an image file has at most 4 channels (RGBA), {channels} were asked for; "
-            f"images with more channels are .npy arrays (H, W, C)"
-        )
+    _check_image_channels(channels)
     alpha = channels in (2, 4)
     image = _to_8bit(ImageOps.exif_transpose(image), "RGBA" if alpha else "RGB")
     image = _fit(image, size, fit)  # RGBA resizes premultiplied: no fringes from hidden colour
@@ -128,6 +125,14 @@ def _fit(image: Image.Image, size: Size, fit: str) -> Image.Image:
     return canvas
 
 
+def _check_image_channels(channels: int) -> None:
+    if channels not in _MODES:
+        raise ValueError(
+            f"{channels} channels come only from .npy arrays (H, W, C): image files carry at "
+            f"most 4 (RGBA)"
+        )
+
+
 def _check_fit(fit: str) -> str:
     if fit not in FITS:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
@@ -159,11 +164,7 @@ def _decode(
     if name.lower().endswith(ARRAY_EXTENSIONS):
         array = read_npy(fp, channels)
         return prepare_array(array, size, fit), _upscaled(array.shape[1], array.shape[0], size, fit)
-    if channels not in _MODES:  # before decoding anything
-        raise ValueError(
-            f"{channels} channels come only from .npy arrays (H, W, C): image files carry at "
-            f"most 4 (RGBA)"
-        )
+    _check_image_channels(channels)  # before decoding anything
     with Image.open(fp) as image:
         w, h = image.size
         if image.getexif().get(0x0112) in (5, 6, 7, 8):  # shown rotated by 90 degrees
