@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from projected_gan.atomic import atomic_write_text
 from projected_gan.data.spec import DataSpec
 from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.generators.layers import Generator, check_image_size
+from projected_gan.registry import GENERATORS
 from projected_gan.spec.checks import (
     PartSpec,
     SpecError,
@@ -300,6 +302,7 @@ class ExperimentSpec(_Strict):
             problems.append(
                 ("train.batch_gpu", f"{t.batch_gpu} must divide the batch {t.batch} per process")
             )
+        problems += self._size_problems()
         d = self.discriminator
         if d.extra_branch and self.data.channels < 4:
             problems.append(
@@ -320,6 +323,21 @@ class ExperimentSpec(_Strict):
                 stacklevel=2,
             )
         return self
+
+    def _size_problems(self) -> list[tuple[str, str]]:
+        """``data.resolution`` against the size rule of a generator built on :class:`Generator`
+        (a plugin that is not one says itself when it is built)."""
+        try:
+            factory = GENERATORS.get(self.generator.name)
+        except Exception:  # an unknown name: part_problems already reports it
+            return []
+        if not (isinstance(factory, type) and issubclass(factory, Generator)):
+            return []
+        try:
+            check_image_size(self.data.resolution, f"{self.generator.name}: size")
+        except ValueError as exc:
+            return [("data.resolution", str(exc))]
+        return []
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
