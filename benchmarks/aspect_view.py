@@ -16,7 +16,9 @@ Per view it reports (i) a 5-class accuracy on the globally average-pooled featur
 maps (concatenated, standardised on the training half): nearest class mean and a linear probe
 (multinomial logistic regression, L2, LBFGS), mean and sample std over ``--splits`` random
 stratified 50/50 train/test splits; (ii) the seconds per batch of 64 images (resize included,
-fp32, median of ``--repeats`` timed batches after one warm-up); (iii) the 4 maps' sizes.
+fp32, median of ``--repeats`` timed batches after one warm-up, the views taking turns); (iii)
+the 4 maps' sizes. Accuracies of the other views are also given as paired differences to
+``keep`` (same split, same probe), mean and std over the splits.
 """
 
 from __future__ import annotations
@@ -106,16 +108,21 @@ def pooled_features(net, x: torch.Tensor, kind: str, batch: int) -> tuple[torch.
     return torch.cat(out), sizes
 
 
-def time_batch(net, x: torch.Tensor, kind: str, repeats: int) -> float:
-    """Median seconds for one batch: view (resize) + feature network, fp32."""
-    times = []
+def time_views(nets: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds per batch ``x`` for each view: view (resize) + feature network, fp32.
+
+    The views take turns (one warm-up round, then ``repeats`` rounds), so a change in the
+    machine's load falls on all of them alike.
+    """
+    times: dict[str, list[float]] = {kind: [] for kind in nets}
     with torch.inference_mode():
         for i in range(repeats + 1):
-            t0 = time.perf_counter()
-            net(view(x, kind))
-            if i:  # the first is a warm-up
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            for kind, net in nets.items():
+                t0 = time.perf_counter()
+                net(view(x, kind))
+                if i:
+                    times[kind].append(time.perf_counter() - t0)
+    return {kind: statistics.median(t) for kind, t in times.items()}
 
 
 def split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,6 +163,14 @@ def probe_accuracy(feats: torch.Tensor, labels: torch.Tensor, seed: int) -> tupl
     return ncm, lin
 
 
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), _std(values)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -166,37 +181,46 @@ def main(argv: list[str] | None = None) -> dict:
     native = projected_gan.create(
         "feature_networks", "tf_efficientnet_lite0", resize="never", input_size=None
     )
+    nets = {kind: native if kind == "native" else net for kind in VIEWS}
     rows = []
     for shape, size in SHAPES.items():
         x, labels = load_photos(args.data, args.per_class, size)
         labels = torch.tensor(labels)
         print(f"{shape} {size[0]}x{size[1]}: {len(x)} photos", flush=True)
-        for kind in VIEWS:
-            network = native if kind == "native" else net
+        seconds = time_views(nets, x[: args.batch], args.repeats)
+        base = None
+        for kind, network in nets.items():
             feats, sizes = pooled_features(network, x, kind, args.batch)
             accs = [probe_accuracy(feats, labels, seed) for seed in range(args.splits)]
             ncm, lin = ([a[i] for a in accs] for i in (0, 1))
-            seconds = time_batch(network, x[: args.batch], kind, args.repeats)
+            base = base or (ncm, lin)  # the first view, "keep": paired differences to it
             seen = tuple(view(x[:1], kind).shape[-2:])
-            spread = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
             row = {
                 "shape": shape,
                 "view": kind,
                 "seen": seen,
                 "map_sizes": sizes,
+                "ncm": ncm,
+                "linear": lin,
                 "ncm_mean": statistics.mean(ncm),
-                "ncm_std": spread(ncm),
+                "ncm_std": _std(ncm),
                 "linear_mean": statistics.mean(lin),
-                "linear_std": spread(lin),
-                "s_per_batch": seconds,
+                "linear_std": _std(lin),
+                "ncm_minus_keep": _mean_std([a - b for a, b in zip(ncm, base[0])]),
+                "linear_minus_keep": _mean_std([a - b for a, b in zip(lin, base[1])]),
+                "s_per_batch": seconds[kind],
             }
             rows.append(row)
             print(
                 f"  {kind:8s} seen {seen[0]}x{seen[1]:<4d} maps "
                 f"{' '.join(f'{h}x{w}' for h, w in sizes):24s} "
-                f"NCM {100 * row['ncm_mean']:.1f} +- {100 * row['ncm_std']:.1f}  "
-                f"linear {100 * row['linear_mean']:.1f} +- {100 * row['linear_std']:.1f}  "
-                f"{seconds:.2f} s/batch",
+                f"NCM {100 * row['ncm_mean']:.1f} +- {100 * row['ncm_std']:.1f} "
+                f"(vs keep {100 * row['ncm_minus_keep'][0]:+.1f} +- "
+                f"{100 * row['ncm_minus_keep'][1]:.1f})  "
+                f"linear {100 * row['linear_mean']:.1f} +- {100 * row['linear_std']:.1f} "
+                f"(vs keep {100 * row['linear_minus_keep'][0]:+.1f} +- "
+                f"{100 * row['linear_minus_keep'][1]:.1f})  "
+                f"{seconds[kind]:.2f} s/batch",
                 flush=True,
             )
     result = {
