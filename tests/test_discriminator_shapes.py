@@ -12,7 +12,11 @@ from torch import nn
 import projected_gan
 from projected_gan import ProjectedDiscriminator, create_from_config, part_config
 from projected_gan.augmentations import Cutout, Translation, colour_channels
-from projected_gan.discriminators import MultiScaleDiscriminator, SplitLogits
+from projected_gan.discriminators import (
+    MultiScaleDiscriminator,
+    ScaleDiscriminator,
+    SplitLogits,
+)
 from projected_gan.discriminators.channels import MAX_IMG_CHANNELS, ExtraView, fixed_rgb_weight
 from projected_gan.images import rgb_view
 from projected_gan.projectors import FeatureNetwork
@@ -85,6 +89,38 @@ def test_square_heads_keep_their_layout():
 
 
 # --------------------------------------------------------------------------------- shapes
+def _shapes(module: nn.Module) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize(("size", "short"), [((14, 21), 14), ((21, 14), 14), ((7, 11), 7)])
+def test_a_non_square_head_is_the_square_head_of_its_short_side(size, short):
+    head = ScaleDiscriminator(16, size)
+    assert _shapes(head) == _shapes(ScaleDiscriminator(16, short))
+    with torch.no_grad():
+        out = head.eval()(torch.randn(2, 16, *size))
+    assert tuple(out.shape[-2:]) == head.logit_size
+    assert head.logit_size == (size[0] // 2**head.num_down - 3, size[1] // 2**head.num_down - 3)
+    assert head.num_logits == head.logit_size[0] * head.logit_size[1]
+
+
+def test_official_layout_above_256_goes_by_the_short_side():
+    channels, reductions = (64, 64, 128, 256), (2, 4, 8, 16)
+    heads = MultiScaleDiscriminator(channels, reductions, (512, 768))
+    assert heads.sizes == ((256, 384), (128, 192), (64, 96), (32, 48))
+    assert heads.layout_sizes == (128, 64, 32, 16)  # as at 256 px
+    assert _shapes(heads) == _shapes(MultiScaleDiscriminator(channels, reductions, 256))
+    assert heads.logit_sizes == ((13, 21),) * 4
+    assert heads.num_logits == 4 * 13 * 21
+    portrait = MultiScaleDiscriminator(channels, reductions, (768, 512))
+    assert portrait.logit_sizes == ((21, 13),) * 4
+    per_map = MultiScaleDiscriminator(channels, reductions, (512, 768), size_heads_to_maps=True)
+    assert per_map.layout_sizes == (256, 128, 64, 32) and per_map.logit_sizes == ((5, 9),) * 4
+    with torch.no_grad():
+        maps = [torch.randn(1, c, *s) for c, s in zip(channels, heads.sizes)]
+        assert heads.eval()(maps).shape == (1, heads.num_logits)
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(("channels", "rgb"), [(1, "fixed"), (3, "fixed"), (4, "learned")])
 def test_forward_shapes_and_the_generator_gradient(lite0, size, channels, rgb):
