@@ -95,7 +95,7 @@ class ProjectedDiscriminator(nn.Module):
         projection_head: a projection head (``"none"``, ``"ccm"``, ``"ccm_csm"``); None = none.
             With several networks one name/dict is built for each, or give a list.
         discriminator: the trainable heads; by name built with ``channels``, ``reductions``
-            and ``image_size`` (the side the feature network sees) from the projector, plus
+            and ``image_size`` (the ``(h, w)`` the feature network sees) from the projector, plus
             ``num_classes`` when > 0. Called as ``discriminator(features, labels) -> (B, N)``.
             With several networks one name/dict is built for each, or give a list.
         augment: applied to every input (reals and fakes, D and G steps): a DiffAugment policy

@@ -118,12 +118,14 @@ class FeatureNetwork(nn.Module):
         code: 224 below 224, native resolution otherwise); ``"always"``: whatever the size;
         ``"never"``: native resolution.
     A square image goes to ``input_size`` x ``input_size``, as it always did. Why keep the
-    aspect rather than stretch to a square or pad to one: on 64x96 (and 96x64) crops of the
-    flower photos, EfficientNet-lite0's pooled features classify the 5 classes best that way,
-    for 1.5x the cost of a 224x224 view (benchmarks/results/aspect_view.md). Networks whose
-    input grid is fixed (the vit/ family: ``keeps_aspect = False``) are stretched to
-    ``input_size`` x ``input_size`` instead. :meth:`seen_size` and :meth:`output_sizes` give
-    the sizes without a forward pass.
+    aspect rather than stretch to a square or pad to one: on 64x96 and 96x64 crops of the flower
+    photos, EfficientNet-lite0's pooled features classify the 5 classes as well under each of
+    the three views (keep never clearly behind, the native 64 px view 4-6 points worse), and
+    keeping it shows the network undistorted shapes at the cost per pixel of a square image
+    (1.5x a 224x224 view for 2:3; benchmarks/results/aspect_view.md). Networks whose input grid
+    is fixed (the vit/ family: ``keeps_aspect = False``) are stretched to ``input_size`` x
+    ``input_size`` instead. :meth:`seen_size` and :meth:`output_sizes` give the sizes without a
+    forward pass.
 
     Blur (``blur``): passes of a ``[1, 2, 1] / 4`` binomial filter (both axes, reflected
     borders) on the image at its own resolution, before the resize. Why: the network's strided
