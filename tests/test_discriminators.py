@@ -31,7 +31,12 @@ def images(batch: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
 
 def maps_for(disc: MultiScaleDiscriminator, batch: int = 2) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return [torch.randn(batch, c, s, s, generator=g) for c, s in zip(disc.channels, disc.sizes)]
+    return [torch.randn(batch, c, *s, generator=g) for c, s in zip(disc.channels, disc.sizes)]
+
+
+def square(*sides: int) -> tuple[tuple[int, int], ...]:
+    """``(h, w)`` pairs of square maps: ``square(4, 2) == ((4, 4), (2, 2))``."""
+    return tuple((s, s) for s in sides)
 
 
 class TinyHeads(nn.Module):
@@ -59,7 +64,7 @@ def test_defaults_at_256():
     disc = ProjectedDiscriminator()  # lite0 (pretrained), ccm_csm, multiscale, DiffAugment
     assert isinstance(disc.augment, DiffAugment)
     assert disc.augment.policy == "color,translation,cutout"
-    assert disc.discriminator.sizes == (128, 64, 32, 16)
+    assert disc.discriminator.sizes == square(128, 64, 32, 16)
     trainable = disc.trainable_parameters()
     count = sum(p.numel() for p in trainable)
     assert 10.2e6 < count < 10.4e6, count
@@ -78,11 +83,11 @@ def test_below_224_images_are_resized_so_every_scale_gives_4x4_logits():
     # sizing needs no forward pass: projector.output_sizes and seen_size are arithmetic
     net = projected_gan.create("feature_networks", "tf_efficientnet_lite0")
     projector = Projector(net, CCMCSM(net.channels, net.reductions))
-    assert projector.seen_size(64) == projector.seen_size(128) == 224
-    assert projector.output_sizes(64) == projector.output_sizes(128) == (112, 56, 28, 14)
+    assert projector.seen_size(64) == projector.seen_size(128) == (224, 224)
+    assert projector.output_sizes(64) == projector.output_sizes(128) == square(112, 56, 28, 14)
     heads = MultiScaleDiscriminator(projector.channels, projector.reductions, 224)
-    assert heads.sizes == (112, 56, 28, 14)
-    assert [d.logit_size for d in heads.discs] == [4, 4, 4, 4]
+    assert heads.sizes == square(112, 56, 28, 14)
+    assert heads.logit_sizes == square(4, 4, 4, 4)
     with torch.no_grad():
         out = heads.eval()(maps_for(heads))
     assert out.shape == (2, 64)
@@ -147,10 +152,10 @@ def test_official_head_layout_at_512_gives_13x13_logits_per_scale():
         augment=None,
     ).eval()
     heads = disc.discriminator
-    assert heads.sizes == (256, 128, 64, 32)
+    assert heads.sizes == square(256, 128, 64, 32)
     assert heads.layout_sizes == (128, 64, 32, 16)
     assert [d.num_down for d in heads.discs] == [4, 3, 2, 1]
-    assert [d.logit_size for d in heads.discs] == [13, 13, 13, 13]
+    assert heads.logit_sizes == square(13, 13, 13, 13)
     assert heads.num_logits == 676
     at_256 = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, 256)
     assert _trainable(heads) == _trainable(at_256) == 10_331_328
@@ -164,7 +169,7 @@ def test_official_head_layout_at_1024_gives_29x29_logits_per_scale():
     net = projected_gan.create("feature_networks", "tf_efficientnet_lite0", pretrained=False)
     projector = Projector(net, CCMCSM(net.channels, net.reductions))
     sizes = projector.output_sizes(1024)
-    assert sizes == (512, 256, 128, 64)
+    assert sizes == square(512, 256, 128, 64)
     heads = MultiScaleDiscriminator(projector.channels, projector.reductions, 1024).eval()
     assert heads.sizes == sizes and heads.layout_sizes == (128, 64, 32, 16)
     assert heads.num_logits == 4 * 29 * 29 == 3364
@@ -177,9 +182,10 @@ def test_official_head_layout_at_1024_gives_29x29_logits_per_scale():
 def test_size_heads_to_maps_keeps_5x5_logits_above_256():
     for res, downs, count in ((512, [5, 4, 3, 2], 11_774_656), (1024, [6, 5, 4, 3], 11_841_056)):
         disc = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, res, size_heads_to_maps=True)
-        assert disc.layout_sizes == disc.sizes == tuple(res // r for r in CSM_REDUCTIONS)
+        assert disc.sizes == square(*disc.layout_sizes)
+        assert disc.layout_sizes == tuple(res // r for r in CSM_REDUCTIONS)
         assert [d.num_down for d in disc.discs] == downs
-        assert [d.logit_size for d in disc.discs] == [5, 5, 5, 5]
+        assert disc.logit_sizes == square(5, 5, 5, 5)
         assert _trainable(disc) == count
     disc = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, 512, size_heads_to_maps=True)
     with torch.no_grad():
@@ -190,7 +196,7 @@ def test_size_heads_to_maps_keeps_5x5_logits_above_256():
 def test_both_layouts_agree_at_256_and_below(res):
     official = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, res)
     per_map = MultiScaleDiscriminator(CSM_CHANNELS, CSM_REDUCTIONS, res, size_heads_to_maps=True)
-    assert official.layout_sizes == official.sizes == per_map.sizes
+    assert official.sizes == square(*official.layout_sizes) == per_map.sizes
     assert [d.num_down for d in official.discs] == [d.num_down for d in per_map.discs]
     assert official.num_logits == per_map.num_logits
     assert _trainable(official) == _trainable(per_map)
@@ -198,7 +204,7 @@ def test_both_layouts_agree_at_256_and_below(res):
 
 def test_layout_size_of_one_scale():
     disc = ScaleDiscriminator(64, 256, layout_size=128)
-    assert disc.num_down == 4 and disc.logit_size == 13
+    assert disc.num_down == 4 and disc.logit_size == (13, 13)
     assert disc(torch.randn(1, 64, 256, 256)).shape == (1, 1, 13, 13)
     with pytest.raises(ValueError, match="layout_size"):
         ScaleDiscriminator(64, 32, layout_size=64)
@@ -300,7 +306,7 @@ def test_parts_by_instance_name_or_dict():
     )
     head = disc.projector.head
     assert isinstance(head, CCM) and head.channels == (8, 8, 8, 8) and head.seed == 3
-    assert disc.discriminator.sizes == (32, 16, 8, 4)  # CCM keeps the strides 4 ... 32
+    assert disc.discriminator.sizes == square(32, 16, 8, 4)  # CCM keeps the strides 4 ... 32
     assert disc.projector.feature_network.resize == "never"
     assert disc.augment.policy == "translation,cutout"
 

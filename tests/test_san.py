@@ -28,7 +28,7 @@ CHANNELS, REDUCTIONS, IMAGE_SIZE = (8, 16), (2, 4), 32
 
 def maps(disc: MultiScaleDiscriminator, batch: int = 3) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(batch, c, s, s, generator=g) for c, s in zip(disc.channels, disc.sizes)]
+    return [torch.randn(batch, c, *s, generator=g) for c, s in zip(disc.channels, disc.sizes)]
 
 
 def zero_grads(module: nn.Module) -> None:

@@ -52,7 +52,10 @@ def test_vit_gives_four_maps_at_strides_4_to_32(deit):
         with torch.no_grad():
             feats = deit(images(size=size))
         assert [tuple(f.shape) for f in feats] == [(2, 192, s, s) for s in (16, 8, 4, 2)]
-        assert deit.output_sizes(size) == (16, 8, 4, 2)
+        assert deit.output_sizes(size) == tuple((s, s) for s in (16, 8, 4, 2))
+    with torch.no_grad():  # a non-square image is stretched to the fixed grid
+        feats = deit(torch.zeros(1, 3, 32, 48))
+    assert deit.seen_size((32, 48)) == (64, 64) and feats[-1].shape[-2:] == (2, 2)
 
 
 def test_stride_16_map_is_the_blocks_tokens_in_the_models_own_normalisation(deit):

@@ -11,7 +11,7 @@ adaptive.py      ``OverfittingController``: ADA's controller of p (D's r_t on re
 diffusion.py     ``DiffusionAugment``: Diffusion-GAN's noise on images or feature maps
 diffaugment.py   the policy: parse it, group runs of one family, run them (``DiffAugment``);
                  ``build_augment``: an augmentation from a policy, a name or a dict
-color.py         colour ops, folded into one per-sample affine pass
+color.py         colour ops, folded into one per-sample affine pass (colour channels only)
 geometric.py     geometric ops, folded into one nearest-neighbour ``grid_sample``
 op_base.py       what the ops share: the policy tag, input checks, per-sample random draws
 """
@@ -28,6 +28,7 @@ from projected_gan.augmentations.color import (
     Contrast,
     PixelAffine,
     Saturation,
+    colour_channels,
 )
 from projected_gan.augmentations.diffaugment import (
     DEFAULT_POLICY,
@@ -68,6 +69,7 @@ __all__ = [
     "SourceMap",
     "Translation",
     "build_augment",
+    "colour_channels",
     "cut_out",
     "diffaugment_ops",
     "inner_augment",

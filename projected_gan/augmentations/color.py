@@ -3,6 +3,11 @@
 Each is affine in the pixel, its channel mean and the image mean, so any run of them folds into
 per-sample coefficients of one :class:`PixelAffine` and a single ``gain * x + offset`` pass (plus
 one channel-mean reduction when saturation is in the run).
+
+They change colour, so they act on the colour channels only (:func:`colour_channels`): all of
+RGB images (C = 3), the one channel of grayscale (C = 1, where saturation changes nothing), the
+luma of luma + alpha (C = 2), channels 0-2 of C >= 4 (RGBA, RGB + depth, multi-spectral). The
+other channels (alpha, depth, ...) pass unchanged, and the means are taken over colour channels.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from torch import Tensor, nn
 from projected_gan.augmentations.op_base import OP_TAG, check_images, check_range, uniform
 from projected_gan.registry import AUGMENTATIONS
 
-__all__ = ["Brightness", "Color", "ColorOp", "Contrast", "PixelAffine", "Saturation", "recolor"]
+__all__ = [
+    "Brightness",
+    "Color",
+    "ColorOp",
+    "Contrast",
+    "PixelAffine",
+    "Saturation",
+    "colour_channels",
+    "recolor",
+]
 
 Coef = Tensor | float  # a (B, 1, 1, 1) float32 tensor, or a constant that needs no tensor work
 
@@ -87,16 +101,31 @@ class ColorOp(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment ``x`` ``(B, C, H, W)``; same shape, dtype and memory format."""
+        """Augment the colour channels of ``x`` ``(B, C, H, W)``; same shape, dtype and memory
+        format."""
         return recolor(check_images(x), [self], generator)
 
 
+def colour_channels(channels: int) -> int:
+    """How many leading channels of a ``channels``-channel image are colour: 1 for C = 1, 2
+    (grayscale, luma + alpha), 3 otherwise (RGB first, as :func:`projected_gan.images.rgb_view`
+    reads them)."""
+    return 1 if channels <= 2 else 3
+
+
 def recolor(x: Tensor, ops: Sequence[ColorOp], generator: Any) -> Tensor:
-    """Apply a run of colour ops to ``x`` ``(B, C, H, W)`` in one fused pass."""
+    """Apply a run of colour ops to the colour channels of ``x`` ``(B, C, H, W)`` in one fused
+    pass (see :func:`colour_channels`); other channels are returned unchanged."""
     affine = PixelAffine()
     for op in ops:  # draws in policy order, so fused and one-by-one runs match
         affine = op.fold(affine, op.draw(x.shape[0], x.device, generator))
-    return affine.apply(x)
+    k = colour_channels(x.shape[1])
+    if k == x.shape[1]:
+        return affine.apply(x)
+    out = torch.cat([affine.apply(x[:, :k]), x[:, k:]], 1)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 class _UniformColorOp(ColorOp):

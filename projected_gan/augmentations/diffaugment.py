@@ -86,8 +86,10 @@ class DiffAugment(nn.Module):
             identity. Valid names: :func:`diffaugment_ops` (``color``, ``brightness``,
             ``saturation``, ``contrast``, ``translation``, ``cutout``, ``offset``, ...).
 
-    Call as ``aug(x, generator=None)`` with ``x`` ``(B, C, H, W)`` float images (any float dtype,
-    channels_last allowed), usually in [-1, 1]; the output has the same shape, dtype and memory
+    Call as ``aug(x, generator=None)`` with ``x`` ``(B, C, H, W)`` float images (any C and
+    H x W, any float dtype, channels_last allowed), usually in [-1, 1]; colour ops change the
+    colour channels only (see :func:`~projected_gan.augmentations.color.colour_channels`),
+    geometric ops move all channels alike; the output has the same shape, dtype and memory
     format and is differentiable with respect to ``x``. A ``torch.Generator`` makes the draws
     reproducible (numbers are drawn on its device; one on ``x``'s device avoids host copies).
     """

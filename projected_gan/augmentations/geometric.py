@@ -2,8 +2,10 @@
 
 They only move or zero pixels, so any run of them folds into one :class:`SourceMap` (output
 pixel -> source pixel), applied by a single nearest-neighbour ``grid_sample`` whose coordinates
-are exact pixel centres (zeros outside): exact integer shifts. :func:`translate` and
-:func:`cut_out` apply given (not random) shifts and cut-outs.
+are exact pixel centres (zeros outside): exact integer shifts. One map per sample moves all its
+channels alike, whatever their number (alpha, depth stay aligned with RGB), and sizes are per
+axis: an H x W image shifts by up to ``ratio * H`` rows and ``ratio * W`` columns.
+:func:`translate` and :func:`cut_out` apply given (not random) shifts and cut-outs.
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ def _size_fraction(ratio: float, height: int, width: int) -> tuple[int, int]:
 
 @AUGMENTATIONS.register("translation", tags=(OP_TAG,))
 class Translation(GeometricOp):
-    """Shift by whole pixels, up to round(ratio * size) per axis (default 1/8); zero fill."""
+    """Shift by whole pixels, up to round(ratio * H) rows and round(ratio * W) columns (default
+    ratio 1/8), every channel alike; zero fill."""
 
     def __init__(self, ratio: float = 0.125) -> None:
         super().__init__()
@@ -164,7 +167,8 @@ class Offset(Translation):
 
 @AUGMENTATIONS.register("cutout", tags=(OP_TAG,))
 class Cutout(GeometricOp):
-    """Zero one square of side round(ratio * size) (default 0.2) at a random centre per sample."""
+    """Zero a round(ratio * H) x round(ratio * W) rectangle (default ratio 0.2; a square for
+    square images) at a random centre per sample, in every channel."""
 
     def __init__(self, ratio: float = 0.2) -> None:
         super().__init__()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from projected_gan.errors import PartBuildError
+from projected_gan.sizes import Size, SizeLike, as_size
 
 __all__ = [
     "FEATURE_NETWORK_CONTRACT",
@@ -46,14 +47,16 @@ class FeatureNetworkContractError(PartBuildError, TypeError):
     the command line) and, for older callers, a ``TypeError``."""
 
 
-def check_feature_network(net: Any, where: str = "feature_network", image_size: int = 64) -> None:
+def check_feature_network(
+    net: Any, where: str = "feature_network", image_size: SizeLike = 64
+) -> None:
     """Refuse ``net`` unless it keeps the contract, by its class and one dry forward.
 
     The forward runs once, batch 1, without autograd, at the smallest input the network accepts:
-    ``max(reductions)`` pixels, which the resize rule takes to ``input_size`` (rule ``"never"``
-    feeds ``image_size``, the side it will see in training). The maps must be one per entry of
-    ``channels`` with that many channels, so a wrong declaration fails here and not as a conv
-    shape error in the heads later.
+    ``max(reductions)`` pixels square, which the resize rule takes to ``input_size`` (rule
+    ``"never"`` feeds ``image_size``, one side or ``(H, W)``, the size it will see in training).
+    The maps must be one per entry of ``channels`` with that many channels, so a wrong
+    declaration fails here and not as a conv shape error in the heads later.
 
     Raises:
         FeatureNetworkContractError: with ``field=where``.
@@ -66,9 +69,10 @@ def check_feature_network(net: Any, where: str = "feature_network", image_size: 
             field=where,
         )
     name = type(net).__name__
-    side = image_size if net.resize == "never" else max(1, math.ceil(max(net.reductions)))
+    side = max(1, math.ceil(max(net.reductions)))
+    h, w = as_size(image_size, "image_size") if net.resize == "never" else (side, side)
     param = next(net.parameters(), None)
-    x = torch.zeros(1, 3, side, side, device=net._scale.device)
+    x = torch.zeros(1, 3, h, w, device=net._scale.device)
     if param is not None and param.is_floating_point():
         x = x.to(param.dtype)
     try:
@@ -80,7 +84,7 @@ def check_feature_network(net: Any, where: str = "feature_network", image_size: 
         ) from exc
     except (RuntimeError, ValueError) as exc:
         raise FeatureNetworkContractError(
-            f"{where}: {name} failed a dry forward of a (1, 3, {side}, {side}) image: "
+            f"{where}: {name} failed a dry forward of a (1, 3, {h}, {w}) image: "
             f"{type(exc).__name__}: {exc}",
             field=where,
         ) from exc
@@ -107,10 +111,21 @@ class FeatureNetwork(nn.Module):
     map), implement :meth:`forward_features` on the already normalised and resized image, and
     call :meth:`freeze` at the end of ``__init__``.
 
-    Resize rule (``resize``), applied to ``(B, 3, H, W)`` before the network, bilinear:
-        ``"upsample_only"``: to ``input_size`` x ``input_size`` only when H or W is smaller
-        (the official code: 224 below 224, native resolution otherwise); ``"always"``: to
-        ``input_size`` x ``input_size`` whatever the size; ``"never"``: native resolution.
+    Resize rule (``resize``), applied to ``(B, 3, H, W)`` before the network, bilinear, the
+    aspect kept: the image is scaled so that its SHORT side becomes ``input_size`` and the long
+    side ``round(long * input_size / short)`` (64x96 -> 224x336):
+        ``"upsample_only"``: only when the short side is below ``input_size`` (the official
+        code: 224 below 224, native resolution otherwise); ``"always"``: whatever the size;
+        ``"never"``: native resolution.
+    A square image goes to ``input_size`` x ``input_size``, as it always did. Why keep the
+    aspect rather than stretch to a square or pad to one: on 64x96 and 96x64 crops of the flower
+    photos, EfficientNet-lite0's pooled features classify the 5 classes as well under each of
+    the three views (keep never clearly behind, the native 64 px view 4-6 points worse), and
+    keeping it shows the network undistorted shapes at the cost per pixel of a square image
+    (1.5x a 224x224 view for 2:3; benchmarks/results/aspect_view.md). Networks whose input grid
+    is fixed (the vit/ family: ``keeps_aspect = False``) are stretched to ``input_size`` x
+    ``input_size`` instead. :meth:`seen_size` and :meth:`output_sizes` give the sizes without a
+    forward pass.
 
     Blur (``blur``): passes of a ``[1, 2, 1] / 4`` binomial filter (both axes, reflected
     borders) on the image at its own resolution, before the resize. Why: the network's strided
@@ -129,6 +144,9 @@ class FeatureNetwork(nn.Module):
 
     channels: tuple[int, ...]
     reductions: tuple[int, ...]
+    # False for networks whose input grid is fixed (a ViT's tokens): the resize then stretches
+    # every image to input_size x input_size
+    keeps_aspect: bool = True
 
     def __init__(
         self,
@@ -186,22 +204,20 @@ class FeatureNetwork(nn.Module):
         """Always eval: the network is frozen, its BatchNorm statistics must never move."""
         return super().train(False)
 
-    def seen_size(self, image_size: int) -> int:
-        """Side of the image the network actually sees for a square input of ``image_size``."""
-        if self.resize == "never":
-            return image_size
-        if self.resize == "always" or image_size < self.input_size:
-            return self.input_size
-        return image_size
+    def seen_size(self, image_size: SizeLike) -> Size:
+        """``(h, w)`` of the image the network actually sees for an input of ``image_size``
+        (one side, square, or ``(H, W)``), after the resize rule."""
+        h, w = as_size(image_size, "image_size")
+        return self._target_size(h, w) or (h, w)
 
-    def output_sizes(self, image_size: int) -> tuple[int, ...]:
-        """Spatial side of each feature map for a square image of side ``image_size``.
+    def output_sizes(self, image_size: SizeLike) -> tuple[Size, ...]:
+        """``(h, w)`` of each feature map for an input of ``image_size`` (side or ``(H, W)``).
 
         Computed without a forward pass, after the resize rule, as ``ceil(side / reduction)``
-        (TF-"same" and PyTorch "half" padding both give that).
+        per axis (TF-"same" and PyTorch "half" padding both give that).
         """
-        side = self.seen_size(image_size)
-        return tuple(math.ceil(side / r) for r in self.reductions)
+        h, w = self.seen_size(image_size)
+        return tuple((math.ceil(h / r), math.ceil(w / r)) for r in self.reductions)
 
     def normalize(self, x: Tensor) -> Tensor:
         """[-1, 1] -> the network's own mean/std, ``(B, 3, H, W)``."""
@@ -210,7 +226,8 @@ class FeatureNetwork(nn.Module):
         return torch.addcmul(self._shift.to(x.dtype), x, self._scale.to(x.dtype))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """``x`` ``(B, 3, H, W)`` in [-1, 1] -> list of maps ``(B, channels[i], h_i, w_i)``."""
+        """``x`` ``(B, 3, H, W)`` in [-1, 1] -> list of maps ``(B, channels[i], h_i, w_i)``, with
+        ``(h_i, w_i) = output_sizes((H, W))[i]``."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"x must be (B, 3, H, W) in [-1, 1], got shape {tuple(x.shape)}")
         if self.blur:
@@ -225,12 +242,18 @@ class FeatureNetwork(nn.Module):
             x = self.normalize(self._resize(x, target))
         return self.forward_features(x)
 
-    def _target_size(self, h: int, w: int) -> tuple[int, int] | None:
-        if self.resize == "never" or (h, w) == (self.input_size, self.input_size):
+    def _target_size(self, h: int, w: int) -> Size | None:
+        """The size the resize rule gives an ``h x w`` image; None = unchanged."""
+        side = self.input_size
+        if self.resize == "never" or (self.resize == "upsample_only" and min(h, w) >= side):
             return None
-        if self.resize == "upsample_only" and min(h, w) >= self.input_size:
-            return None
-        return (self.input_size, self.input_size)
+        if not self.keeps_aspect or h == w:
+            target = (side, side)
+        elif h < w:  # round half up, in integers: the same size on every platform
+            target = (side, (2 * w * side + h) // (2 * h))
+        else:
+            target = ((2 * h * side + w) // (2 * w), side)
+        return None if target == (h, w) else target
 
     @staticmethod
     def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from projected_gan.registry import PROJECTION_HEADS
+from projected_gan.sizes import Size
 
 __all__ = ["CCM", "CCMCSM", "INITS", "NoProjection", "ProjectionHead"]
 
@@ -51,8 +52,9 @@ class ProjectionHead(nn.Module):
         self.in_channels, self.in_reductions = channels, reductions
         self.channels, self.reductions = channels, reductions
 
-    def output_sizes(self, sizes: Sequence[int]) -> tuple[int, ...]:
-        """Side of each output map, given the side of each input feature map."""
+    def output_sizes(self, sizes: Sequence[int | Size]) -> tuple[int | Size, ...]:
+        """Size of each output map, given the size of each input feature map: ``(h, w)`` pairs
+        (or single sides of square maps, answered in kind)."""
         return tuple(sizes)
 
     def _check(self, features: Sequence[Tensor]) -> None:
@@ -161,9 +163,11 @@ class CCMCSM(CCM):
 
     From the deepest scale to the shallowest: add the deeper fused map to this scale's CCM map,
     upsample x2 (bilinear, align_corners=True) and apply a fixed random conv that halves the
-    channels (with ``expand``) except at the shallowest scale. Outputs have twice the side of the
-    feature maps: for EfficientNet-lite0 at 256 px, channels (64, 64, 128, 256) at sides
-    (128, 64, 32, 16), i.e. reductions (2, 4, 8, 16).
+    channels (with ``expand``) except at the shallowest scale. Maps of any ``h x w`` (odd sides,
+    non-square): a deeper map whose x2 upsampling misses the next one by a pixel (7x11 -> 14x22
+    against 14x21) is resampled to it. Outputs have twice the size of the feature maps: for
+    EfficientNet-lite0 at 256 px, channels (64, 64, 128, 256) at sides (128, 64, 32, 16), i.e.
+    reductions (2, 4, 8, 16).
 
     Args:
         csm_kernel: 1 (the official code) or 3 (the paper's figure).
@@ -191,8 +195,8 @@ class CCMCSM(CCM):
         self.reset_projection()  # again, now that the CSM convs exist (CCM draws are unchanged)
         self.reductions = tuple(r / 2 if r % 2 else r // 2 for r in self.in_reductions)
 
-    def output_sizes(self, sizes: Sequence[int]) -> tuple[int, ...]:
-        return tuple(2 * s for s in sizes)
+    def output_sizes(self, sizes: Sequence[int | Size]) -> tuple[int | Size, ...]:
+        return tuple(2 * s if isinstance(s, int) else (2 * s[0], 2 * s[1]) for s in sizes)
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """List of ``(B, C_i, H_i, W_i)`` -> list of ``(B, channels[i], 2 H_i, 2 W_i)``."""

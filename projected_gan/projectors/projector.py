@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from projected_gan.projectors.feature_networks import FEATURE_NETWORK_CONTRACT, FeatureNetwork
 from projected_gan.projectors.heads import NoProjection, ProjectionHead
+from projected_gan.sizes import Size, SizeLike
 
 __all__ = ["Projector"]
 
@@ -59,12 +60,13 @@ class Projector(nn.Module):
     def reductions(self) -> tuple[float, ...]:
         return tuple(self.head.reductions)
 
-    def seen_size(self, image_size: int) -> int:
-        """Side of the image the feature network sees for an input of side ``image_size``."""
+    def seen_size(self, image_size: SizeLike) -> Size:
+        """``(h, w)`` of the image the feature network sees for an input of ``image_size`` (one
+        side or ``(H, W)``): its resize rule."""
         return self.feature_network.seen_size(image_size)
 
-    def output_sizes(self, image_size: int) -> tuple[int, ...]:
-        """Side of each output map for a square image of side ``image_size`` (no forward pass)."""
+    def output_sizes(self, image_size: SizeLike) -> tuple[Size, ...]:
+        """``(h, w)`` of each output map for an input of ``image_size`` (no forward pass)."""
         return self.head.output_sizes(self.feature_network.output_sizes(image_size))
 
     def train(self, mode: bool = True) -> Projector:

@@ -42,7 +42,8 @@ def evenly_spaced_blocks(depth: int, count: int) -> tuple[int, ...]:
 class TransformerFeatureNetwork(FeatureNetwork):
     """A frozen timm transformer read through ``forward_intermediates``, reassembled to strides.
 
-    The image is always resized to ``input_size`` (the token grid of a ViT is fixed by it), put
+    The image is always resized to ``input_size`` x ``input_size``, a non-square one stretched
+    (the token grid of a ViT is fixed by it: ``keeps_aspect`` is False), put
     in the model's own mean/std, and run up to the last chosen block (later blocks and the
     classifier head are pruned). Each chosen block's tokens (class/distillation tokens dropped)
     form a ``(B, C, input_size / patch, input_size / patch)`` map, which is resampled to side
@@ -108,6 +109,7 @@ class TransformerFeatureNetwork(FeatureNetwork):
             input_size=input_size,
             resize="always",
         )
+        self.keeps_aspect = False  # the token grid is fixed: every image is stretched to it
         self.model_name = model_name
         self.body = model
         self.blocks = blocks
