@@ -19,6 +19,7 @@ from PIL import Image
 from projected_gan.atomic import atomic_write_bytes
 
 __all__ = [
+    "MAX_CHANNELS",
     "PNG_MODES",
     "grid_image",
     "grid_shape",
@@ -52,6 +53,9 @@ def to_float(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.
     if images.dtype != torch.uint8:
         raise TypeError(f"to_float: images must be uint8, got {images.dtype}")
     return images.to(dtype) / 127.5 - 1
+
+
+MAX_CHANNELS = 16  # 1 luma, 2 luma + alpha, 3 RGB, 4 RGBA or RGB + depth, more: multi-spectral
 
 
 def rgb_view(images: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,8 @@ from projected_gan.discriminators import (
     ScaleDiscriminator,
     SplitLogits,
 )
-from projected_gan.discriminators.channels import MAX_IMG_CHANNELS, ExtraView, fixed_rgb_weight
-from projected_gan.images import rgb_view
+from projected_gan.discriminators.channels import ExtraView, fixed_rgb_weight
+from projected_gan.images import MAX_CHANNELS, rgb_view
 from projected_gan.projectors import FeatureNetwork
 from projected_gan.registry import AUGMENTATIONS
 
@@ -147,19 +147,13 @@ def test_images_with_the_wrong_channel_count_are_refused(lite0):
     with pytest.raises(ValueError, match="img_channels"):
         build(lite0, (32, 64), 0)
     with pytest.raises(ValueError, match="img_channels"):
-        build(lite0, (32, 64), MAX_IMG_CHANNELS + 1)
+        build(lite0, (32, 64), MAX_CHANNELS + 1)
     with pytest.raises(ValueError, match="rgb"):
         build(lite0, (32, 64), 4, rgb="mixed")
     with pytest.raises(ValueError, match="extra_branch needs img_channels >= 4"):
         build(lite0, (32, 64), 3, extra_branch=True)
     with pytest.raises(ValueError, match="img_resolution"):
         build(lite0, (32, 0))
-
-
-def test_channel_limit_is_the_data_specs():
-    from projected_gan.data.spec import MAX_CHANNELS
-
-    assert MAX_IMG_CHANNELS == MAX_CHANNELS
 
 
 # ------------------------------------------------------------------------ learned RGB view

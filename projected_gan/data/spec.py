@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from projected_gan.images import MAX_CHANNELS
 from projected_gan.sizes import Size, as_size
 
 __all__ = ["FITS", "MAX_CHANNELS", "DataSpec"]
 
-MAX_CHANNELS = 16  # 1 luma, 2 luma + alpha, 3 RGB, 4 RGBA or RGB + depth, more: multi-spectral
 FITS = ("crop", "pad", "stretch")
 
 

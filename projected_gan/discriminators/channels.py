@@ -19,7 +19,6 @@ from projected_gan.projectors.heads import ProjectionHead
 
 __all__ = [
     "EXTRA_SEED_OFFSET",
-    "MAX_IMG_CHANNELS",
     "RGB_VIEWS",
     "ExtraView",
     "extra_projection_head",
@@ -29,8 +28,6 @@ __all__ = [
 ]
 
 RGB_VIEWS = ("fixed", "learned")
-# the data spec's MAX_CHANNELS (projected_gan.data.spec), not imported: parts stay apart
-MAX_IMG_CHANNELS = 16
 # The extra branch's random projection (and channel map) is drawn from the RGB head's seed + this.
 EXTRA_SEED_OFFSET = 100
 

@@ -13,7 +13,6 @@ from projected_gan.augmentations.diffaugment import build_augment
 from projected_gan.configs import composite_part, part_config, record_part_config, spec_form
 from projected_gan.discriminators.channels import (
     EXTRA_SEED_OFFSET,
-    MAX_IMG_CHANNELS,
     RGB_VIEWS,
     ExtraView,
     extra_projection_head,
@@ -22,6 +21,7 @@ from projected_gan.discriminators.channels import (
 )
 from projected_gan.discriminators.san import SplitLogits
 from projected_gan.errors import PartBuildError
+from projected_gan.images import MAX_CHANNELS
 from projected_gan.part_specs import PartSpec, build_part
 from projected_gan.precision import fp32_region
 from projected_gan.projectors import Projector
@@ -152,9 +152,9 @@ class ProjectedDiscriminator(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         img_size = as_size(img_resolution, "img_resolution")
-        if type(img_channels) is not int or not 1 <= img_channels <= MAX_IMG_CHANNELS:
+        if type(img_channels) is not int or not 1 <= img_channels <= MAX_CHANNELS:
             raise ValueError(
-                f"img_channels must be an int in [1, {MAX_IMG_CHANNELS}], got {img_channels!r}"
+                f"img_channels must be an int in [1, {MAX_CHANNELS}], got {img_channels!r}"
             )
         if rgb not in RGB_VIEWS:
             raise ValueError(f"rgb must be one of {RGB_VIEWS}, got {rgb!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from projected_gan.images import MAX_CHANNELS
 from projected_gan.sizes import Size, SizeLike, as_size, size_text
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 SUPPORTED_RESOLUTIONS = (32, 64, 128, 256, 512, 1024)  # the short side
-MAX_CHANNELS = 16
 MAX_ASPECT = 4  # long side / short side
 NOISE_MODES = ("random", "const", "none")
 
