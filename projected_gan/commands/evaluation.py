@@ -9,6 +9,7 @@ from typing import Any
 from projected_gan.atomic import atomic_write_json
 from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
+from projected_gan.sizes import Size, SizeLike, as_size, size_text
 from projected_gan.spec import ExperimentSpec
 
 __all__ = ["evaluate_checkpoint", "evaluate_image_folders"]
@@ -35,6 +36,19 @@ def _comparability(key: str, space: str) -> str:
     if key in ("precision", "recall"):
         return "the paper measures in VGG-16 space"
     return "comparable with papers"
+
+
+def _generator_images(G: Any) -> tuple[Size, int]:
+    """``((H, W), channels)`` of the images ``G`` makes (a generator from before non-square
+    sizes has only a square ``img_resolution``)."""
+    size = getattr(G, "img_size", None)
+    size = as_size(G.img_resolution if size is None else size, "G.img_size")
+    return size, int(getattr(G, "img_channels", 3))
+
+
+def _print_view(size: Size, channels: int, view: str, what: str) -> None:
+    line = f"{what} at {size_text(size)}, {channels} channel(s); the metrics see: {view}"
+    print(line, file=sys.stderr)
 
 
 def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, str]:
@@ -87,7 +101,12 @@ def evaluate_checkpoint(
         generator_from_checkpoint,
         resolve_checkpoint,
     )
-    from projected_gan.metrics import build_metrics
+    from projected_gan.metrics import (
+        build_metrics,
+        check_image_shape,
+        dataset_image_shape,
+        metric_view,
+    )
     from projected_gan.training.assemble import load_spec_dataset, metric_batch
 
     if num < 2:
@@ -105,12 +124,19 @@ def evaluate_checkpoint(
         spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
     if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
         G = G.to(memory_format=torch.channels_last)
-    # The run's own data (another folder with --data), at the generator's resolution.
-    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", spec.data.resolution))}
+    # The run's own data (another folder with --data), at the generator's size and channels.
+    (h, w), channels = _generator_images(G)
+    update: dict[str, Any] = {"resolution": h if h == w else (h, w), "channels": channels}
     if data is not None:
         update["path"] = data
     spec = spec.model_copy(update={"data": spec.data.model_copy(update=update)})
     dataset = load_spec_dataset(spec)
+    try:
+        check_image_shape((channels, h, w), dataset_image_shape(dataset), "the generator")
+    except ValueError as exc:
+        raise UsageError(str(exc), field="--data") from exc
+    view = metric_view(channels)
+    _print_view((h, w), channels, view, "evaluating")
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
     built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
@@ -127,7 +153,14 @@ def evaluate_checkpoint(
     )
     spaces = _print_results(results, built)
     if json_out:
-        record = {"checkpoint": str(checkpoint), "data": dataset.source, "num_images": num}
+        record = {
+            "checkpoint": str(checkpoint),
+            "data": dataset.source,
+            "num_images": num,
+            "size": [h, w],
+            "channels": channels,
+            "view": view,
+        }
         atomic_write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 
@@ -137,7 +170,9 @@ def evaluate_image_folders(
     fake: str | None,
     *,
     metrics: str = "fid",
-    resolution: int | None = None,
+    resolution: SizeLike | None = None,
+    channels: int = 3,
+    fit: str = "crop",
     batch: int = 64,
     feature_network: str | None = None,
     inception_weights: str | None = None,
@@ -145,26 +180,39 @@ def evaluate_image_folders(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Metrics of the images in ``fake`` against those in ``real`` (folders or zips)."""
-    from projected_gan.metrics import build_metrics, evaluate_folders, folder_resolution
+    """Metrics of the images in ``fake`` against those in ``real`` (folders or zips), both read
+    at ``resolution`` (one side or ``(H, W)``; default: the first fake image's size) with
+    ``channels`` channels and ``fit``, as :func:`~projected_gan.metrics.evaluate_folders`."""
+    from projected_gan.metrics import build_metrics, evaluate_folders, folder_size, metric_view
 
     if not real or not fake:
         raise UsageError("give both --real DIR_OR_ZIP and --fake DIR_OR_ZIP", field="--real")
-    resolution = resolution or folder_resolution(fake)
+    size = folder_size(fake) if resolution is None else as_size(resolution, "--resolution")
+    view = metric_view(channels)
     built = build_metrics(metrics, **_metric_options(feature_network, inception_weights))
-    print(f"reading both sets at {resolution}x{resolution}", file=sys.stderr)
+    _print_view(size, channels, view, f"reading both sets (fit {fit})")
     results = evaluate_folders(
         real,
         fake,
         built,
-        resolution=resolution,
+        resolution=size,
+        channels=channels,
+        fit=fit,
         batch_size=batch,
         device=resolve_device(device),
         progress=progress,
     )
     spaces = _print_results(results, built)
     if json_out:
-        record = {"real": str(real), "fake": str(fake), "resolution": resolution}
+        h, w = size
+        record = {
+            "real": str(real),
+            "fake": str(fake),
+            "resolution": h if h == w else [h, w],
+            "channels": channels,
+            "fit": fit,
+            "view": view,
+        }
         atomic_write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 
