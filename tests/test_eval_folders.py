@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from projected_gan.data import DataWarning
+from projected_gan.data import DataError, DataWarning
 from projected_gan.data.decode import iter_decoded
 from projected_gan.metrics import evaluate_folders, folder_size
 from tests.test_cli import cli, run_main
@@ -90,7 +90,6 @@ def test_evaluate_folders_any_size_caches_reals_and_reads_zips(folders, tmp_path
     assert (same["precision"], same["recall"]) == (1.0, 1.0)
 
 
-@needs_sized_reader
 def test_evaluate_folders_bad_input(folders, tmp_path):
     real, fake = folders
     with pytest.raises(ValueError, match="does not exist"):
@@ -99,14 +98,15 @@ def test_evaluate_folders_bad_input(folders, tmp_path):
     with pytest.raises(ValueError, match="is empty"):
         evaluate_folders(real, tmp_path / "empty", feature_network=TinyFeatureNet())
     net = TinyFeatureNet()
-    for bad in (2, (32, 4), "32", (32, 64, 3)):
-        with pytest.raises(ValueError, match="resolution"):
-            evaluate_folders(real, fake, resolution=bad, feature_network=net)
-    for bad in (0, 17, 3.0):
-        with pytest.raises(ValueError, match="channels"):
-            evaluate_folders(real, fake, channels=bad, feature_network=net)
-    with pytest.raises(ValueError, match="fit must be one of crop, pad, stretch"):
-        evaluate_folders(real, fake, fit="fill", feature_network=net)
+    bad_settings = [
+        *[("resolution", {"resolution": bad}) for bad in (2, (32, 4), "32", (32, 64, 3))],
+        *[("channels", {"channels": bad}) for bad in (0, 17, 3.0, True)],
+        ("fit", {"fit": "fill"}),
+    ]
+    for field, kwargs in bad_settings:
+        with pytest.raises(DataError, match=field) as err:
+            evaluate_folders(real, fake, feature_network=net, **kwargs)
+        assert err.value.field == field
     assert net.calls == 0  # refused before reading anything
 
 
@@ -140,6 +140,9 @@ def test_eval_usage_errors(capsys, folders):
     assert code == 2 and "CHECKPOINT" in err
     code, _, err = run_main(capsys, "eval")
     assert code == 2 and "CHECKPOINT" in err
+    code, _, err = run_main(capsys, "eval", "--real", str(real), "--fake", str(fake),
+                            "--resolution", "4")  # fmt: skip
+    assert code == 2 and "at least 8 pixels, got 4x4" in err
 
 
 def offline_env(tmp_path) -> dict[str, str]:
@@ -161,7 +164,7 @@ def test_eval_cli_two_folders_in_another_space_writes_json(folders, tmp_path):
     assert {"fd", "kid", "kid_std", "precision", "recall"} <= set(record)
     assert record["resolution"] == 24 and record["spaces"]["kid"] == "tf_efficientnet_lite0"
     assert (record["channels"], record["fit"], record["view"]) == (3, "crop", "rgb")
-    assert "24x24, 3 channel(s); the metrics see: rgb" in out.stderr
+    assert "at 24x24, 3 channel(s); the metrics see: rgb (fit crop)" in out.stderr
     assert "kid x10^3" in out.stdout and "this library's runs only" in out.stdout
 
 

@@ -214,3 +214,26 @@ def test_a_generator_of_other_size_or_channels_is_one_clear_error(fake_shape, me
     with pytest.raises(ValueError, match=message):
         evaluate(generator_fn, dataset(images(4, 3, (16, 24), seed=0)), num_images=4,
                  use_cache=False, feature_network=TinyFeatureNet(), **OPTS)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the eval command
+def test_eval_of_a_generator_records_its_size_channels_and_view(tmp_path, monkeypatch, capsys):
+    import json
+
+    import projected_gan as pg
+    from projected_gan.commands import evaluate_checkpoint
+    from projected_gan.export import export_generator
+    from tests.test_eval_folders import write_images
+
+    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
+    G = pg.create("generators", "fastgan_lite", img_resolution=32, ngf=8)
+    export_generator(G, tmp_path / "G", num_samples=0)
+    write_images(tmp_path / "reals", [(40, 32)] * 16, seed=0)
+    out = tmp_path / "m.json"
+    results = evaluate_checkpoint(str(tmp_path / "G"), data=str(tmp_path / "reals"),
+                                  metrics="fd", num=4, batch=4, json_out=str(out),
+                                  feature_network="tf_efficientnet_lite0")  # fmt: skip
+    record = json.loads(out.read_text())
+    assert record["fd"] == results["fd"] > 0
+    assert (record["size"], record["channels"], record["view"]) == ([32, 32], 3, "rgb")
+    assert "images: 32x32, 3 channel(s); the metrics see: rgb" in capsys.readouterr().out

@@ -46,9 +46,8 @@ def _generator_images(G: Any) -> tuple[Size, int]:
     return size, int(getattr(G, "img_channels", 3))
 
 
-def _print_view(size: Size, channels: int, view: str, what: str) -> None:
-    line = f"{what} at {size_text(size)}, {channels} channel(s); the metrics see: {view}"
-    print(line, file=sys.stderr)
+def _view_line(size: Size, channels: int, view: str) -> str:
+    return f"{size_text(size)}, {channels} channel(s); the metrics see: {view}"
 
 
 def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, str]:
@@ -136,7 +135,6 @@ def evaluate_checkpoint(
     except ValueError as exc:
         raise UsageError(str(exc), field="--data") from exc
     view = metric_view(channels)
-    _print_view((h, w), channels, view, "evaluating")
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
     built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
@@ -152,6 +150,7 @@ def evaluate_checkpoint(
         mirror=spec.data.mirror,
     )
     spaces = _print_results(results, built)
+    print(f"images: {_view_line((h, w), channels, view)}")
     if json_out:
         record = {
             "checkpoint": str(checkpoint),
@@ -183,14 +182,15 @@ def evaluate_image_folders(
     """Metrics of the images in ``fake`` against those in ``real`` (folders or zips), both read
     at ``resolution`` (one side or ``(H, W)``; default: the first fake image's size) with
     ``channels`` channels and ``fit``, as :func:`~projected_gan.metrics.evaluate_folders`."""
-    from projected_gan.metrics import build_metrics, evaluate_folders, folder_size, metric_view
+    from projected_gan.metrics import build_metrics, evaluate_folders, metric_view
+    from projected_gan.metrics.folders import read_size
 
     if not real or not fake:
         raise UsageError("give both --real DIR_OR_ZIP and --fake DIR_OR_ZIP", field="--real")
-    size = folder_size(fake) if resolution is None else as_size(resolution, "--resolution")
+    size = read_size(fake, resolution, channels, fit)
     view = metric_view(channels)
     built = build_metrics(metrics, **_metric_options(feature_network, inception_weights))
-    _print_view(size, channels, view, f"reading both sets (fit {fit})")
+    print(f"reading both sets at {_view_line(size, channels, view)} (fit {fit})", file=sys.stderr)
     results = evaluate_folders(
         real,
         fake,

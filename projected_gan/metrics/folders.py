@@ -42,7 +42,7 @@ from projected_gan.metrics.features import as_uint8_rgb
 from projected_gan.metrics.stats_cache import StatsCache, real_stats_key
 from projected_gan.sizes import Size, SizeLike, as_size, size_text
 
-__all__ = ["evaluate_folders", "folder_size"]
+__all__ = ["evaluate_folders", "folder_size", "read_size"]
 
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations the reader rotates by 90 degrees
 
@@ -63,6 +63,33 @@ def folder_size(path: str | os.PathLike) -> Size:
     finally:
         source.close()
     raise DataError(f"no readable image in {path}")
+
+
+def read_size(
+    fake: str | os.PathLike, resolution: SizeLike | None, channels: int, fit: str
+) -> Size:
+    """The ``(H, W)`` :func:`evaluate_folders` reads both sets at (``resolution``, else
+    :func:`folder_size` of ``fake``), once ``resolution``, ``channels`` and ``fit`` are checked
+    (:class:`~projected_gan.data.files.DataError` naming the argument)."""
+    known = isinstance(channels, int) and not isinstance(channels, bool)
+    if not (known and 1 <= channels <= MAX_CHANNELS):
+        raise DataError(
+            f"channels must be an int from 1 to {MAX_CHANNELS}, got {channels!r}", field="channels"
+        )
+    if fit not in FITS:
+        raise DataError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", field="fit")
+    if resolution is None:
+        return folder_size(fake)
+    try:
+        size = as_size(resolution)
+    except ValueError as exc:
+        raise DataError(str(exc), field="resolution") from None
+    if min(size) < 8:
+        raise DataError(
+            f"resolution: each side must be at least 8 pixels, got {size_text(size)}",
+            field="resolution",
+        )
+    return size
 
 
 def _batches(
@@ -189,18 +216,12 @@ def evaluate_folders(
         requested metrics.
 
     Raises:
-        DataError: a path is missing, empty or has no readable image.
+        DataError: a path is missing, empty or has no readable image; a bad ``resolution``,
+            ``channels`` or ``fit``.
     """
     _check_batch_size(batch_size)
     real_path, fake_path = Path(real).expanduser(), Path(fake).expanduser()
-    size = folder_size(fake_path) if resolution is None else as_size(resolution)
-    if min(size) < 8:
-        raise ValueError(f"resolution: each side must be at least 8 pixels, got {size_text(size)}")
-    known = isinstance(channels, int) and not isinstance(channels, bool)
-    if not (known and 1 <= channels <= MAX_CHANNELS):
-        raise ValueError(f"channels must be an int from 1 to {MAX_CHANNELS}, got {channels!r}")
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    size = read_size(fake_path, resolution, channels, fit)
     workers = workers or os.cpu_count() or 1
     device = resolve_device(device)
     groups = _group(build_metrics(metrics, **metric_options), device)
