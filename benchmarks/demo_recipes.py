@@ -146,7 +146,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ train
 def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> dict[str, Any]:
     from projected_gan import ExperimentSpec
-    from projected_gan.data import default_dataset_path, load_image_dataset
+    from projected_gan.data import default_dataset_path, load_dataset
 
     tag = f"{name}-k{kimg:g}-s{seed}"
     folder = args.out / tag  # holds one run folder, <NNNNN>-run
@@ -190,7 +190,7 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
 
     rows = curve(run_dir / "metrics.jsonl")
     data_path = spec.data.path or str(default_dataset_path())
-    ds = load_image_dataset(data_path, spec.data.resolution)
+    ds = load_dataset(spec.data.model_copy(update={"path": data_path}))
     floor_key = f"{data_path}@{spec.data.resolution}"
     floors = _floors(args.out)
     if floor_key not in floors:

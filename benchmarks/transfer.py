@@ -179,12 +179,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     from projected_gan import ExperimentSpec
-    from projected_gan.data import load_image_dataset
+    from projected_gan.data import load_dataset
 
     spec = ExperimentSpec.load(
         preset=demo_recipes.PRESET, overrides=common(args, target_data, args.kimg, 0, args.every)
     )
-    target = load_image_dataset(target_data, spec.data.resolution)
+    target = load_dataset(spec.data.model_copy(update={"path": str(target_data)}))
     floor_file = out / "fd_real_split.json"
     if floor_file.is_file():
         floor = json.loads(floor_file.read_text())["fd"]

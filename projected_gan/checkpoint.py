@@ -297,7 +297,12 @@ def generator_config(ckpt: Checkpoint) -> dict[str, Any]:
     if not isinstance(data, dict) or type(num_classes) is not int:
         raise CheckpointError(f"{ckpt.path}: its spec's data or its num_classes is malformed")
     # the ranges of these and of every other argument are checked before building (fitting)
-    known = {"img_resolution": data.get("resolution", 64), "c_dim": num_classes}
-    filled = {arg: known[arg] for arg in PIPELINE_ARGS["generators"]}
+    channels = data.get("channels", 3)
+    known = {
+        "img_resolution": data.get("resolution", 64),
+        "img_channels": None if channels == 3 else channels,  # as build_generator wires it
+        "c_dim": num_classes,
+    }
+    filled = {a: known[a] for a in PIPELINE_ARGS["generators"] if known[a] is not None}
     kwargs = {k: v for k, v in generator.items() if k != "name"}
     return {"kind": "generators", "name": generator["name"], "kwargs": {**kwargs, **filled}}

@@ -309,11 +309,24 @@ def _run_export(args: argparse.Namespace) -> int:
 # --- data ---
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="image folder or zip (labels: dataset.json or class sub-folders)")
-    p.add_argument("--resolution", type=int, required=True, help="side R of the training images")
+    p.add_argument(
+        "--resolution",
+        required=True,
+        help="size of the training images: one side (64, square) or height x width (64x96)",
+    )
+    p.add_argument(
+        "--fit",
+        default="crop",
+        help="images of another aspect: crop (the centre, default), pad (black bars), stretch",
+    )
     p.add_argument(
         "--conditional", action="store_true", help="read and check the labels; print the classes"
     )
-    p.add_argument("--channels", type=int, choices=[1, 3], default=3, help="3 (RGB) or 1 (luma)")
+    p.add_argument(
+        "--channels",
+        default="3",
+        help="1 luma, 2 luma + alpha, 3 RGB (default), 4 RGBA; 5-16 from .npy arrays (H, W, C)",
+    )
     p.add_argument("--max-images", type=int, help="only the first N readable images")
     p.add_argument(
         "--cache-dir", help="cache folder (data.cache_dir; default $PROJECTED_GAN_CACHE/datasets)"
@@ -329,6 +342,7 @@ def _run_data(args: argparse.Namespace) -> int:
     prepare_data(
         args.path,
         resolution=args.resolution,
+        fit=args.fit,
         conditional=args.conditional,
         channels=args.channels,
         max_images=args.max_images,

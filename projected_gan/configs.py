@@ -43,10 +43,10 @@ __all__ = [
 
 PART_CONFIG_ATTR = "_part_config"  # where a built part keeps {"kind", "name", "kwargs"}
 
-# Arguments each kind of part gets from the pipeline, never from a spec: the data's resolution
-# and classes (generators), and what the previous part of the discriminator exposes.
+# Arguments each kind of part gets from the pipeline, never from a spec: the data's size,
+# channels and classes (generators), and what the previous part of the discriminator exposes.
 PIPELINE_ARGS: dict[str, tuple[str, ...]] = {
-    "generators": ("img_resolution", "c_dim"),
+    "generators": ("img_resolution", "img_channels", "c_dim"),
     "projection_heads": ("channels", "reductions"),
     "discriminators": ("channels", "reductions", "image_size", "num_classes"),
 }

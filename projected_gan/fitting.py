@@ -3,7 +3,8 @@
 Checkpoints, export folders and network pickles record a part as ``{"kind", "name", "kwargs"}``
 next to its tensors. A crafted file can ask for a generator of any size in a few bytes, so
 :func:`build_checked` (1) checks the kind against the slot, every argument against a sane range
-(:data:`LIMITS`, plus bounds on any number, text and nesting), (2) builds the part on the ``meta``
+(:data:`LIMITS`, plus bounds on any number, text and nesting; a size given as ``[H, W]`` has
+the same bounds on each side), (2) builds the part on the ``meta``
 device (no memory) and compares every name and shape with the file's tensors, and only then
 (3) builds it for real and loads the tensors, whose bytes the file already held.
 """
@@ -39,6 +40,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     "channel_base": (1, 1 << 20),
     "channel_max": (1, 8192),
 }
+#: Arguments that are an image size: one side, or ``[height, width]`` with each side in range.
+SIZE_ARGS = frozenset({"img_resolution", "image_size", "resolution"})
 MAX_NUMBER = 1 << 24  # any other number argument
 MAX_TEXT = 1000
 MAX_ITEMS = 1000
@@ -46,30 +49,38 @@ MAX_DEPTH = 6
 
 
 def _check_value(value: Any, key: str, where: str, error: type[InputError], budget: list[int],
-                 depth: int = 0) -> None:  # fmt: skip
+                 depth: int = 0, index: str | None = None) -> None:  # fmt: skip
+    # ``key`` picks the bounds (a list's elements keep the list's name, so each side of a size
+    # has the size's bounds); ``shown`` is what messages say: "img_resolution[1]".
+    shown = index or key
     budget[0] -= 1
     if budget[0] < 0 or depth > MAX_DEPTH:
-        raise error(f"{where}: argument {key!r} is nested deeper than {MAX_DEPTH} or too large")
+        raise error(f"{where}: argument {shown!r} is nested deeper than {MAX_DEPTH} or too large")
+    name = key.rpartition(".")[2]
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str) or len(k) > MAX_TEXT:
-                raise error(f"{where}: argument {key!r} has a key {quote(k)}")
-            _check_value(v, f"{key}.{k}", where, error, budget, depth + 1)
+                raise error(f"{where}: argument {shown!r} has a key {quote(k)}")
+            _check_value(v, f"{shown}.{k}", where, error, budget, depth + 1)
     elif isinstance(value, (list, tuple)):
+        if name in SIZE_ARGS and len(value) != 2:
+            raise error(
+                f"{where}: argument {shown} = {quote(value)} is neither one side nor "
+                "[height, width]"
+            )
         for i, v in enumerate(value):
-            _check_value(v, f"{key}[{i}]", where, error, budget, depth + 1)
+            _check_value(v, key, where, error, budget, depth + 1, index=f"{shown}[{i}]")
     elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, (int, float)):
-        name = key.rpartition(".")[2]
         lo, hi = LIMITS.get(name, (-MAX_NUMBER, MAX_NUMBER))
         if not (math.isfinite(value) and lo <= value <= hi):
-            raise error(f"{where}: argument {key} = {quote(value)} is outside {lo}..{hi}")
+            raise error(f"{where}: argument {shown} = {quote(value)} is outside {lo}..{hi}")
     elif isinstance(value, str):
         if len(value) > MAX_TEXT:
-            raise error(f"{where}: argument {key!r} is a text of {len(value)} characters")
+            raise error(f"{where}: argument {shown!r} is a text of {len(value)} characters")
     else:
-        raise error(f"{where}: argument {key!r} is {type(value).__name__}, not a JSON value")
+        raise error(f"{where}: argument {shown!r} is {type(value).__name__}, not a JSON value")
 
 
 def check_part_config(

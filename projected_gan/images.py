@@ -1,4 +1,10 @@
-"""Image grids and PNG files: what the user sees of a run."""
+"""Image grids and image files: what the user sees of a run.
+
+One image is written as a PNG with as many channels as it has (1 gray ``L``, 2 gray + alpha
+``LA``, 3 ``RGB``, 4 ``RGBA``; :func:`save_image`) or, with 5 or more channels, as a ``(H, W, C)``
+uint8 ``.npy`` array (:func:`save_array`). Grids always show something a viewer can open: 1 and 3
+channels as they are, any other count as its :func:`rgb_view`.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +19,21 @@ from PIL import Image
 from projected_gan.atomic import atomic_write_bytes
 
 __all__ = [
+    "PNG_MODES",
     "grid_image",
     "grid_shape",
+    "image_file_suffix",
     "make_grid",
     "rgb_view",
+    "save_array",
     "save_image",
     "save_image_grid",
     "to_float",
     "to_uint8",
 ]
+
+#: PNG colour mode for each channel count a PNG can hold.
+PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -104,8 +116,22 @@ def make_grid(images: torch.Tensor, cols: int | None = None) -> torch.Tensor:
     return images.reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
 
 
-def _png_bytes(image: torch.Tensor) -> bytes:
-    array = image.permute(1, 2, 0).numpy()
+def image_file_suffix(channels: int) -> str:
+    """``".png"`` for images a PNG can hold (1-4 channels), ``".npy"`` for 5 or more."""
+    return ".png" if channels in PNG_MODES else ".npy"
+
+
+def _one_uint8(image: torch.Tensor, what: str) -> np.ndarray:
+    """One ``(C, H, W)`` image (uint8, or float in [-1, 1]) as a ``(H, W, C)`` uint8 array."""
+    if image.ndim != 3:
+        raise ValueError(f"{what}: image must be (C, H, W), got {tuple(image.shape)}")
+    if image.dtype != torch.uint8:
+        image = to_uint8(image[None])[0]
+    return image.detach().cpu().permute(1, 2, 0).numpy()
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    """``(H, W, C)`` uint8, C in 1..4 -> PNG bytes; Pillow picks L / LA / RGB / RGBA by C."""
     pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
@@ -113,24 +139,44 @@ def _png_bytes(image: torch.Tensor) -> bytes:
 
 
 def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """Write one ``(C, H, W)`` uint8 image (or float in [-1, 1]) as PNG, atomically."""
-    if image.dtype != torch.uint8:
-        image = to_uint8(image[None])[0]
-    atomic_write_bytes(path, _png_bytes(image.cpu()))
+    """Write one ``(C, H, W)`` uint8 image (or float in [-1, 1]) as PNG, atomically: C = 1 as
+    ``L``, 2 as ``LA``, 3 as ``RGB``, 4 as ``RGBA``. More channels: :func:`save_array`."""
+    array = _one_uint8(image, "save_image")
+    if array.shape[-1] not in PNG_MODES:
+        raise ValueError(
+            f"save_image: a PNG holds 1 to 4 channels, got {array.shape[-1]}; write the image "
+            "with save_array (a (H, W, C) .npy) or its rgb_view"
+        )
+    atomic_write_bytes(path, _png_bytes(array))
+
+
+def save_array(image: torch.Tensor, path: str | Path) -> None:
+    """Write one ``(C, H, W)`` uint8 image (or float in [-1, 1]), any channel count, as a
+    ``(H, W, C)`` uint8 ``.npy`` array (``numpy.load`` reads it), atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(_one_uint8(image, "save_array")), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _viewable(images: torch.Tensor) -> torch.Tensor:
+    """Gray and RGB images as they are, any other channel count as its :func:`rgb_view`."""
+    return images if images.shape[1] in (1, 3) else rgb_view(images)
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, cols: int | None = None) -> None:
-    """Write ``(B, C, H, W)`` images (uint8, or float in [-1, 1]) as one PNG grid, atomically."""
+    """Write ``(B, C, H, W)`` images (uint8, or float in [-1, 1]) as one PNG grid, atomically:
+    gray (C = 1) or RGB; any other channel count shows its :func:`rgb_view`."""
     if images.dtype != torch.uint8:
         images = to_uint8(images)
-    save_image(make_grid(images.cpu(), cols), path)
+    save_image(make_grid(_viewable(images.cpu()), cols), path)
 
 
 def grid_image(images: torch.Tensor) -> np.ndarray:
     """``(B, C, H, W)`` images (uint8, or float in [-1, 1]) tiled into one read-only uint8
-    ``(H', W', C)`` array, as in the PNG grids of ``samples/``."""
+    ``(H', W', 1 or 3)`` array, as in the PNG grids of ``samples/`` (C other than 1 and 3: the
+    :func:`rgb_view`)."""
     if images.dtype != torch.uint8:
         images = to_uint8(images)
-    grid = make_grid(images.cpu()).permute(1, 2, 0).numpy()
+    grid = make_grid(_viewable(images.cpu())).permute(1, 2, 0).numpy()
     grid.setflags(write=False)  # shared by every logger
     return grid

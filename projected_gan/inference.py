@@ -21,7 +21,15 @@ from projected_gan.checkpoint import (
 from projected_gan.errors import UsageError
 from projected_gan.fitting import build_checked
 from projected_gan.generators.sampling import interpolation_frames, latents_from_seeds
-from projected_gan.images import make_grid, save_image, save_image_grid, to_uint8
+from projected_gan.images import (
+    PNG_MODES,
+    grid_image,
+    image_file_suffix,
+    save_array,
+    save_image,
+    save_image_grid,
+    to_uint8,
+)
 from projected_gan.metrics import GeneratorFn, evaluate
 from projected_gan.precision import resolve_precision
 
@@ -85,7 +93,7 @@ def generate_images(
     truncation_psi: float = 1.0,
     batch_size: int = 32,
 ) -> torch.Tensor:
-    """uint8 images ``(len(seeds), C, R, R)``, seed ``s`` always giving the same picture."""
+    """uint8 images ``(len(seeds), C, H, W)``, seed ``s`` always giving the same picture."""
     device = next(G.parameters()).device
     z = latents_from_seeds(seeds, G.z_dim, device=device)
     c = None
@@ -115,15 +123,23 @@ def write_images(
     grid: str | Path | None = None,
     outdir: str | Path | None = None,
 ) -> list[Path]:
-    """Save a grid PNG and/or one ``seedNNNN.png`` per seed; returns the written paths."""
+    """Save a grid PNG and/or one file per seed; returns the written paths (each atomically).
+
+    ``images``: ``(N, C, H, W)`` uint8 (or float in [-1, 1]), one per seed. Per seed,
+    ``seedNNNN.png`` with all channels for C = 1-4 (L, LA, RGB, RGBA), else ``seedNNNN.npy``, a
+    ``(H, W, C)`` uint8 array. The grid shows gray or RGB images as they are, any other channel
+    count as its RGB view (:func:`projected_gan.images.rgb_view`).
+    """
     written = []
     if grid is not None:
         save_image_grid(images, grid)
         written.append(Path(grid))
     if outdir is not None:
+        suffix = image_file_suffix(images.shape[1])
+        save = save_image if images.shape[1] in PNG_MODES else save_array
         for seed, image in zip(seeds, images):
-            path = Path(outdir) / f"seed{seed:04d}.png"
-            save_image(image, path)
+            path = Path(outdir) / f"seed{seed:04d}{suffix}"
+            save(image, path)
             written.append(path)
     return written
 
@@ -141,7 +157,8 @@ def write_animation(
     loop: bool = True,
     fps: int = 30,
 ) -> Path:
-    """Interpolate through the seeds' latents and write a GIF (Pillow) or MP4 (imageio)."""
+    """Interpolate through the seeds' latents and write a GIF (Pillow) or MP4 (imageio) of
+    ``H x W`` frames: gray or RGB as generated, any other channel count as its RGB view."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in {".gif", ".mp4"}:
@@ -149,7 +166,7 @@ def write_animation(
             f"output {out.name!r}: expected a .gif or .mp4 file name",
             field="out",
         )
-    frames = []
+    arrays = []  # (H, W, 1 or 3) uint8 each
     for batch in interpolation_frames(
         G,
         seeds,
@@ -159,8 +176,7 @@ def write_animation(
         truncation_psi=truncation_psi,
         loop=loop,
     ):
-        frames += [make_grid(img[None]) for img in to_uint8(batch).cpu()]
-    arrays = [f.permute(1, 2, 0).numpy() for f in frames]
+        arrays += [grid_image(img[None]) for img in to_uint8(batch).cpu()]
     if suffix == ".gif":
         from PIL import Image
 
@@ -196,7 +212,7 @@ def metric_generator(
     rank: int = 0,
     world_size: int = 1,
 ) -> GeneratorFn:
-    """``fn(n, labels) -> (n, C, R, R)`` float32 in ~[-1, 1], as metrics draw fakes.
+    """``fn(n, labels) -> (n, C, H, W)`` float32 in ~[-1, 1], as metrics draw fakes.
 
     Latents come from a generator of their own, seeded from ``seed`` (and the rank: each rank
     draws its own share), so the training random stream is untouched and a run's scores are

@@ -93,7 +93,11 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(DataError, match="resolution"):
         load_image_dataset(tmp_path / "d", 0)
     with pytest.raises(DataError, match="channels"):
-        load_image_dataset(tmp_path / "d", 32, channels=2)
+        load_image_dataset(tmp_path / "d", 32, channels=17)
+    with pytest.raises(DataError, match="fit"):
+        load_image_dataset(tmp_path / "d", 32, fit="zoom")
+    with pytest.raises(DataError, match="resolution"):
+        load_image_dataset(tmp_path / "d", [32, 0])
     with pytest.raises(DataError, match="min_images"):
         load_image_dataset(tmp_path / "d", 32, min_images=0)
 
@@ -492,8 +496,8 @@ def test_to_float_range():
 def test_in_memory_dataset_validates():
     with pytest.raises(DataError, match="uint8"):
         ImageDataset(torch.zeros(2, 3, 8, 8))
-    with pytest.raises(DataError, match="square"):
-        ImageDataset(torch.zeros(2, 3, 8, 4, dtype=torch.uint8))
+    with pytest.raises(DataError, match="1 to 16 channels"):
+        ImageDataset(torch.zeros(2, 17, 8, 4, dtype=torch.uint8))
     with pytest.raises(DataError, match="labels"):
         ImageDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
 

@@ -290,3 +290,75 @@ def test_cli_export_of_a_run_is_small_reloads_identically_and_has_a_card(
     assert main(["export", str(tiny_run), str(out), "--trunc", "0.5"]) == 2
     assert "has no mapping network" in capsys.readouterr().err
     assert (out / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------- H x W sizes, 1-16 channels
+# (name, img_resolution, img_channels): wide RGBA and tall grayscale generators. ONNX export is
+# slow for StyleGAN2 (13 s here; test_onnx_matches_pytorch_stylegan2_* covers its graph).
+NON_SQUARE = [("stylegan2", (32, 64), 4), ("fastgan", (64, 32), 1)]
+NON_SQUARE_ONNX = [("fastgan_lite", (32, 64), 4), ("fastgan", (64, 32), 1)]
+
+
+def test_non_square_export_records_its_size_and_reloads(tmp_path):
+    G = make_g("stylegan2", res=(32, 64), c_dim=2, img_channels=4)
+    export_generator(G, tmp_path / "out", num_samples=4)
+    config = read_export_config(tmp_path / "out")
+    assert config["generator"]["kwargs"]["img_resolution"] == [32, 64]
+    iface = config["interface"]
+    assert (iface["img_resolution"], iface["img_size"], iface["img_channels"]) == (
+        [32, 64],
+        [32, 64],
+        4,
+    )
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| resolution | 32x64 (height x width), 4 channel(s) |" in card
+    assert "generator, 32x64" in card
+    with Image.open(tmp_path / "out" / "samples.png") as samples:  # 4 RGBA images, RGB view
+        assert samples.mode == "RGB" and samples.size == (2 * 64, 2 * 32)
+    G2 = projected_gan.load_generator(tmp_path / "out")
+    assert G2.img_resolution == (32, 64) and G2.img_channels == 4
+    assert torch.equal(reference(G2, range(3)), reference(G, range(3)))
+    assert reference(G2, range(3)).shape == (3, 4, 32, 64)
+    square = make_g("fastgan_lite", res=32)
+    export_generator(square, tmp_path / "sq", num_samples=0)
+    iface = read_export_config(tmp_path / "sq")["interface"]
+    assert (iface["img_resolution"], iface["img_size"]) == (32, [32, 32])  # one side, as before
+
+
+@pytest.mark.parametrize(("name", "size", "channels"), NON_SQUARE)
+def test_torchscript_of_non_square_generators(tmp_path, name, size, channels):
+    G = make_g(name, res=size, img_channels=channels, **({"ngf": 8} if name == "fastgan" else {}))
+    result = export_generator(G, tmp_path / "ts", format="torchscript", num_samples=0)
+    assert result.max_abs_diff <= TOL
+    got = run_torchscript(tmp_path / "ts" / "model.torchscript.pt", G, range(3))
+    assert got.shape == (3, channels, *size)
+    assert (got - reference(G, range(3))).abs().max() <= TOL
+
+
+@pytest.mark.parametrize(("name", "size", "channels"), NON_SQUARE_ONNX)
+def test_onnx_of_non_square_generators(tmp_path, name, size, channels):
+    needs_onnx()
+    G = make_g(name, res=size, img_channels=channels, ngf=8)
+    export_generator(G, tmp_path / "onnx", format="onnx", check_batch=1, num_samples=0)
+    got = run_onnx(tmp_path / "onnx" / "model.onnx", G, range(3))
+    assert got.shape == (3, channels, *size)
+    assert (got - reference(G, range(3))).abs().max() <= TOL
+
+
+@pytest.mark.parametrize(
+    ("img_resolution", "message"),
+    [
+        ([32, 5000], r"img_resolution\[1\] = 5000 is outside 4\.\.4096"),
+        ([2, 64], r"img_resolution\[0\] = 2 is outside 4\.\.4096"),
+        ([32, 64, 3], r"img_resolution = \[32, 64, 3\] is neither one side nor \[height, width\]"),
+        ([32, 68], r"img_resolution 32x68 \(height x width\) is not supported"),
+    ],
+)
+def test_recorded_sizes_are_checked_per_side(tmp_path, img_resolution, message):
+    export_generator(make_g("fastgan_lite", res=(32, 64), ngf=8), tmp_path / "out", num_samples=0)
+    path = tmp_path / "out" / "config.json"
+    config = json.loads(path.read_text())
+    config["generator"]["kwargs"]["img_resolution"] = img_resolution
+    path.write_text(json.dumps(config))
+    with pytest.raises(ExportError, match=message):
+        projected_gan.load_generator(tmp_path / "out")

@@ -237,8 +237,9 @@ def test_bad_arguments_are_named(name):
         make(name, 48)
     with pytest.raises(ValueError, match="img_resolution"):
         make(name, 2048)
-    with pytest.raises(ValueError, match="img_channels"):
-        make(name, 32, img_channels=4)
+    for channels in (0, 17):  # 1..16 (4: RGBA is fine)
+        with pytest.raises(ValueError, match="img_channels"):
+            make(name, 32, img_channels=channels)
     with pytest.raises(ValueError, match="noise_mode"):
         make(name, 32, noise_mode="fixed")
     G = make(name, 32)

@@ -147,3 +147,70 @@ def test_interpolation_argument_errors():
         next(interpolation_frames(G, [1], 2))
     with pytest.raises(ValueError, match="unconditional"):
         next(interpolation_frames(G, [1, 2], 2, c=0))
+
+
+# ----------------------------------------------------------------- generate / interpolate at H x W
+def exported(tmp_path, size, channels, c_dim=0):
+    """An export folder of a tiny FastGAN-lite: what `generate` and `interpolate` take."""
+    from projected_gan.export import export_generator
+
+    torch.manual_seed(0)
+    G = projected_gan.create(
+        "generators", "fastgan_lite", img_resolution=size, img_channels=channels, c_dim=c_dim,
+        ngf=8, z_dim=16,
+    ).eval()  # fmt: skip
+    export_generator(G, tmp_path / "G", num_samples=0)
+    return G, tmp_path / "G"
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "L"), (4, "RGBA")])
+def test_generate_writes_h_by_w_pngs_with_every_channel(tmp_path, capsys, channels, mode):
+    import numpy as np
+    from PIL import Image
+
+    from projected_gan.commands.sampling import generate
+    from projected_gan.images import to_uint8
+
+    G, folder = exported(tmp_path, (32, 64), channels)
+    written = generate(str(folder), "0-2", grid=str(tmp_path / "g.png"), outdir=str(tmp_path / "o"))
+    assert [p.name for p in written] == ["g.png", "seed0000.png", "seed0001.png", "seed0002.png"]
+    with torch.no_grad():
+        expected = to_uint8(G(latents_from_seeds([1], G.z_dim)))[0].permute(1, 2, 0).numpy()
+    with Image.open(tmp_path / "o" / "seed0001.png") as pil:
+        assert pil.mode == mode and pil.size == (64, 32)  # W x H
+        assert np.array_equal(np.asarray(pil).reshape(expected.shape), expected)
+    with Image.open(tmp_path / "g.png") as grid:  # 3 images of 32 x 64: 3 rows of 1
+        assert grid.mode == ("L" if channels == 1 else "RGB") and grid.size == (64, 3 * 32)
+
+
+def test_generate_writes_five_channels_as_npy_and_an_rgb_grid(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from projected_gan.inference import generate_images, load_generator, write_images
+
+    G, folder = exported(tmp_path, (64, 32), 5, c_dim=2)
+    images = generate_images(load_generator(folder), [3, 4], class_idx=1)
+    assert images.shape == (2, 5, 64, 32) and images.dtype == torch.uint8
+    assert torch.equal(images, generate_images(G, [3, 4], class_idx=1))
+    written = write_images(images, [3, 4], grid=tmp_path / "g.png", outdir=tmp_path / "o")
+    assert [p.name for p in written] == ["g.png", "seed0003.npy", "seed0004.npy"]
+    array = np.load(tmp_path / "o" / "seed0004.npy")
+    assert array.dtype == np.uint8 and array.shape == (64, 32, 5)
+    assert np.array_equal(array, images[1].permute(1, 2, 0).numpy())
+    with Image.open(tmp_path / "g.png") as grid:
+        assert grid.mode == "RGB" and grid.size == (2 * 32, 64)
+        assert np.array_equal(np.asarray(grid)[:, 32:], array[..., :3])  # channels 0-2
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["seed0003.npy", "seed0004.npy"]
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_interpolate_writes_h_by_w_frames(tmp_path, capsys, channels):
+    from PIL import Image
+
+    from projected_gan.commands.sampling import interpolate
+
+    _, folder = exported(tmp_path, (32, 64), channels)
+    path = interpolate(str(folder), "1,2", str(tmp_path / "walk.gif"), frames=3)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 6 and gif.size == (64, 32)

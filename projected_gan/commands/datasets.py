@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from projected_gan.data.spec import FITS, MAX_CHANNELS
 from projected_gan.errors import UsageError
+from projected_gan.sizes import SizeLike, as_size, size_text
 
-__all__ = ["prepare_data"]
+__all__ = ["parse_resolution", "prepare_data"]
+
+
+def parse_resolution(text: str) -> int | tuple[int, int]:
+    """``"64"`` -> ``64``; ``"64x96"`` or ``"64,96"`` -> ``(64, 96)`` (height, width)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", text)
+    if m is None or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise UsageError(
+            f"--resolution must be one side (64, square) or height x width (64x96 or 64,96), "
+            f"got {text!r}",
+            field="--resolution",
+        )
+    h = int(m.group(1))
+    return h if m.group(2) is None else (h, int(m.group(2)))
 
 
 def prepare_data(
     path: str,
     *,
-    resolution: int,
+    resolution: SizeLike | str,
+    fit: str = "crop",
     conditional: bool = False,
-    channels: int = 3,
+    channels: int | str = 3,
     max_images: int | None = None,
     cache_dir: str | None = None,
     workers: int | None = None,
@@ -23,17 +40,19 @@ def prepare_data(
 ) -> dict[str, Any]:
     """Build (or find) the decoded cache of ``path`` that training with the same settings maps,
     with a progress bar, and print a summary: images, classes with counts, skipped files, the
-    cache file and its size. Returns the summary as a dict."""
+    cache file and its size. ``resolution`` is one side, ``(H, W)`` or the command line's text
+    (``"64"``, ``"64x96"``, ``"64,96"``). Returns the summary as a dict."""
     import time
 
     from projected_gan.data import load_image_dataset
 
-    if resolution < 1:
-        raise UsageError(f"--resolution must be a positive integer, got {resolution}")
+    resolution, channels = _checked(resolution, fit, channels)
+    hw = as_size(resolution)
     start = time.perf_counter()
     dataset = load_image_dataset(
         path,
         resolution,
+        fit=fit,
         conditional=conditional,
         channels=channels,
         cache_dir=cache_dir,
@@ -60,6 +79,8 @@ def prepare_data(
         "path": dataset.source,
         "images": len(dataset),
         "resolution": resolution,
+        "size": list(hw),
+        "fit": fit,
         "channels": channels,
         "classes": counts,
         "labels_from": dataset.labels_from,
@@ -74,15 +95,40 @@ def prepare_data(
     more = f", ... ({len(counts) - 20} more)" if len(counts) > 20 else ""
     skipped = ", ".join(dataset.skipped[:5]) + (" ..." if len(dataset.skipped) > 5 else "")
     print(f"data      {dataset.source}")
-    print(f"images    {len(dataset):,} at {resolution}x{resolution}, {channels} channel(s)")
+    fitted = "" if fit == "crop" else f" ({fit})"
+    print(f"images    {len(dataset):,} at {size_text(hw)}{fitted}, {channels} channel(s)")
     if conditional:
         print(f"classes   {len(counts)} (from {dataset.labels_from}): {shown}{more}")
     print(f"skipped   {len(dataset.skipped)} unreadable file(s){': ' + skipped if skipped else ''}")
     if dataset.upscaled:
-        print(f"upscaled  {dataset.upscaled} image(s) smaller than {resolution}px")
+        print(f"upscaled  {dataset.upscaled} image(s) smaller than {size_text(hw)}")
     how = f"built in {seconds:.1f} s" if dataset.cache_built else "already built"
     print(f"cache     {raw} ({_size(size)}; {how})")
     return summary
+
+
+def _checked(
+    resolution: SizeLike | str, fit: str, channels: int | str
+) -> tuple[int | tuple[int, int], int]:
+    """The resolution (one side or (H, W)) and channel count; UsageError naming the flag."""
+    if isinstance(resolution, str):
+        resolution = parse_resolution(resolution)
+    else:
+        try:
+            h, w = as_size(resolution, "--resolution")
+        except ValueError as e:
+            raise UsageError(str(e), field="--resolution") from None
+        resolution = resolution if isinstance(resolution, int) else (h, w)
+    if fit not in FITS:
+        raise UsageError(f"--fit must be one of {', '.join(FITS)}, got {fit!r}", field="--fit")
+    text = str(channels).strip()
+    if isinstance(channels, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_CHANNELS:
+        raise UsageError(
+            f"--channels must be 1 to {MAX_CHANNELS} (1 luma, 2 luma + alpha, 3 RGB, 4 RGBA, "
+            f"more from .npy arrays), got {channels!r}",
+            field="--channels",
+        )
+    return resolution, int(text)
 
 
 def _size(nbytes: int) -> str:

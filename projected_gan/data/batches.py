@@ -75,7 +75,7 @@ class _Requests:
 class InfiniteBatches:
     """Endless, deterministic, resumable batches: ``next(it) -> (images, labels)``.
 
-    ``images`` is uint8 ``(batch_size, C, R, R)`` on ``device``; ``labels`` int64
+    ``images`` is uint8 ``(batch_size, C, H, W)`` on ``device``; ``labels`` int64
     ``(batch_size,)`` on ``device``, or None for an unlabelled dataset.
 
     Order. Epoch ``e`` visits ``torch.randperm(M, generator=manual_seed(seed + e))``, where

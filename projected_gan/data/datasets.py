@@ -1,10 +1,12 @@
 """The two kinds of dataset: decoded images (in memory or mapped) and images decoded on the fly.
 
-:class:`ImageDataset` holds ``images``, a uint8 tensor ``(N, C, R, R)``: in memory when made
+:class:`ImageDataset` holds ``images``, a uint8 tensor ``(N, C, H, W)``: in memory when made
 from a tensor, or mapped from the decoded cache by
 :func:`~projected_gan.data.load.load_image_dataset`. :class:`StreamingDataset` has no
 ``images``: its batches are decoded from the folder or zip in ``DataLoader`` workers. Both have
-``labels``, ``class_names``, ``fingerprint`` and :meth:`read_images`, which the metrics use.
+``labels``, ``class_names``, ``fingerprint``, ``size`` ``(H, W)``, ``channels`` (1 to
+:data:`~projected_gan.data.spec.MAX_CHANNELS`, RGB first) and :meth:`read_images`, which the
+metrics use.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import torch
 from projected_gan.atomic import atomic_write
 from projected_gan.cache import cache_dir
 from projected_gan.data.files import DataError, DataWarning
-from projected_gan.data.spec import DataSpec
+from projected_gan.data.spec import MAX_CHANNELS, DataSpec
 from projected_gan.data.stream import MemberReader, StreamedBatch
+from projected_gan.sizes import Size
 
 __all__ = ["GPU_CACHE_BYTES", "STREAM_METRIC_REALS", "ImageDataset", "StreamingDataset"]
 
@@ -40,7 +43,7 @@ class _Labelled:
     skipped: list[str]
     # What load_image_dataset loaded, to load it again (None: made in memory).
     spec: DataSpec | None
-    resolution: int
+    size: Size  # (height, width)
     channels: int
 
     def __len__(self) -> int:
@@ -84,15 +87,16 @@ class _Labelled:
 
     def __repr__(self) -> str:
         classes = f", {self.num_classes} classes" if self.labels is not None else ""
-        r = self.resolution
+        h, w = self.size
         return (
-            f"{type(self).__name__}({len(self)} images, {self.channels}x{r}x{r}{classes}, "
+            f"{type(self).__name__}({len(self)} images, {self.channels}x{h}x{w}{classes}, "
             f"source={self.source!r})"
         )
 
 
 class ImageDataset(_Labelled):
-    """Decoded images: ``images`` uint8 ``(N, C, R, R)`` in [0, 255], CPU, contiguous.
+    """Decoded images: ``images`` uint8 ``(N, C, H, W)`` in [0, 255], CPU, contiguous; any
+    ``H`` and ``W``, 1 to 16 channels (1 luma, 2 luma + alpha, 3 RGB, 4 RGBA, more: RGB first).
 
     Made from a tensor, the images are in this process's memory. From
     :func:`~projected_gan.data.load.load_image_dataset` they are usually a copy-on-write map of
@@ -117,12 +121,12 @@ class ImageDataset(_Labelled):
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
             raise DataError(
-                f"images: expected a uint8 tensor (N, C, R, R), got {_what(images)}", field="images"
+                f"images: expected a uint8 tensor (N, C, H, W), got {_what(images)}", field="images"
             )
         n, c, h, w = images.shape
-        if h != w or c not in (1, 3) or n == 0:
+        if not 1 <= c <= MAX_CHANNELS or n == 0 or h == 0 or w == 0:
             raise DataError(
-                f"images: expected N >= 1 square images with 1 or 3 channels, got shape "
+                f"images: expected N >= 1 images with 1 to {MAX_CHANNELS} channels, got shape "
                 f"{tuple(images.shape)}",
                 field="images",
             )
@@ -135,21 +139,22 @@ class ImageDataset(_Labelled):
         self.spec = None
         self.cache_file: Path | None = None  # the mapped cache file, when there is one
         self.cache_built = False  # whether this load decoded it into the cache (else found it)
-        self.upscaled = 0  # images smaller than the resolution (loaded from files)
+        self.upscaled = 0  # images smaller than the size, enlarged (loaded from files)
 
     @property
-    def resolution(self) -> int:
-        return self.images.shape[-1]
+    def size(self) -> Size:
+        """``(height, width)`` of the images."""
+        return (int(self.images.shape[2]), int(self.images.shape[3]))
 
     @property
     def channels(self) -> int:
-        return self.images.shape[1]
+        return int(self.images.shape[1])
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def read_images(self, indices: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(k, C, R, R)``: the images ``indices`` (int64 ``(k,)``), in that order."""
+        """uint8 ``(k, C, H, W)``: the images ``indices`` (int64 ``(k,)``), in that order."""
         return self.images.index_select(0, indices.cpu())
 
 
@@ -184,8 +189,9 @@ class StreamingDataset(_Labelled):
         self.metric_reals = min(len(reader), STREAM_METRIC_REALS)
 
     @property
-    def resolution(self) -> int:
-        return self.reader.resolution
+    def size(self) -> Size:
+        """``(height, width)`` of the images."""
+        return self.reader.size
 
     @property
     def channels(self) -> int:
@@ -203,7 +209,7 @@ class StreamingDataset(_Labelled):
         )
 
     def read_images(self, indices: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(k, C, R, R)``: the images ``indices``, decoded now (unreadable files
+        """uint8 ``(k, C, H, W)``: the images ``indices``, decoded now (unreadable files
         replaced as in training)."""
         batch: StreamedBatch = self.reader.read(indices, threads=self.workers)
         self.report(batch.skipped)

@@ -21,6 +21,7 @@ from projected_gan.cache import CACHE_ENV, cache_dir
 from projected_gan.errors import InputError
 
 __all__ = [
+    "ARRAY_EXTENSIONS",
     "CACHE_ENV",
     "IMAGE_EXTENSIONS",
     "DataError",
@@ -34,7 +35,9 @@ __all__ = [
     "open_source",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# uint8 arrays (H, W) or (H, W, C): any channel count, e.g. RGB + depth or multi-spectral bands
+ARRAY_EXTENSIONS = (".npy",)
 
 
 class DataError(InputError):
@@ -77,7 +80,7 @@ class Member:
 
 
 def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+    return name.lower().endswith(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)
 
 
 def _hidden(part: str) -> bool:
@@ -244,8 +247,8 @@ def open_source(path: Path) -> Source:
         empty = source.kind == "folder" and not any(path.iterdir())
         raise DataError(
             f"data {source.kind} {path} {'is empty' if empty else 'contains no image files'}; "
-            f"expected image files ({', '.join(IMAGE_EXTENSIONS)}), optionally in class "
-            f"sub-folders"
+            f"expected image files ({', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)}), "
+            f"optionally in class sub-folders"
         )
     return source
 

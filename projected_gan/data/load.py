@@ -4,10 +4,11 @@
     >>> ds.images.shape, ds.images.dtype, ds.class_names[:2]
     (torch.Size([500, 3, 64, 64]), torch.uint8, ['daisy', 'dandelion'])
 
-Each image is decoded once (a thread pool), converted to RGB, centre-cropped to a square and
-resized with an antialiased filter, and written window by window into the decoded cache under
-``$PROJECTED_GAN_CACHE`` (default ``~/.cache/projected_gan``), keyed by a cheap fingerprint of
-the source; later loads map that file instead of reading it (:mod:`projected_gan.data.store`).
+Each image is decoded once (a thread pool), converted to the channels asked for, fitted to the
+size (centre crop, pad or stretch), resized with an antialiased filter, and written window by
+window into the decoded cache under ``$PROJECTED_GAN_CACHE`` (default
+``~/.cache/projected_gan``), keyed by a cheap fingerprint of the source and the settings; later
+loads map that file instead of reading it (:mod:`projected_gan.data.store`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from projected_gan.data.files import (
     open_source,
 )
 from projected_gan.data.labels import Labels, read_labels
-from projected_gan.data.spec import MAX_CHANNELS, DataSpec
+from projected_gan.data.spec import FITS, MAX_CHANNELS, DataSpec
 from projected_gan.data.store import (
     CacheWriteError,
     build_cache,
@@ -47,6 +48,7 @@ from projected_gan.data.store import (
     open_cache,
 )
 from projected_gan.data.stream import MemberReader
+from projected_gan.sizes import Size, SizeLike, as_size, size_text
 
 __all__ = ["STORAGES", "Storage", "dataset_cache_files", "load_dataset", "load_image_dataset"]
 
@@ -56,32 +58,39 @@ MEMORY_FALLBACK_BYTES = 512 * 2**20  # cache unwritable: data up to this size is
 _SHOW = 5  # how many example paths a summary warning names
 
 
-def _cache_key(source: Source, resolution: int, channels: int, max_images: int | None) -> dict:
-    return {
+def _cache_key(source: Source, size: Size, channels: int, fit: str, max_images: int | None) -> dict:
+    h, w = size
+    key = {
         "fingerprint": fingerprint(source),
-        "resolution": resolution,
+        "resolution": h if h == w else [h, w],  # a list: the key must survive a JSON round trip
         "channels": channels,
         "max_images": max_images,
     }
+    if fit != "crop":  # caches built before fits existed are crops: their key stays the same
+        key["fit"] = fit
+    return key
 
 
 def dataset_cache_files(
     source: Source,
     path: Path,
-    resolution: int,
+    resolution: SizeLike,
     channels: int = 3,
     max_images: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    fit: str = "crop",
 ) -> Any:
     """The :class:`~projected_gan.data.store.CacheFiles` that loading ``path`` uses."""
-    key = _cache_key(source, resolution, channels, max_images)
+    key = _cache_key(source, as_size(resolution), channels, fit, max_images)
     return cache_files(Path(cache_dir or default_cache_dir()), path, key)
 
 
 def load_image_dataset(
     path: str | os.PathLike[str],
-    resolution: int,
+    resolution: SizeLike,
     *,
+    fit: str = "crop",
     conditional: bool = False,
     channels: int = 3,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -96,13 +105,18 @@ def load_image_dataset(
     """Load a folder (searched recursively) or a zip of images.
 
     Args:
-        path: folder or ``.zip``; files ending in .jpg/.jpeg/.png/.webp/.bmp (any case) are
-            used, hidden files and folders (``.name``, ``__MACOSX``) are ignored.
-        resolution: side ``R`` of the square output images.
+        path: folder or ``.zip``; files ending in .jpg/.jpeg/.png/.webp/.bmp/.tif/.tiff and
+            .npy (uint8 arrays ``(H, W)`` or ``(H, W, C)``, any channel count) are used (any
+            case), hidden files and folders (``.name``, ``__MACOSX``) are ignored.
+        resolution: size of the output images: one side ``R`` (square) or ``(H, W)``.
+        fit: images of another aspect: ``"crop"`` the largest centred box of the output's
+            aspect, ``"pad"`` the whole image with black (transparent) bars, ``"stretch"``
+            the whole image to ``H x W`` (:func:`~projected_gan.data.decode.prepare_image`).
         conditional: label the images by ``dataset.json`` at the root of ``path`` (the official
             ``dataset_tool.py`` format), else by their first-level sub-folder (classes sorted
             by name); see :mod:`projected_gan.data.labels`.
-        channels: 3 (RGB) or 1 (luma).
+        channels: 1 luma, 2 luma + alpha, 3 RGB (alpha composited on black), 4 RGBA; 5 to 16
+            only from ``.npy`` arrays (whose channel count must be this). RGB channels first.
         cache_dir: where decoded datasets are cached (default :func:`default_cache_dir`).
         cache: False neither reads nor writes the cache: the images are decoded into memory.
         storage: ``"cache"``: decode once into the cache and map it (an
@@ -118,19 +132,32 @@ def load_image_dataset(
         progress: show a progress bar while building the cache, whatever its size.
 
     Returns:
-        :class:`ImageDataset` with ``images`` uint8 ``(N, channels, R, R)``, or a
+        :class:`ImageDataset` with ``images`` uint8 ``(N, channels, H, W)``, or a
         :class:`StreamingDataset` (``storage="stream"``, or ``"auto"`` on a disk too small).
 
     Raises:
         DataError: missing or empty path, no images, bad labels, fewer than ``min_images``
             readable images, or (``strict``) the first unreadable file.
     """
-    resolution = _check_int("resolution", resolution, low=1)
+    if isinstance(resolution, np.integer):
+        resolution = int(resolution)
+    try:
+        size = as_size(resolution)
+    except ValueError as e:
+        raise DataError(str(e), field="resolution") from None
+    if fit not in FITS:
+        raise DataError(f"fit: expected one of {', '.join(FITS)}, got {fit!r}", field="fit")
     min_images = _check_int("min_images", min_images, low=1)
     if max_images is not None:
         max_images = _check_int("max_images", max_images, low=1)
-    if not (isinstance(channels, int) and 1 <= channels <= MAX_CHANNELS):
-        raise DataError(f"channels: expected 1 or 3, got {channels!r}", field="channels")
+    if isinstance(channels, bool) or not (
+        isinstance(channels, int) and 1 <= channels <= MAX_CHANNELS
+    ):
+        raise DataError(
+            f"channels: expected 1 to {MAX_CHANNELS} (1 luma, 2 luma + alpha, 3 RGB, 4 RGBA, "
+            f"more from .npy arrays), got {channels!r}",
+            field="channels",
+        )
     if storage not in STORAGES:
         raise DataError(
             f"storage: expected one of {', '.join(STORAGES)}, got {storage!r}", field="storage"
@@ -142,11 +169,13 @@ def load_image_dataset(
     if strict and source.problems:  # an unreadable sub-folder: fail before decoding anything
         raise DataError(unreadable_message(*source.problems[0], path))
     labels = read_labels(source, path) if conditional else None
-    key = _cache_key(source, resolution, channels, max_images)
-    # What this dataset is, in the spec's words (unvalidated: any resolution loads).
+    key = _cache_key(source, size, channels, fit, max_images)
+    # What this dataset is, in the spec's words (unvalidated: any resolution loads); a square
+    # given as one side stays one int, as the spec keeps it.
     record = DataSpec.model_construct(
         path=str(path.resolve()),
-        resolution=resolution,
+        resolution=resolution if isinstance(resolution, int) else size,
+        fit=fit,
         channels=channels,
         conditional=conditional,
         workers=workers,
@@ -157,8 +186,8 @@ def load_image_dataset(
         max_images=max_images,
     )
     count = len(source.members) if max_images is None else min(max_images, len(source.members))
-    nbytes = count * channels * resolution * resolution
-    decode = dict(workers=workers, strict=strict, max_images=max_images)
+    nbytes = count * channels * size[0] * size[1]
+    decode = dict(fit=fit, workers=workers, strict=strict, max_images=max_images)
 
     def stream() -> StreamingDataset:
         if count < min_images:
@@ -166,7 +195,7 @@ def load_image_dataset(
                 f"only {count} image file(s) in {path}; min_images={min_images} are needed",
                 field="min_images",
             )
-        return _streaming(source, path, key, labels, count, workers, strict, record)
+        return _streaming(source, path, key, fit, labels, count, workers, strict, record)
 
     if storage == "stream":
         return stream()
@@ -192,7 +221,15 @@ def load_image_dataset(
                 decoded = open_cache(files, key, members=members)  # built meanwhile elsewhere?
                 if decoded is None:
                     try:
-                        decoded = build_cache(files, key, source, progress=progress, **decode)
+                        decoded = build_cache(
+                            files,
+                            key,
+                            source,
+                            progress=progress,
+                            workers=workers,
+                            strict=strict,
+                            max_images=max_images,
+                        )
                         built = True
                     except CacheWriteError as e:
                         if nbytes > MEMORY_FALLBACK_BYTES:
@@ -200,7 +237,7 @@ def load_image_dataset(
                             return stream()
                         warnings.warn(f"{e}; keeping it in memory", DataWarning, stacklevel=2)
     if decoded is None:
-        decoded = decode_all(source, resolution, channels, **decode)
+        decoded = decode_all(source, size, channels, **decode)
     source.close()
     dataset = _dataset(decoded, source, path, key, labels, strict, min_images, record)
     if dataset.mapped and files is not None:
@@ -213,6 +250,7 @@ def load_dataset(data: DataSpec, *, progress: bool = False) -> ImageDataset | St
     return load_image_dataset(
         data.path or default_dataset_path(),
         data.resolution,
+        fit=data.fit,
         conditional=data.conditional,
         channels=data.channels,
         cache_dir=data.cache_dir,
@@ -252,8 +290,8 @@ def _dataset(
         )
     if decoded.upscaled:
         warnings.warn(
-            f"{decoded.upscaled} image(s) in {path} are smaller than {key['resolution']}px and "
-            f"were upscaled",
+            f"{decoded.upscaled} image(s) in {path} are smaller than "
+            f"{size_text(key['resolution'])} (height x width) and were upscaled",
             DataWarning,
             stacklevel=3,
         )
@@ -282,6 +320,7 @@ def _streaming(
     source: Source,
     path: Path,
     key: dict,
+    fit: str,
     labels: Labels | None,
     count: int,
     workers: int,
@@ -299,8 +338,9 @@ def _streaming(
     reader = MemberReader(
         source,
         names,
-        key["resolution"],
+        as_size(key["resolution"]),
         key["channels"],
+        fit=fit,
         labels=None if labels is None else torch.tensor([labels.of[n] for n in names]),
         strict=strict,
     )

@@ -63,7 +63,7 @@ class DataSpec(BaseModel):
         h, w = as_size(v, "resolution")  # type: ignore[arg-type]
         if not (16 <= h <= 2048 and 16 <= w <= 2048):
             raise ValueError(f"each side must be between 16 and 2048 pixels, got {v!r}")
-        return h if isinstance(v, int) else (h, w)  # a square given as one int stays one int
+        return h if h == w else (h, w)  # a square is one int, however it was written
 
     @field_validator("channels")
     @classmethod

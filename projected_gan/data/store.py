@@ -1,11 +1,12 @@
 """The decoded cache: one raw uint8 file per (source fingerprint, settings), mapped, not loaded.
 
-For a source and its settings ``key`` the cache folder holds::
+For a source and its settings ``key`` the cache folder holds (``<size>`` is ``R`` for square
+images, ``HxW`` otherwise)::
 
-    <name>-<R>px-<digest>.raw    the images, uint8 (N, C, R, R), C order, nothing else
-    <name>-<R>px-<digest>.json   the sidecar: format, key, shape, byte size, member names,
-                                 skipped files with reasons, upscaled count (no pickles)
-    <name>-<R>px-<digest>.lock   an flock(2) lock file: one process builds, the others wait
+    <name>-<size>px-<digest>.raw    the images, uint8 (N, C, H, W), C order, nothing else
+    <name>-<size>px-<digest>.json   the sidecar: format, key, shape, byte size, member names,
+                                    skipped files with reasons, upscaled count (no pickles)
+    <name>-<size>px-<digest>.lock   an flock(2) lock file: one process builds, the others wait
 
 A build decodes window by window straight into a temp file (so its peak memory is one window,
 not ``N`` images), fsyncs it and renames it into place, then writes the sidecar the same way:
@@ -38,6 +39,7 @@ from projected_gan.data.decode import Decoded, decode_into
 from projected_gan.data.files import DataWarning, Source
 from projected_gan.errors import quote
 from projected_gan.safejson import read_json
+from projected_gan.sizes import as_size
 
 MAX_SIDECAR_BYTES = 256 << 20  # member names of millions of images
 
@@ -85,12 +87,14 @@ def _digest(key: dict) -> str:
 
 
 def cache_files(folder: Path, path: Path, key: dict) -> CacheFiles:
-    """The entry of source ``path`` with settings ``key`` (fingerprint, resolution, channels,
-    max_images) in ``folder``."""
+    """The entry of source ``path`` with settings ``key`` (fingerprint, resolution: ``R`` or
+    ``[H, W]``, channels, max_images, and fit unless it is the default crop) in ``folder``."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.resolve().stem or "data")[:40]
-    base = folder / f"{stem}-{key['resolution']}px-{_digest(key)}"
+    h, w = as_size(key["resolution"])
+    tag = f"{h}px" if h == w else f"{h}x{w}px"
+    base = folder / f"{stem}-{tag}-{_digest(key)}"
     legacy = tuple(
-        folder / "datasets" / f"{stem}-{key['resolution']}px-{_digest(old)}.npz"
+        folder / "datasets" / f"{stem}-{tag}-{_digest(old)}.npz"
         for old in (
             {"format": _LEGACY_FORMAT, **key, "use_labels": labels} for labels in (False, True)
         )
@@ -113,7 +117,7 @@ def open_cache(
 ) -> Decoded | None:
     """The mapped images and bookkeeping of a valid entry; None if absent or not trustworthy.
 
-    ``images`` is a copy-on-write ``np.memmap`` uint8 ``(N, C, R, R)``. With ``warn``, an entry
+    ``images`` is a copy-on-write ``np.memmap`` uint8 ``(N, C, H, W)``. With ``warn``, an entry
     that exists but cannot be trusted (torn, stale, of an older format, cut off) gives one
     :class:`DataWarning` saying why; the caller rebuilds it.
     """
@@ -161,7 +165,7 @@ def _open(files: CacheFiles, key: dict, members: set[str] | None = None) -> Deco
         )
     if meta.get("key") != key:
         raise _Untrusted("its settings do not match its name")
-    expected = (len(names), key["channels"], key["resolution"], key["resolution"])
+    expected = (len(names), key["channels"], *as_size(key["resolution"]))
     if shape != expected or not names:
         raise _Untrusted(f"its shape is {shape}, its names say {expected}")
     if len(set(names)) != len(names) or (members is not None and not set(names) <= members):
@@ -196,7 +200,7 @@ def build_cache(
     be written (nothing is left behind), :class:`~projected_gan.data.files.DataError` from
     decoding (``strict``).
     """
-    resolution, channels = key["resolution"], key["channels"]
+    size, channels = as_size(key["resolution"]), key["channels"]
     try:
         with atomic_write(files.raw) as f:
 
@@ -206,9 +210,10 @@ def build_cache(
 
             done = decode_into(
                 source,
-                resolution,
+                size,
                 channels,
                 write,
+                fit=key.get("fit", "crop"),
                 workers=workers,
                 strict=strict,
                 max_images=max_images,
@@ -217,7 +222,7 @@ def build_cache(
             )
             if not done.names:
                 raise _NothingReadable
-        shape = [len(done.names), channels, resolution, resolution]
+        shape = [len(done.names), channels, *size]
         meta = {
             "format": CACHE_FORMAT,
             "key": key,

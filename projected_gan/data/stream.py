@@ -21,6 +21,7 @@ import torch
 
 from projected_gan.data.decode import decode_member, unreadable_message
 from projected_gan.data.files import DataError, Source
+from projected_gan.sizes import SizeLike, as_size
 
 __all__ = ["MAX_SUBSTITUTES", "BatchRequest", "MemberReader", "StreamedBatch"]
 
@@ -39,7 +40,7 @@ class BatchRequest:
 
 @dataclass
 class StreamedBatch:
-    """A decoded batch: ``images`` uint8 ``(B, C, R, R)``, ``labels`` int64 ``(B,)`` or None,
+    """A decoded batch: ``images`` uint8 ``(B, C, H, W)``, ``labels`` int64 ``(B,)`` or None,
     ``flip`` and ``cursor`` as requested, the unreadable files met (``(name, why)``), how many
     images were upscaled, and ``error`` (a strict run's first unreadable file) or None."""
 
@@ -61,7 +62,8 @@ class StreamedBatch:
 
 
 class MemberReader(torch.utils.data.Dataset):
-    """Decodes the members ``names`` of ``source`` by index, at ``resolution``.
+    """Decodes the members ``names`` of ``source`` by index: ``size`` ``(H, W)`` (or one side),
+    ``channels``, fitted by ``fit`` (:func:`~projected_gan.data.decode.prepare_image`).
 
     ``labels`` (int64 ``(N,)`` or None) follow the images, substitutes included. Picklable, and
     safe to use from forked processes (each opens its own file handles).
@@ -71,16 +73,18 @@ class MemberReader(torch.utils.data.Dataset):
         self,
         source: Source,
         names: list[str],
-        resolution: int,
+        size: SizeLike,
         channels: int,
         *,
+        fit: str = "crop",
         labels: torch.Tensor | None = None,
         strict: bool = False,
     ) -> None:
         self.source = source
         self.names = list(names)
-        self.resolution = resolution
+        self.size = as_size(size, "size")
         self.channels = channels
+        self.fit = fit
         self.labels = labels
         self.strict = strict
 
@@ -88,12 +92,12 @@ class MemberReader(torch.utils.data.Dataset):
         return len(self.names)
 
     def decode(self, index: int) -> tuple[np.ndarray, int, list[tuple[str, str]], bool]:
-        """``(image (C, R, R), index actually used, unreadable files met, upscaled)``."""
+        """``(image (C, H, W), index actually used, unreadable files met, upscaled)``."""
         skipped: list[tuple[str, str]] = []
         n = len(self.names)
         for k in range(min(n, MAX_SUBSTITUTES + 1)):
             j = (index + k) % n
-            result = decode_member(self.source, self.names[j], self.resolution, self.channels)
+            result = decode_member(self.source, self.names[j], self.size, self.channels, self.fit)
             if not isinstance(result, str):
                 return result[0], j, skipped, result[1]
             if self.strict:
@@ -105,9 +109,7 @@ class MemberReader(torch.utils.data.Dataset):
         )
 
     def _batch(self, indices: list[int], threads: int = 1) -> StreamedBatch:
-        out = np.empty(
-            (len(indices), self.channels, self.resolution, self.resolution), dtype=np.uint8
-        )
+        out = np.empty((len(indices), self.channels, *self.size), dtype=np.uint8)
         if threads > 1 and len(indices) > 1:
             with ThreadPoolExecutor(min(threads, len(indices))) as pool:
                 results = list(pool.map(self.decode, indices))

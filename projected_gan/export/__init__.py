@@ -9,9 +9,12 @@ card and ``samples.png``. Formats:
   the discriminator or the trainer. StyleGAN2 keeps its mapping network and ``w_avg``, so
   ``G(z, c, truncation_psi)`` truncates as before.
 * ``onnx``: ``model.onnx``, inputs ``z`` ``(B, z_dim)`` float32 [and ``c`` ``(B, c_dim)`` one-hot
-  float32 when conditional], dynamic batch, output ``images`` ``(B, C, R, R)`` in [-1, 1].
+  float32 when conditional], dynamic batch, output ``images`` ``(B, C, H, W)`` in [-1, 1].
   Needs the ``onnx`` extra (``pip install 'projected-gan[onnx]'``).
 * ``torchscript``: ``model.torchscript.pt``, same inputs and output, for ``torch.jit.load``.
+
+``config.json``'s ``interface`` records ``img_resolution`` (one side when square, else
+``[H, W]``), ``img_size`` (``[H, W]``, always) and ``img_channels`` (1-16).
 
 Graphs bake in the truncation psi and constant per-layer noise (``noise_mode="const"``), so they
 are deterministic. Every export is checked when it is made: the graph (or the reloaded weights)

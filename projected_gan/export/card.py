@@ -16,6 +16,7 @@ import yaml
 from projected_gan.checkpoint import Checkpoint
 from projected_gan.errors import one_line
 from projected_gan.safejson import JSONFileError, loads_bounded
+from projected_gan.sizes import as_size
 
 __all__ = ["run_folder_of", "training_record", "write_card_text"]
 
@@ -125,7 +126,7 @@ _USAGE = {
         "import numpy as np, onnxruntime",
         'session = onnxruntime.InferenceSession("THIS_FOLDER/model.onnx")',
         "feed = {'z': np.random.randn(4, Z_DIM).astype(np.float32)}  # + 'c': one-hot (B, c_dim)",
-        "images = session.run(None, feed)[0]  # (4, C, R, R) in [-1, 1]",
+        "images = session.run(None, feed)[0]  # (4, C, H, W) in [-1, 1]",
     ],
     "torchscript": [
         "import torch",
@@ -162,6 +163,13 @@ def _fence(text: str) -> str:
     """A code fence longer than any run of backticks in ``text``."""
     runs = [len(r) for r in re.findall(r"`+", text)]
     return "`" * max(3, 1 + max(runs, default=0))
+
+
+def _size(iface: dict[str, Any]) -> tuple[int, int]:
+    """``(H, W)`` of an export's interface: ``img_size``, or ``img_resolution`` (one side, as
+    exports before non-square sizes recorded it, or ``[H, W]``)."""
+    size = iface.get("img_size", iface.get("img_resolution"))
+    return as_size(size, "img_size")
 
 
 def _typed(value: Any, kinds: type | tuple[type, ...]) -> bool:
@@ -206,13 +214,14 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
     """Markdown model card for an export folder, from its ``config.json`` contents."""
     gen, iface, exp = config["generator"], config["interface"], config["export"]
     training = clean_training(config.get("training"))
-    res = iface["img_resolution"]
+    h, w = _size(iface)
+    res = f"{h}x{w}"
     classes = f"{iface['c_dim']} classes" if iface["c_dim"] else "unconditional"
     graph = exp["format"] != "safetensors"
     labels = f", c `(B, {iface['c_dim']})` one-hot float32" if iface["c_dim"] else ""
     rows = [
         ("generator", f"{_code(gen['name'])} ({iface['num_params'] / 1e6:.2f} M parameters)"),
-        ("resolution", f"{res}x{res}, {iface['img_channels']} channel(s)"),
+        ("resolution", f"{res} (height x width), {iface['img_channels']} channel(s)"),
         ("inputs", f"z `(B, {iface['z_dim']})` ~ N(0, I){labels}; {classes}"),
         (
             "output",
@@ -269,7 +278,7 @@ def write_card_text(config: dict[str, Any], samples_name: str | None) -> str:
                 )
             )
     lines = [
-        f"# {_code(gen['name'])} generator, {res}x{res}",
+        f"# {_code(gen['name'])} generator, {res}",
         "",
         f"Exported with projected-gan {_text(config['library_version'])}. Load it with "
         f"`projected_gan.load_generator(folder)`; `config.json` names the registered generator "

@@ -37,7 +37,7 @@ from projected_gan.export.graphs import (
     write_torchscript,
 )
 from projected_gan.fitting import build_checked
-from projected_gan.generators.sampling import latents_from_seeds
+from projected_gan.generators.sampling import image_size, latents_from_seeds
 from projected_gan.images import save_image_grid, to_uint8
 from projected_gan.registry import part_config
 from projected_gan.safejson import JSONFileError, read_json
@@ -351,6 +351,7 @@ def _export_into(
             write_torchscript(sampler, _example_inputs(G, range(TRACE_BATCH)), model_path)
 
     c_dim = int(getattr(G, "c_dim", 0))
+    h, w = image_size(G)
     record: dict[str, Any] = {
         "format": FORMAT,
         "library_version": __version__,
@@ -358,7 +359,9 @@ def _export_into(
         "interface": {
             "z_dim": int(G.z_dim),
             "c_dim": c_dim,
-            "img_resolution": int(G.img_resolution),
+            # one side when square (as before), else [H, W]; img_size is always [H, W]
+            "img_resolution": h if h == w else [h, w],
+            "img_size": [h, w],
             "img_channels": int(G.img_channels),
             "num_params": sum(p.numel() for p in G.parameters()),
             "inputs": ["z"] + (["c (one-hot float32)"] if c_dim else []),

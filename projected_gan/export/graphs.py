@@ -27,7 +27,7 @@ __all__ = [
 
 
 class Sampler(nn.Module):
-    """``z`` ``(B, z_dim)`` [, one-hot ``c`` ``(B, c_dim)``] -> images ``(B, C, R, R)``, [-1, 1]."""
+    """``z`` ``(B, z_dim)`` [, one-hot ``c`` ``(B, c_dim)``] -> images ``(B, C, H, W)``, [-1, 1]."""
 
     def __init__(self, G: nn.Module, truncation_psi: float, noise_mode: str = "const") -> None:
         super().__init__()

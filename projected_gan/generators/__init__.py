@@ -1,5 +1,8 @@
 """Generators: FastGAN, FastGAN-lite and StyleGAN2 behind one :class:`Generator` interface.
 
+Sizes: squares 32 ... 1024 and non-square ``(H, W)`` by one rule for every family
+(:func:`check_image_size`); 1 to 16 channels.
+
 Importing this package registers ``fastgan``, ``fastgan_lite`` and ``stylegan2`` in
 :data:`projected_gan.registry.GENERATORS`.
 """
@@ -14,14 +17,19 @@ from projected_gan.generators.fastgan import (
     fastgan_lite,
 )
 from projected_gan.generators.layers import (
+    MAX_CHANNELS,
     NOISE_MODES,
     SUPPORTED_RESOLUTIONS,
     Generator,
     LabelEmbedding,
     NoiseInjection,
+    check_image_size,
+    first_block_size,
     normalize_2nd_moment,
+    stage_size,
 )
 from projected_gan.generators.sampling import (
+    image_size,
     interpolation_frames,
     latents_from_seeds,
     lerp,
@@ -37,6 +45,7 @@ from projected_gan.generators.stylegan2 import (
 )
 
 __all__ = [
+    "MAX_CHANNELS",
     "NOISE_MODES",
     "SUPPORTED_RESOLUTIONS",
     "ConditionalBatchNorm2d",
@@ -49,9 +58,12 @@ __all__ = [
     "SkipLayerExcitation",
     "StyleGAN2Generator",
     "SynthesisNetwork",
+    "check_image_size",
     "fastgan",
     "fastgan_channels",
     "fastgan_lite",
+    "first_block_size",
+    "image_size",
     "interpolation_frames",
     "latents_from_seeds",
     "lerp",
@@ -59,5 +71,6 @@ __all__ = [
     "normalize_2nd_moment",
     "parse_seeds",
     "slerp",
+    "stage_size",
     "stylegan2",
 ]

@@ -1,8 +1,15 @@
 """FastGAN generator as used by Projected GAN: ``fastgan`` (big up-blocks) and ``fastgan_lite``.
 
 z (on the hypersphere) -> SN transposed conv to 4x4 -> up-blocks to the output resolution, with
-skip-layer excitation (SLE) gates 4->64, 8->128, 16->256, 32->512 -> linear SN 3x3 conv to RGB.
-Conditional variants swap every up-block BatchNorm for class-conditional BatchNorm.
+skip-layer excitation (SLE) gates 4->64, 8->128, 16->256, 32->512 -> linear SN 3x3 conv to
+``img_channels`` (1-16). Conditional variants swap every up-block BatchNorm for class-conditional
+BatchNorm.
+
+Sizes: squares 32 ... 1024, and ``(H, W)`` whose short side is one of those and whose long side
+is a multiple of a quarter of the short side, at most 4x it (see
+:func:`~projected_gan.generators.layers.check_image_size`). The transposed conv then makes a
+``4 x k`` first block (64x96: 4x6), and stages, channels and SLE pairs are keyed by the short
+side (``up.8`` is the stage 8 pixels on the short side: 8x12 for 64x96).
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from projected_gan.generators.layers import (
     Generator,
     LabelEmbedding,
     NoiseInjection,
+    first_block_size,
     normalize_2nd_moment,
+    stage_size,
 )
 from projected_gan.registry import GENERATORS
+from projected_gan.sizes import SizeLike, as_size
 from projected_gan.spectral_norm import spectral_norm
 
 __all__ = [
@@ -50,20 +60,22 @@ CHANNEL_MULTIPLIERS = {
 SLE_PAIRS = ((4, 64), (8, 128), (16, 256), (32, 512))  # (gate source, gated resolution)
 
 
-def fastgan_channels(ngf: int, img_resolution: int) -> dict[int, int]:
-    """Channels of every stage from 4x4 up to ``img_resolution`` for width ``ngf``."""
+def fastgan_channels(ngf: int, img_resolution: SizeLike) -> dict[int, int]:
+    """Channels of every stage from 4 up to the short side of ``img_resolution`` (one side or
+    ``(H, W)``) for width ``ngf``, keyed by the stage's short side."""
     if not isinstance(ngf, int) or ngf < 1:
         raise ValueError(f"ngf must be a positive int, got {ngf!r}")
+    short = min(as_size(img_resolution, "img_resolution"))
     channels = {}
     for res, mult in CHANNEL_MULTIPLIERS.items():
-        if res > img_resolution:
+        if res > short:
             break
         ch = ngf * mult
         if ch.denominator != 1:
-            need = max(m.denominator for r, m in CHANNEL_MULTIPLIERS.items() if r <= img_resolution)
+            need = max(m.denominator for r, m in CHANNEL_MULTIPLIERS.items() if r <= short)
             raise ValueError(
-                f"ngf={ngf} gives {float(ch)} channels at {res}x{res}; for img_resolution "
-                f"{img_resolution} ngf must be a multiple of {need}"
+                f"ngf={ngf} gives {float(ch)} channels at stage {res}; for images whose short "
+                f"side is {short} ngf must be a multiple of {need}"
             )
         channels[res] = int(ch)
     return channels
@@ -92,11 +104,13 @@ class ConditionalBatchNorm2d(nn.Module):
 
 
 class InitLayer(nn.Module):
-    """z ``(B, z_dim)`` -> ``(B, channels, 4, 4)``: SN transposed conv 4x4, BatchNorm, GLU."""
+    """z ``(B, z_dim)`` -> ``(B, channels, h, w)``: SN transposed conv ``h x w`` (4x4 for squares,
+    e.g. 4x6 for 64x96 images), BatchNorm, GLU."""
 
-    def __init__(self, z_dim: int, channels: int) -> None:
+    def __init__(self, z_dim: int, channels: int, size: SizeLike = 4) -> None:
         super().__init__()
-        self.conv = _sn(nn.ConvTranspose2d(z_dim, 2 * channels, 4, 1, 0, bias=False))
+        kernel = as_size(size, "size")
+        self.conv = _sn(nn.ConvTranspose2d(z_dim, 2 * channels, kernel, 1, 0, bias=False))
         self.norm = nn.BatchNorm2d(2 * channels)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -108,11 +122,12 @@ class UpBlock(nn.Module):
 
     Every conv makes ``2 * out_channels`` so that GLU can halve it. ``big`` blocks (``fastgan``)
     carry noise injection after each conv; small blocks (``fastgan_lite``) have one conv, no noise.
-    ``(B, in_channels, H, W)`` -> ``(B, out_channels, 2H, 2W)``.
+    ``(B, in_channels, H, W)`` -> ``(B, out_channels, 2H, 2W)``; ``size`` is the output's
+    ``(2H, 2W)`` (one int when square), the size of the noise buffers.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, resolution: int, big: bool, embed_dim: int = 0
+        self, in_channels: int, out_channels: int, size: SizeLike, big: bool, embed_dim: int = 0
     ) -> None:
         super().__init__()
         n = 2 if big else 1
@@ -120,7 +135,7 @@ class UpBlock(nn.Module):
         self.convs = nn.ModuleList(
             _sn(nn.Conv2d(c, 2 * out_channels, 3, 1, 1, bias=False)) for c in ins
         )
-        self.noises = nn.ModuleList(NoiseInjection(resolution) for _ in range(n)) if big else None
+        self.noises = nn.ModuleList(NoiseInjection(size) for _ in range(n)) if big else None
         self.conditional = embed_dim > 0
         self.norms = nn.ModuleList(
             ConditionalBatchNorm2d(2 * out_channels, embed_dim)
@@ -145,8 +160,9 @@ class UpBlock(nn.Module):
 class SkipLayerExcitation(nn.Module):
     """Gate a high-resolution map by channel weights computed from a low-resolution one.
 
-    ``small`` ``(B, small_channels, h, w)`` -> pool 4x4 -> SN conv 4x4 -> Swish -> SN conv 1x1 ->
-    sigmoid, a ``(B, big_channels, 1, 1)`` gate that multiplies ``big`` ``(B, big_channels, H, W)``.
+    ``small`` ``(B, small_channels, h, w)`` (any aspect) -> pool 4x4 -> SN conv 4x4 -> Swish ->
+    SN conv 1x1 -> sigmoid, a ``(B, big_channels, 1, 1)`` gate that multiplies ``big``
+    ``(B, big_channels, H, W)``.
     """
 
     def __init__(self, small_channels: int, big_channels: int) -> None:
@@ -167,6 +183,10 @@ class SkipLayerExcitation(nn.Module):
 class FastGANGenerator(Generator):
     """FastGAN generator, big up-blocks (2 convs + noise each); 105.7 M params at 256, ngf=128.
 
+    ``img_resolution``: one side (32 ... 1024) or ``(H, W)`` with the short side one of those and
+    the long side a multiple of a quarter of it, up to 4x (e.g. ``(64, 96)``, ``(32, 64)``);
+    ``img_channels``: 1 to 16. Output ``(B, img_channels, H, W)``.
+
     The Projected GAN variant: linear output, every layer spectrally normalised. ``w`` is the
     normalised ``z`` ``(B, z_dim)``; for conditional models the class embedding ``(B, z_dim)``
     is appended, so ``w`` is ``(B, 2 * z_dim)`` and interpolating it also blends classes.
@@ -177,7 +197,7 @@ class FastGANGenerator(Generator):
 
     def __init__(
         self,
-        img_resolution: int = 256,
+        img_resolution: SizeLike = 256,
         c_dim: int = 0,
         img_channels: int = 3,
         z_dim: int = 256,
@@ -193,30 +213,31 @@ class FastGANGenerator(Generator):
         )
         self.ngf = ngf
         lite = self.lite
-        channels = fastgan_channels(ngf, img_resolution)
-        self.resolutions = list(channels)
+        short = min(self.img_size)
+        channels = fastgan_channels(ngf, short)
+        self.resolutions = list(channels)  # stages by their short side: 4, 8, ..., short
         self.embed = LabelEmbedding(c_dim, z_dim) if c_dim > 0 else None
-        self.init = InitLayer(z_dim, channels[4])
+        self.init = InitLayer(z_dim, channels[4], first_block_size(self.img_size))
         self.up = nn.ModuleDict(
             {
                 str(res): UpBlock(
                     channels[res // 2],
                     channels[res],
-                    res,
+                    stage_size(self.img_size, res),
                     big=not lite,
                     embed_dim=z_dim if c_dim > 0 else 0,
                 )
                 for res in self.resolutions[1:]
             }
         )
-        self.sle_sources = {big: small for small, big in SLE_PAIRS if big <= img_resolution}
+        self.sle_sources = {big: small for small, big in SLE_PAIRS if big <= short}
         self.sle = nn.ModuleDict(
             {
                 str(big): SkipLayerExcitation(channels[small], channels[big])
                 for big, small in self.sle_sources.items()
             }
         )
-        self.to_rgb = _sn(nn.Conv2d(channels[img_resolution], img_channels, 3, 1, 1, bias=True))
+        self.to_rgb = _sn(nn.Conv2d(channels[short], img_channels, 3, 1, 1, bias=True))
 
     @property
     def w_dim(self) -> int:
@@ -239,7 +260,7 @@ class FastGANGenerator(Generator):
         return w
 
     def synthesis(self, w: Tensor, noise_mode: str | None = None) -> Tensor:
-        """``w`` ``(B, w_dim)`` -> images ``(B, img_channels, R, R)``, about [-1, 1], no tanh.
+        """``w`` ``(B, w_dim)`` -> images ``(B, img_channels, H, W)``, about [-1, 1], no tanh.
 
         The z part is re-normalised here, so interpolated ``w`` land back on the hypersphere.
         """

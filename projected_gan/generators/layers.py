@@ -1,21 +1,74 @@
-"""What every generator shares: the :class:`Generator` interface, noise, labels, z normalisation."""
+"""What every generator shares: the :class:`Generator` interface, the image size rule, noise,
+labels, z normalisation.
+
+Image sizes (every family, one rule, :func:`check_image_size`): the short side is one of
+:data:`SUPPORTED_RESOLUTIONS` (32 ... 1024) and the long side a multiple of a quarter of the short
+side, at most 4x the short side. The first block is then ``4 x k`` (or ``k x 4``), ``k = 4..16``
+(:func:`first_block_size`), and every x2 stage keeps the aspect: 64x96 grows from 4x6, 32x64
+from 4x8, 64x32 from 8x4; squares from 4x4, exactly as before.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from projected_gan.sizes import Size, SizeLike, as_size, size_text
+
 __all__ = [
+    "MAX_CHANNELS",
     "NOISE_MODES",
     "SUPPORTED_RESOLUTIONS",
     "Generator",
     "LabelEmbedding",
     "NoiseInjection",
+    "check_image_size",
+    "first_block_size",
     "normalize_2nd_moment",
+    "stage_size",
 ]
 
-SUPPORTED_RESOLUTIONS = (32, 64, 128, 256, 512, 1024)
+SUPPORTED_RESOLUTIONS = (32, 64, 128, 256, 512, 1024)  # the short side
+MAX_CHANNELS = 16
+MAX_ASPECT = 4  # long side / short side
 NOISE_MODES = ("random", "const", "none")
+
+_SIZE_RULE = (
+    f"the short side one of {', '.join(map(str, SUPPORTED_RESOLUTIONS))} and the long side a "
+    f"multiple of a quarter of the short side, at most {MAX_ASPECT}x it "
+    "(e.g. 64, [64, 96], [32, 64], [128, 512], as [height, width])"
+)
+
+
+def check_image_size(img_resolution: SizeLike, name: str = "img_resolution") -> Size:
+    """``img_resolution`` (one side, or ``(H, W)``) -> ``(H, W)`` if a generator can make it.
+
+    Raises ValueError in one line naming ``name``, the rule and valid examples otherwise.
+    """
+    try:
+        h, w = as_size(img_resolution, name)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be one side or [height, width] with {_SIZE_RULE}; got {img_resolution!r}"
+        ) from None
+    short, long = min(h, w), max(h, w)
+    if short not in SUPPORTED_RESOLUTIONS or long % (short // 4) or long > MAX_ASPECT * short:
+        shown = h if h == w else f"{size_text((h, w))} (height x width)"
+        raise ValueError(f"{name} {shown} is not supported: need {_SIZE_RULE}")
+    return (h, w)
+
+
+def first_block_size(img_resolution: SizeLike) -> Size:
+    """``(h0, w0)`` of the first (4-on-the-short-side) block: 64x96 -> (4, 6), 64 -> (4, 4)."""
+    h, w = check_image_size(img_resolution)
+    quarter = min(h, w) // 4
+    return (h // quarter, w // quarter)
+
+
+def stage_size(img_resolution: SizeLike, stage: int) -> Size:
+    """``(h, w)`` of the stage whose short side is ``stage`` (4, 8, ...): 64x96, 8 -> (8, 12)."""
+    h0, w0 = first_block_size(img_resolution)
+    return (h0 * stage // 4, w0 * stage // 4)
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
@@ -26,14 +79,16 @@ def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
 class NoiseInjection(nn.Module):
     """Adds ``strength * noise`` with noise of shape ``(B, 1, H, W)``; ``strength`` starts at 0.
 
-    ``noise_mode``: ``"random"`` draws fresh N(0, 1) noise on the input's device from the global
-    RNG every call; ``"const"`` uses a fixed buffer drawn at construction; ``"none"`` adds nothing.
+    ``size``: the maps' ``H`` and ``W``, one int when square. ``noise_mode``: ``"random"`` draws
+    fresh N(0, 1) noise on the input's device from the global RNG every call; ``"const"`` uses a
+    fixed buffer drawn at construction; ``"none"`` adds nothing.
     """
 
-    def __init__(self, resolution: int) -> None:
+    def __init__(self, size: SizeLike) -> None:
         super().__init__()
+        h, w = as_size(size, "size")
         self.strength = nn.Parameter(torch.zeros([]))
-        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        self.register_buffer("noise_const", torch.randn(1, 1, h, w))
 
     def forward(self, x: Tensor, noise_mode: str = "random") -> Tensor:
         if noise_mode == "none":
@@ -60,7 +115,7 @@ class LabelEmbedding(nn.Embedding):
 
 
 class Generator(nn.Module):
-    """Interface of every generator: ``G(z, c) -> (B, img_channels, R, R)`` in about [-1, 1].
+    """Interface of every generator: ``G(z, c) -> (B, img_channels, H, W)`` in about [-1, 1].
 
     Subclasses implement :meth:`mapping` (``z``, ``c`` -> ``w``) and :meth:`synthesis`
     (``w`` -> images); :meth:`forward` chains them, so interpolating ``w`` works for every family.
@@ -68,8 +123,11 @@ class Generator(nn.Module):
     Attributes:
         z_dim: latent size; ``z`` is ``(B, z_dim)`` drawn from N(0, I).
         c_dim: number of classes, 0 for an unconditional generator.
-        img_resolution: output height and width, one of 32, 64, 128, 256, 512, 1024.
-        img_channels: 3 (RGB) or 1 (grayscale).
+        img_resolution: the output size as given, normalised: an int when square (32 ... 1024),
+            else ``(H, W)``; see :func:`check_image_size` for the sizes every family supports.
+        img_size: ``(H, W)``, also for squares; code that needs the two sides reads this.
+        img_channels: 1 to 16: 1 grayscale, 2 gray + alpha, 3 RGB, 4 RGBA, more for extra
+            channels (RGB first, see :func:`projected_gan.images.rgb_view`).
         noise_mode: default per-layer noise, ``"random"`` | ``"const"`` | ``"none"``.
     """
 
@@ -78,26 +136,35 @@ class Generator(nn.Module):
         *,
         z_dim: int,
         c_dim: int,
-        img_resolution: int,
+        img_resolution: SizeLike,
         img_channels: int,
         noise_mode: str = "random",
     ) -> None:
         super().__init__()
-        if img_resolution not in SUPPORTED_RESOLUTIONS:
+        h, w = check_image_size(img_resolution)
+        if (
+            not isinstance(img_channels, int)
+            or isinstance(img_channels, bool)
+            or not 1 <= img_channels <= MAX_CHANNELS
+        ):
             raise ValueError(
-                f"img_resolution must be one of {SUPPORTED_RESOLUTIONS}, got {img_resolution!r}"
+                f"img_channels must be an int in 1..{MAX_CHANNELS} (1 gray, 3 RGB, 4 RGBA, ...), "
+                f"got {img_channels!r}"
             )
-        if img_channels not in (1, 3):
-            raise ValueError(f"img_channels must be 1 or 3, got {img_channels!r}")
         if not isinstance(z_dim, int) or z_dim < 1:
             raise ValueError(f"z_dim must be a positive int, got {z_dim!r}")
         if not isinstance(c_dim, int) or c_dim < 0:
             raise ValueError(f"c_dim must be an int >= 0 (0 = unconditional), got {c_dim!r}")
         self.z_dim = z_dim
         self.c_dim = c_dim
-        self.img_resolution = img_resolution
+        self.img_resolution: int | Size = h if h == w else (h, w)
         self.img_channels = img_channels
         self.noise_mode = self._check_noise_mode(noise_mode)
+
+    @property
+    def img_size(self) -> Size:
+        """Output ``(H, W)``, also for squares."""
+        return as_size(self.img_resolution)
 
     # ------------------------------------------------------------------ interface
     def mapping(self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1.0) -> Tensor:
@@ -105,7 +172,7 @@ class Generator(nn.Module):
         raise NotImplementedError
 
     def synthesis(self, w: Tensor, noise_mode: str | None = None) -> Tensor:
-        """``w`` from :meth:`mapping` -> images ``(B, img_channels, R, R)`` in about [-1, 1]."""
+        """``w`` from :meth:`mapping` -> images ``(B, img_channels, H, W)`` in about [-1, 1]."""
         raise NotImplementedError
 
     def forward(
@@ -139,7 +206,7 @@ class Generator(nn.Module):
         truncation_psi: float = 1.0,
         noise_mode: str | None = None,
     ) -> Tensor:
-        """Draw ``n`` images ``(n, img_channels, R, R)``: z ~ N(0, I) and, when conditional and
+        """Draw ``n`` images ``(n, img_channels, H, W)``: z ~ N(0, I) and, when conditional and
         ``c`` is None, uniform random classes. ``c`` may be one int for all ``n`` images.
 
         With ``generator`` the result depends on it alone: per-layer noise is drawn from a forked

@@ -10,9 +10,11 @@ from torch import Tensor
 
 from projected_gan.errors import UsageError
 from projected_gan.generators.layers import Generator
+from projected_gan.sizes import Size, as_size
 
 __all__ = [
     "grid_latents",
+    "image_size",
     "interpolation_frames",
     "latents_from_seeds",
     "lerp",
@@ -148,7 +150,7 @@ def interpolation_frames(
     batch_size: int = 16,
     loop: bool = False,
 ) -> Iterator[Tensor]:
-    """Yield image batches ``(b, img_channels, R, R)`` walking through the seeds' latents.
+    """Yield image batches ``(b, img_channels, H, W)`` walking through the seeds' latents.
 
     Between consecutive keyframes there are ``frames_per_pair`` frames (the first is the keyframe
     itself); the last keyframe ends the walk, or with ``loop`` the walk returns to the first seed.
@@ -223,14 +225,22 @@ def _frames(
         yield images
 
 
+def image_size(G: torch.nn.Module) -> Size:
+    """``(H, W)`` of a generator's images: its ``img_size``, else its ``img_resolution`` (one side
+    or ``(H, W)``, for generators written before non-square sizes), else 64x64."""
+    size = getattr(G, "img_size", None)
+    return as_size(size if size is not None else getattr(G, "img_resolution", 64))
+
+
 def grid_latents(G: Generator, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
     """The fixed latents ``(n, z_dim)`` (and labels, cycling through the classes) of the grids.
 
-    64 images up to 64 px, 32 up to 256 px, else 16; drawn from ``seed`` on the CPU, so every
-    device shows the same faces.
+    By pixels per image: 64 images up to 64x64, 32 up to 256x256, else 16 (64x96 images: 32);
+    drawn from ``seed`` on the CPU, so every device shows the same faces.
     """
-    res = getattr(G, "img_resolution", 64)
-    n = 64 if res <= 64 else 32 if res <= 256 else 16
+    h, w = image_size(G)
+    pixels = h * w
+    n = 64 if pixels <= 64 * 64 else 32 if pixels <= 256 * 256 else 16
     gen = torch.Generator().manual_seed(seed + 12345)
     z = torch.randn(n, G.z_dim, generator=gen).to(device)
     c_dim = getattr(G, "c_dim", 0)

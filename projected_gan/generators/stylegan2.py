@@ -2,8 +2,9 @@
 
 Mapping network z [+ class embedding] -> w (equalized learning rate, lr multiplier 0.01, tracked
 ``w_avg`` for truncation; :mod:`~projected_gan.generators.stylegan2_mapping`); synthesis from a
-learned constant 4x4 through modulated, demodulated 3x3 convolutions with per-layer noise,
-FIR-filtered x2 up-sampling and the skip (toRGB) design
+learned constant 4x4 (``4 x k`` for non-square sizes such as 64x96) through modulated,
+demodulated 3x3 convolutions with per-layer noise, FIR-filtered x2 up-sampling and the skip
+(toRGB) design
 (:mod:`~projected_gan.generators.stylegan2_synthesis`, where the two formulations of the
 modulated convolution are explained). This module puts them together, with style mixing.
 """
@@ -25,6 +26,7 @@ from projected_gan.generators.stylegan2_synthesis import (
     upsample_fir,
 )
 from projected_gan.registry import GENERATORS
+from projected_gan.sizes import SizeLike
 
 __all__ = [
     "EqualLinear",
@@ -45,6 +47,10 @@ __all__ = [
 class StyleGAN2Generator(Generator):
     """StyleGAN2 generator, pure PyTorch; Projected GAN defaults (z 64, w 128, 2 mapping layers).
 
+    ``img_resolution``: one side (32 ... 1024) or ``(H, W)`` with the short side one of those and
+    the long side a multiple of a quarter of it, up to 4x (e.g. ``(64, 96)``, ``(32, 64)``);
+    ``img_channels``: 1 to 16. Output ``(B, img_channels, H, W)``.
+
     Skip architecture. ``w`` is ``(B, num_ws, w_dim)``; a ``(B, w_dim)`` w given to
     :meth:`synthesis` is broadcast to every layer.
 
@@ -54,7 +60,7 @@ class StyleGAN2Generator(Generator):
 
     def __init__(
         self,
-        img_resolution: int = 256,
+        img_resolution: SizeLike = 256,
         c_dim: int = 0,
         img_channels: int = 3,
         z_dim: int = 64,
@@ -84,7 +90,7 @@ class StyleGAN2Generator(Generator):
         self.mixing_prob = float(mixing_prob)
         self.synthesis_network = SynthesisNetwork(
             w_dim,
-            img_resolution,
+            self.img_size,
             img_channels,
             channel_base=channel_base,
             channel_max=channel_max,
@@ -115,7 +121,7 @@ class StyleGAN2Generator(Generator):
         return self.mapping_network(z, c, truncation_psi, update_w_avg=update_w_avg)
 
     def synthesis(self, w: Tensor, noise_mode: str | None = None) -> Tensor:
-        """ws ``(B, num_ws, w_dim)`` or ``(B, w_dim)`` -> images ``(B, img_channels, R, R)``."""
+        """ws ``(B, num_ws, w_dim)`` or ``(B, w_dim)`` -> images ``(B, img_channels, H, W)``."""
         noise_mode = self._noise_mode(noise_mode)
         if w.ndim == 2 and w.shape[1] == self.w_dim:
             w = w[:, None, :].expand(-1, self.num_ws, -1)

@@ -1,6 +1,12 @@
 """StyleGAN2's synthesis network: a learned constant 4x4 through modulated, demodulated 3x3
 convolutions with per-layer noise, FIR-filtered x2 up-sampling and the skip (toRGB) design.
 
+Sizes: squares 32 ... 1024, and ``(H, W)`` whose short side is one of those and whose long side
+is a multiple of a quarter of the short side, at most 4x it (see
+:func:`~projected_gan.generators.layers.check_image_size`): the constant is then ``4 x k``
+(64x96: ``(C, 4, 6)``), blocks and channels are keyed by the short side, and the toRGB layers
+make ``img_channels`` (1-16).
+
 Modulated convolution, two exact formulations (``fused_modconv``):
 
 * ``False`` (default): scale the input channels by the styles, run one ordinary convolution with
@@ -24,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from projected_gan.generators.layers import NoiseInjection
+from projected_gan.generators.layers import NoiseInjection, first_block_size, stage_size
 from projected_gan.generators.stylegan2_mapping import LRELU_GAIN, EqualLinear
+from projected_gan.sizes import SizeLike, as_size, size_text
 
 __all__ = [
     "SynthesisBlock",
@@ -117,7 +124,8 @@ def modulated_conv2d(
 class SynthesisLayer(nn.Module):
     """Modulated conv (optionally x2 up) -> noise -> bias -> leaky ReLU·√2 -> clamp.
 
-    ``x`` ``(B, in_channels, H, W)``, ``w`` ``(B, w_dim)`` -> ``(B, out_channels, H', W')``.
+    ``x`` ``(B, in_channels, H, W)``, ``w`` ``(B, w_dim)`` -> ``(B, out_channels, H', W')``;
+    ``resolution`` is ``(H', W')`` (one int when square), the size of the noise buffer.
     """
 
     def __init__(
@@ -125,7 +133,7 @@ class SynthesisLayer(nn.Module):
         in_channels: int,
         out_channels: int,
         w_dim: int,
-        resolution: int,
+        resolution: SizeLike,
         kernel_size: int = 3,
         up: bool = False,
         conv_clamp: float | None = None,
@@ -180,9 +188,11 @@ class ToRGB(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution: (constant 4x4 | up-conv) -> conv -> toRGB added to the up-sampled image.
+    """One resolution: (constant | up-conv) -> conv -> toRGB added to the up-sampled image.
 
-    Consumes ``num_conv + 1`` ws; its toRGB shares its w with the next block's first conv.
+    ``resolution``: the block's short side (4 for the constant's block); ``size``: its maps'
+    ``(h, w)``, default square. Consumes ``num_conv + 1`` ws; its toRGB shares its w with the next
+    block's first conv.
     """
 
     def __init__(
@@ -194,13 +204,15 @@ class SynthesisBlock(nn.Module):
         img_channels: int,
         conv_clamp: float | None = None,
         fused: bool = False,
+        size: SizeLike | None = None,
     ) -> None:
         super().__init__()
         self.resolution = resolution
+        self.size = as_size(resolution if size is None else size, "size")
         self.is_first = resolution == 4
-        kw = {"w_dim": w_dim, "resolution": resolution, "conv_clamp": conv_clamp, "fused": fused}
+        kw = {"w_dim": w_dim, "resolution": self.size, "conv_clamp": conv_clamp, "fused": fused}
         if self.is_first:
-            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+            self.const = nn.Parameter(torch.randn(out_channels, *self.size))
             self.conv0 = None
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, up=True, **kw)
@@ -225,15 +237,17 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """ws ``(B, num_ws, w_dim)`` -> images ``(B, img_channels, R, R)``.
+    """ws ``(B, num_ws, w_dim)`` -> images ``(B, img_channels, H, W)``.
 
-    Channels at resolution ``r`` are ``min(channel_base // r, channel_max)``.
+    ``img_resolution``: one side or ``(H, W)`` (see the module docstring for the sizes). Blocks
+    go by the short side ``r`` = 4, 8, ..., and have ``min(channel_base // r, channel_max)``
+    channels.
     """
 
     def __init__(
         self,
         w_dim: int,
-        img_resolution: int,
+        img_resolution: SizeLike,
         img_channels: int,
         channel_base: int = 32768,
         channel_max: int = 512,
@@ -241,12 +255,15 @@ class SynthesisNetwork(nn.Module):
         fused: bool = False,
     ) -> None:
         super().__init__()
-        resolutions = [2**k for k in range(2, int(math.log2(img_resolution)) + 1)]
+        size = as_size(img_resolution, "img_resolution")
+        short = min(size)
+        first_block_size(size)  # the size rule, with its message
+        resolutions = [2**k for k in range(2, int(math.log2(short)) + 1)]
         channels = {r: min(channel_base // r, channel_max) for r in resolutions}
         if min(channels.values()) < 1:
             raise ValueError(
                 f"channel_base={channel_base} / channel_max={channel_max} leave no channels at "
-                f"{img_resolution}x{img_resolution}; need channel_base >= img_resolution"
+                f"{size_text(size)}; need channel_base >= the short side ({short})"
             )
         self.blocks = nn.ModuleList(
             SynthesisBlock(
@@ -257,6 +274,7 @@ class SynthesisNetwork(nn.Module):
                 img_channels,
                 conv_clamp=conv_clamp,
                 fused=fused,
+                size=stage_size(size, r),
             )
             for r in resolutions
         )

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from projected_gan.atomic import atomic_write_text
 from projected_gan.data.spec import DataSpec
 from projected_gan.discriminators import ProjectedDiscriminator
+from projected_gan.generators.layers import Generator, check_image_size
+from projected_gan.registry import GENERATORS
 from projected_gan.spec.checks import (
     PartSpec,
     SpecError,
@@ -74,6 +76,16 @@ class DiscriminatorSpec(_Strict):
         description="one kind of multi-scale heads for every network, or a list: one per network",
     )
     augment: PartSpec | None = PartSpec(name="diffaugment", policy=_D_DEFAULTS["augment"])
+    rgb: Literal["fixed", "learned"] = Field(
+        "fixed",
+        description="how data.channels != 3 reach the RGB feature network: fixed (luma "
+        "replicated, channels 0-2 of 4+) or learned (a trained 1x1 conv, starting as fixed)",
+    )
+    extra_branch: bool = Field(
+        False,
+        description="data.channels >= 4: channels 3+ also go through the feature network as a "
+        "second view, with their own projection and heads",
+    )
 
     @field_validator("feature_network", "projection_head", "discriminator", mode="before")
     @classmethod
@@ -155,7 +167,9 @@ class InitSpec(_Strict):
         description="which checkpoint of a run folder: the newest, or the best by its first metric",
     )
     partial: bool = Field(
-        False, description="start even when no tensor of G matches (else refused)"
+        False,
+        description="start even when no tensor of G matches or SOURCE's images have another "
+        "size or channel count (else refused)",
     )
 
 
@@ -288,13 +302,13 @@ class ExperimentSpec(_Strict):
             problems.append(
                 ("train.batch_gpu", f"{t.batch_gpu} must divide the batch {t.batch} per process")
             )
-        if self.data.channels != 3:
+        problems += self._size_problems()
+        d = self.discriminator
+        if d.extra_branch and self.data.channels < 4:
             problems.append(
                 (
-                    "data.channels",
-                    f"{self.data.channels}: the generators make 3-channel (RGB) images, so a "
-                    "run trains on 3 channels for now (`projected-gan data --channels 1` still "
-                    "builds a 1-channel cache)",
+                    "discriminator.extra_branch",
+                    f"needs channels beyond RGB (data.channels >= 4), got {self.data.channels}",
                 )
             )
         if problems:
@@ -309,6 +323,21 @@ class ExperimentSpec(_Strict):
                 stacklevel=2,
             )
         return self
+
+    def _size_problems(self) -> list[tuple[str, str]]:
+        """``data.resolution`` against the size rule of a generator built on :class:`Generator`
+        (a plugin that is not one says itself when it is built)."""
+        try:
+            factory = GENERATORS.get(self.generator.name)
+        except Exception:  # an unknown name: part_problems already reports it
+            return []
+        if not (isinstance(factory, type) and issubclass(factory, Generator)):
+            return []
+        try:
+            check_image_size(self.data.resolution, f"{self.generator.name}: size")
+        except ValueError as exc:
+            return [("data.resolution", str(exc))]
+        return []
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod

@@ -80,7 +80,12 @@ def load_spec_dataset(spec: ExperimentSpec) -> Any:
 def build_generator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.Module:
     """The generator named by ``spec.generator`` at the data's resolution."""
     g = spec.generator
-    filled = {"img_resolution": spec.data.resolution, "c_dim": num_classes}
+    filled = {
+        "img_resolution": spec.data.resolution,
+        # RGB is every generator's default: a plugin generator without the argument still builds
+        "img_channels": None if spec.data.channels == 3 else spec.data.channels,
+        "c_dim": num_classes,
+    }
     try:
         return create("generators", g.name, **wire("generators", g.kwargs, filled, "generator"))
     except PartBuildError as exc:
@@ -106,6 +111,9 @@ def build_discriminator(spec: ExperimentSpec, num_classes: int = 0) -> torch.nn.
             augment=part(d.augment),
             num_classes=num_classes,
             img_resolution=spec.data.resolution,
+            img_channels=spec.data.channels,
+            rgb=d.rgb,
+            extra_branch=d.extra_branch,
             projection_seed=spec.train.seed,  # unless the head's spec names one
         )
     except PartBuildError as exc:
@@ -269,7 +277,7 @@ def assemble(spec: ExperimentSpec) -> Assembly:
 
 # ------------------------------------------------------------------------------ parts -> spec
 # The dataset fields that decide which images a run sees (the others say how to read them).
-_SAME_DATA = ("resolution", "channels", "conditional", "max_images", "mirror")
+_SAME_DATA = ("resolution", "fit", "channels", "conditional", "max_images", "mirror")
 
 
 def _describe_parts(raw: dict, G: Any, D: Any, loss: Any, penalty: Any) -> dict[str, str]:
@@ -287,6 +295,7 @@ def _describe_parts(raw: dict, G: Any, D: Any, loss: Any, penalty: Any) -> dict[
         )
     else:
         names = ("feature_network", "projection_head", "discriminator", "augment")
+        names += ("rgb", "extra_branch")
         raw["discriminator"] = {k: d["kwargs"][k] for k in names}
     r = None if penalty is None else part_config(penalty)
     if lo is None or lo["kind"] != "losses" or (penalty is not None and r is None):
@@ -380,6 +389,7 @@ def describe_run(
         G = parts[0]
         raw["data"]["conditional"] = bool(getattr(G, "c_dim", 0))
         raw["data"]["resolution"] = getattr(G, "img_resolution", raw["data"]["resolution"])
+        raw["data"]["channels"] = getattr(G, "img_channels", raw["data"]["channels"])
     described = ExperimentSpec.validate_dict(raw, source="the trainer's parts")
     per_rank = described.train.batch // world_size
     micro = described.train.batch_gpu

@@ -17,7 +17,8 @@ tensors come from SOURCE too, whatever the new run's ``train.seed``; otherwise t
 fresh and the report gives the reason. The pretrained feature network itself is never copied:
 it comes from the package's weights as the new spec says.
 
-A start that copies no tensor at all into G (another generator family, say) is refused with an
+A start that copies no tensor at all into G (another generator family, say), or from a SOURCE
+that makes images of another size or channel count, is refused with an
 :class:`~projected_gan.training.init_source.InitError` unless ``partial=True``.
 """
 
@@ -34,6 +35,7 @@ from torch import nn
 
 from projected_gan._version import __version__
 from projected_gan.configs import part_config
+from projected_gan.sizes import as_size
 from projected_gan.spec import ExperimentSpec
 from projected_gan.training.init_source import InitError, InitSource, read_init_source
 
@@ -341,7 +343,8 @@ def init_from(
         source: a run folder, checkpoint file, export folder or official ``.pkl`` (or an
             :class:`InitSource` already read).
         checkpoint: for a run folder, ``"latest"`` (newest usable) or ``"best"``.
-        partial: start even when no tensor of G matches (otherwise :class:`InitError`).
+        partial: start even when no tensor of G matches, or SOURCE makes images of another
+            size or channel count (otherwise :class:`InitError`).
         verbose: print the one-line summary (rank 0).
 
     Returns:
@@ -355,6 +358,8 @@ def init_from(
             field="train.init",
         )
     src = source if isinstance(source, InitSource) else read_init_source(source, checkpoint)
+    if not partial:
+        _check_image_shape(trainer.G, src)
     modules = {"G": trainer.G, "G_ema": trainer.G_ema, "D": trainer.D}
     reports, copies = plan_init(modules, src)
     if not partial and not reports["G"].copied and not reports["G_ema"].copied:
@@ -374,6 +379,31 @@ def init_from(
     if verbose and trainer.is_main:
         print(report.summary(), file=sys.stderr, flush=True)
     return report
+
+
+def _image_shape(kwargs: Mapping[str, Any]) -> tuple[tuple[int, int], int] | None:
+    """``((H, W), channels)`` of a generator config's images, None when it does not say."""
+    try:
+        return as_size(kwargs["img_resolution"]), int(kwargs.get("img_channels", 3))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _check_image_shape(G: nn.Module, src: InitSource) -> None:
+    """Refuse SOURCE when it makes images of another size or channel count than this run: most
+    tensors would still match by name and shape and the start would look like a fine-tune."""
+    theirs = _image_shape((src.generator or {}).get("kwargs") or {})
+    mine = _image_shape(vars(G) if hasattr(G, "img_resolution") else {})
+    if theirs is None or mine is None or theirs == mine:
+        return
+    (th, tw), tc = theirs
+    (mh, mw), mc = mine
+    raise InitError(
+        f"train.init.source {str(src.source)!r} makes {th}x{tw} images with {tc} channel(s), "
+        f"this run {mh}x{mw} with {mc} (data.resolution, data.channels); train at SOURCE's "
+        "shape, or set train.init.partial=true (--init-partial) to copy what matches anyway",
+        field="train.init.source",
+    )
 
 
 def read_spec_source(spec: ExperimentSpec) -> InitSource | None:

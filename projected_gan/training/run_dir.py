@@ -42,14 +42,19 @@ def new_run_dir(root: str | Path, name: str) -> Path:
 
 
 def default_run_name(spec: ExperimentSpec, undescribed: Mapping[str, str] | None = None) -> str:
-    """``<generator>-<data>-<resolution>-b<batch>``, safe as a folder name (``custom`` and
-    ``memory`` for a hand-built run's generator and data that its spec cannot describe)."""
+    """``<generator>-<data>-<size>-b<batch>`` (size ``64``, ``64x96``, ``64c1`` for one channel),
+    safe as a folder name (``custom`` and ``memory`` for a hand-built run's generator and data
+    that its spec cannot describe)."""
     undescribed = undescribed or {}
     generator = "custom" if "generator" in undescribed else spec.generator.name
     data_name = Path(spec.data.path).stem if spec.data.path else "flowers64"
     if "data" in undescribed:
         data_name = "memory"
-    name = f"{generator}-{data_name}-{spec.data.resolution}-b{spec.train.batch}"
+    h, w = spec.data.size
+    size = f"{h}" if h == w else f"{h}x{w}"
+    if spec.data.channels != 3:
+        size += f"c{spec.data.channels}"
+    name = f"{generator}-{data_name}-{size}-b{spec.train.batch}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 

@@ -40,7 +40,13 @@ __all__ = [
 ]
 
 # Model-defining spec fields: a checkpoint made with other values cannot be loaded.
-ARCHITECTURE_FIELDS = ("data.resolution", "data.conditional", "generator", "discriminator")
+ARCHITECTURE_FIELDS = (
+    "data.resolution",
+    "data.channels",
+    "data.conditional",
+    "generator",
+    "discriminator",
+)
 
 
 class TrainingStopped(RuntimeError):
