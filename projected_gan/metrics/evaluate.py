@@ -145,10 +145,8 @@ def _as_images(images: Any, name: str) -> torch.Tensor:
 
 
 def dataset_image_shape(dataset: Any) -> tuple[int, int, int]:
-    """``(C, H, W)`` of a dataset's images: ``dataset.channels`` and ``dataset.size``, or the
-    square ``dataset.resolution`` of a dataset from before non-square sizes."""
-    size = getattr(dataset, "size", None)
-    h, w = as_size(dataset.resolution if size is None else size, "dataset.size")
+    """``(C, H, W)`` of a dataset's images: ``dataset.channels`` and ``dataset.size``."""
+    h, w = as_size(dataset.size, "dataset.size")
     return (int(dataset.channels), h, w)
 
 
