@@ -171,3 +171,25 @@ def test_eval_cli_fid_kid_pr_offline_with_the_real_inception(folders, tmp_path):
     assert set(record["spaces"].values()) == {"inception"}
     assert "comparable with papers" in out.stdout
     assert not list((tmp_path / "torch_home").rglob("*.pth"))  # nothing was downloaded
+
+
+def test_eval_cli_reads_folders_at_height_x_width_with_channels_and_fit(
+    tmp_path, capsys, monkeypatch
+):
+    for name, value in offline_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    real, fake = tmp_path / "real", tmp_path / "fake"
+    write_images(real, [(64, 32), (160, 96), (100, 100), (128, 48)], seed=0)
+    write_images(fake, [(64, 32)] * 4, seed=1)
+    out_json = tmp_path / "m.json"
+    code, _, err = run_main(capsys, "eval", "--real", str(real), "--fake", str(fake),
+                            "--resolution", "32x64", "--channels", "1", "--fit", "pad",
+                            "--metrics", "fd", "--feature-network", "tf_efficientnet_lite0",
+                            "--device", "cpu", "--json", str(out_json))  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out_json.read_text())
+    assert record["fd"] > 0 and record["resolution"] == [32, 64]
+    assert (record["channels"], record["fit"], record["view"]) == (1, "pad", "rgb of 1 channel")
+    assert "at 32x64, 1 channel(s); the metrics see: rgb of 1 channel (fit pad)" in err
+    code, _, err = run_main(capsys, "eval", "runs/x", "--fit", "pad")
+    assert code == 2 and "--fit applies to --real/--fake only" in err

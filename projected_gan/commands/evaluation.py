@@ -161,7 +161,7 @@ def evaluate_image_folders(
     fake: str | None,
     *,
     metrics: str = "fid",
-    resolution: SizeLike | None = None,
+    resolution: SizeLike | str | None = None,
     channels: int = 3,
     fit: str = "crop",
     batch: int = 64,
@@ -172,13 +172,17 @@ def evaluate_image_folders(
     progress: bool = True,
 ) -> dict[str, float]:
     """Metrics of the images in ``fake`` against those in ``real`` (folders or zips), both read
-    at ``resolution`` (one side or ``(H, W)``; default: the first fake image's size) with
-    ``channels`` channels and ``fit``, as :func:`~projected_gan.metrics.evaluate_folders`."""
+    at ``resolution`` (one side, ``(H, W)`` or the command line's ``"64x96"``; default: the
+    first fake image's size) with ``channels`` channels and ``fit``, as
+    :func:`~projected_gan.metrics.evaluate_folders`."""
+    from projected_gan.commands.datasets import parse_resolution
     from projected_gan.metrics import build_metrics, evaluate_folders, metric_view
     from projected_gan.metrics.folders import read_size
 
     if not real or not fake:
         raise UsageError("give both --real DIR_OR_ZIP and --fake DIR_OR_ZIP", field="--real")
+    if isinstance(resolution, str):
+        resolution = parse_resolution(resolution)
     size = read_size(fake, resolution, channels, fit)
     view = metric_view(channels)
     built = build_metrics(metrics, **_metric_options(feature_network, inception_weights))
