@@ -199,22 +199,10 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--real", metavar="DIR_OR_ZIP", help="real images: compare with --fake")
     p.add_argument("--fake", metavar="DIR_OR_ZIP", help="generated images (made by anything)")
-    p.add_argument(
-        "--resolution",
-        help="--real/--fake: size both sets are read at, one side (64) or height x width (64x96) "
-        "(default: the first fake's size)",
-    )
-    p.add_argument(
-        "--channels",
-        type=int,
-        help="--real/--fake: channels read, as the run's data.channels (default 3); the metrics "
-        "see their RGB view",
-    )
-    p.add_argument(
-        "--fit",
-        choices=["crop", "pad", "stretch"],
-        help="--real/--fake: images of another aspect, as the run's data.fit (default crop)",
-    )
+    # --real/--fake are read as a run's data would be: data.resolution, channels and fit
+    p.add_argument("--resolution", help="--real/--fake: 64 or 64x96 (default: the first fake's)")
+    p.add_argument("--channels", type=int, help="--real/--fake: 1-16 (default 3; metrics: RGB)")
+    p.add_argument("--fit", choices=["crop", "pad", "stretch"], help="--real/--fake: default crop")
     p.add_argument(
         "--data",
         help="checkpoint: real images (default: the run's own data; required for a .pkl)",
