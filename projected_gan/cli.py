@@ -199,11 +199,10 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--real", metavar="DIR_OR_ZIP", help="real images: compare with --fake")
     p.add_argument("--fake", metavar="DIR_OR_ZIP", help="generated images (made by anything)")
-    p.add_argument(
-        "--resolution",
-        type=int,
-        help="--real/--fake: side both sets are read at (default: the first fake's short side)",
-    )
+    # --real/--fake are read as a run's data would be: data.resolution, channels and fit
+    p.add_argument("--resolution", help="--real/--fake: 64 or 64x96 (default: the first fake's)")
+    p.add_argument("--channels", type=int, help="--real/--fake: 1-16 (default 3; metrics: RGB)")
+    p.add_argument("--fit", choices=["crop", "pad", "stretch"], help="--real/--fake: default crop")
     p.add_argument(
         "--data",
         help="checkpoint: real images (default: the run's own data; required for a .pkl)",
@@ -250,6 +249,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             args.fake,
             metrics=args.metrics or "fid",
             resolution=args.resolution,
+            channels=3 if args.channels is None else args.channels,
+            fit=args.fit or "crop",
             batch=args.batch or 64,
             feature_network=args.feature_network,
             inception_weights=args.inception_weights,
@@ -260,8 +261,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint is None:
         raise UsageError("say what to evaluate: a CHECKPOINT (run folder), or --real and --fake")
-    if args.resolution is not None:
-        raise UsageError("--resolution applies to --real/--fake only")
+    for flag in ("resolution", "channels", "fit"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag} applies to --real/--fake only", field=f"--{flag}")
     evaluate_checkpoint(
         args.checkpoint,
         data=args.data,

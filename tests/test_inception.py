@@ -107,12 +107,32 @@ def torch_fidelity_extractor(state: dict[str, torch.Tensor], tmp_path) -> nn.Mod
     return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(path))
 
 
-def fixed_images(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
-    """Smooth colour fields with texture: uint8 (n, 3, size, size)."""
+def fixed_images(n: int = 2, size: int | tuple[int, int] = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth colour fields with texture: uint8 (n, 3, H, W); ``size`` one side or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
     gen = torch.Generator().manual_seed(seed)
-    low = F.interpolate(torch.rand(n, 3, 4, 4, generator=gen), size=(size, size), mode="bicubic")
-    x = low * 200 + torch.rand(n, 3, size, size, generator=gen) * 55
+    low = F.interpolate(torch.rand(n, 3, 4, 4, generator=gen), size=(h, w), mode="bicubic")
+    x = low * 200 + torch.rand(n, 3, h, w, generator=gen) * 55
     return x.clamp(0, 255).to(torch.uint8)
+
+
+def tf1_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of TF-1.x bilinear along one axis: output j samples the input at
+    j * n_in / n_out (no half-pixel shift), between its two neighbours, clamped at the edge."""
+    src = np.arange(n_out) * n_in / n_out
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1 - (src - lo))
+    np.add.at(m, (np.arange(n_out), hi), src - lo)
+    return m
+
+
+def tf1_stretch(images: torch.Tensor, out: int = 299) -> torch.Tensor:
+    """(B, C, H, W) -> float64 (B, C, out, out): each axis resized on its own (a stretch)."""
+    rows = torch.from_numpy(tf1_matrix(images.shape[-2], out))
+    cols = torch.from_numpy(tf1_matrix(images.shape[-1], out))
+    return rows @ images.double() @ cols.T
 
 
 @pytest.fixture
@@ -233,20 +253,40 @@ def test_resize_is_tensorflow1_bilinear():
     ramp = torch.tensor([0.0, 10.0, 40.0, 90.0])
     image = (ramp[None, :] + 100 * ramp[:, None] / 90).expand(1, 3, 4, 4)
     got = resize_tf1_bilinear(image, size=6)[0, 0].numpy()
-
-    def tf1_axis(values: np.ndarray, out: int) -> np.ndarray:
-        src = np.arange(out) * len(values) / out
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, len(values) - 1)
-        return values[lo] + (src - lo) * (values[hi] - values[lo])
-
-    rows = tf1_axis(100 * ramp.numpy() / 90, 6)
-    cols = tf1_axis(ramp.numpy(), 6)
+    rows = tf1_matrix(4, 6) @ (100 * ramp.numpy() / 90)
+    cols = tf1_matrix(4, 6) @ ramp.numpy()
     np.testing.assert_allclose(got, rows[:, None] + cols[None, :], rtol=1e-6, atol=1e-5)
     half_pixel = F.interpolate(image, size=(6, 6), mode="bilinear", align_corners=False)
     assert (half_pixel[0, 0] - torch.from_numpy(got)).abs().max() > 1  # pytorch-fid's differs
     same = torch.randint(0, 256, (1, 3, 299, 299), dtype=torch.uint8)
     assert torch.equal(resize_tf1_bilinear(same), same.float())  # 299 passes untouched
+
+
+def test_non_square_images_are_stretched_to_299_by_299():
+    """64 x 96: rows sampled at i * 64 / 299, columns at j * 96 / 299 (aspect not kept), as
+    torch-fidelity's TF-1.x bilinear and clean-fid's resize to (299, 299) do."""
+    images = fixed_images(2, size=(64, 96))
+    got = resize_tf1_bilinear(images)
+    assert got.shape == (2, 3, 299, 299) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), tf1_stretch(images), rtol=0, atol=1e-3)
+    tall = resize_tf1_bilinear(images.transpose(2, 3))  # 96 x 64: the transposed stretch
+    torch.testing.assert_close(tall, got.transpose(2, 3), rtol=0, atol=1e-3)
+
+
+def test_non_square_features_match_torch_fidelity_and_the_documented_stretch(tmp_path):
+    state = random_inception_state()
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    ours = InceptionFeatures(weights=path, download=False)
+    reference = torch_fidelity_extractor(state, tmp_path)
+    images = fixed_images(2, size=(48, 80))
+    with torch.inference_mode():
+        got = ours(images)
+        expected = reference(images)[0]  # torch-fidelity on the same H != W batch
+        stretched = ours.embed(tf1_stretch(images).float())  # the stretch, computed apart
+    assert got.shape == (2, 2048) and (got[0] - got[1]).abs().max() > 1e-3
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, stretched, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------ weight lookup

@@ -342,9 +342,14 @@ def test_evaluate_rejects_wrong_generator_output():
     def bad(n, labels):
         return torch.zeros(n, 3, 8, 8)
 
-    with pytest.raises(ValueError, match=r"generator_fn.*\(4, 3, 16, 16\)"):
-        evaluate(bad, toy_dataset(), num_images=4, batch_size=4, device="cpu",
-                 use_cache=False, feature_network=TinyFeatureNet())  # fmt: skip
+    def uint8(n, labels):
+        return torch.zeros(n, 3, 16, 16, dtype=torch.uint8)
+
+    kw = dict(num_images=4, batch_size=4, device="cpu", use_cache=False)
+    with pytest.raises(ValueError, match=r"generator_fn.* 3-channel 8x8 .* 3-channel 16x16"):
+        evaluate(bad, toy_dataset(), feature_network=TinyFeatureNet(), **kw)
+    with pytest.raises(ValueError, match=r"float images \(4, 3, 16, 16\) in \[-1, 1\]"):
+        evaluate(uint8, toy_dataset(), feature_network=TinyFeatureNet(), **kw)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate(bad, toy_dataset(), batch_size=0, feature_network=TinyFeatureNet())
 

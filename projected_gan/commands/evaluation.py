@@ -9,6 +9,7 @@ from typing import Any
 from projected_gan.atomic import atomic_write_json
 from projected_gan.devices import resolve_device
 from projected_gan.errors import UsageError
+from projected_gan.sizes import Size, SizeLike, as_size, size_text
 from projected_gan.spec import ExperimentSpec
 
 __all__ = ["evaluate_checkpoint", "evaluate_image_folders"]
@@ -35,6 +36,10 @@ def _comparability(key: str, space: str) -> str:
     if key in ("precision", "recall"):
         return "the paper measures in VGG-16 space"
     return "comparable with papers"
+
+
+def _view_line(size: Size, channels: int, view: str) -> str:
+    return f"{size_text(size)}, {channels} channel(s); the metrics see: {view}"
 
 
 def _print_results(results: dict[str, float], metrics: list[Any]) -> dict[str, str]:
@@ -87,7 +92,12 @@ def evaluate_checkpoint(
         generator_from_checkpoint,
         resolve_checkpoint,
     )
-    from projected_gan.metrics import build_metrics
+    from projected_gan.metrics import (
+        build_metrics,
+        check_image_shape,
+        dataset_image_shape,
+        metric_view,
+    )
     from projected_gan.training.assemble import load_spec_dataset, metric_batch
 
     if num < 2:
@@ -105,12 +115,18 @@ def evaluate_checkpoint(
         spec = ExperimentSpec.validate_dict(ckpt.meta.get("spec", {}), source=str(ckpt.path))
     if spec.train.channels_last:  # as in training: the layout changes bf16/fp32 rounding too
         G = G.to(memory_format=torch.channels_last)
-    # The run's own data (another folder with --data), at the generator's resolution.
-    update: dict[str, Any] = {"resolution": int(getattr(G, "img_resolution", spec.data.resolution))}
+    # The run's own data (another folder with --data), at the generator's size and channels.
+    (h, w), channels = as_size(G.img_size, "G.img_size"), int(G.img_channels)
+    update: dict[str, Any] = {"resolution": h if h == w else (h, w), "channels": channels}
     if data is not None:
         update["path"] = data
     spec = spec.model_copy(update={"data": spec.data.model_copy(update=update)})
     dataset = load_spec_dataset(spec)
+    try:
+        check_image_shape((channels, h, w), dataset_image_shape(dataset), "the generator")
+    except ValueError as exc:
+        raise UsageError(str(exc), field="--data") from exc
+    view = metric_view(channels)
     weights = inception_weights or spec.metrics.fid_weights
     options = _metric_options(feature_network, weights, spec.metrics.feature_network)
     built = build_metrics(metrics or spec.metrics.names or ["fd"], **options)
@@ -126,8 +142,16 @@ def evaluate_checkpoint(
         mirror=spec.data.mirror,
     )
     spaces = _print_results(results, built)
+    print(f"images: {_view_line((h, w), channels, view)}")
     if json_out:
-        record = {"checkpoint": str(checkpoint), "data": dataset.source, "num_images": num}
+        record = {
+            "checkpoint": str(checkpoint),
+            "data": dataset.source,
+            "num_images": num,
+            "size": [h, w],
+            "channels": channels,
+            "view": view,
+        }
         atomic_write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 
@@ -137,7 +161,9 @@ def evaluate_image_folders(
     fake: str | None,
     *,
     metrics: str = "fid",
-    resolution: int | None = None,
+    resolution: SizeLike | str | None = None,
+    channels: int = 3,
+    fit: str = "crop",
     batch: int = 64,
     feature_network: str | None = None,
     inception_weights: str | None = None,
@@ -145,26 +171,44 @@ def evaluate_image_folders(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Metrics of the images in ``fake`` against those in ``real`` (folders or zips)."""
-    from projected_gan.metrics import build_metrics, evaluate_folders, folder_resolution
+    """Metrics of the images in ``fake`` against those in ``real`` (folders or zips), both read
+    at ``resolution`` (one side, ``(H, W)`` or the command line's ``"64x96"``; default: the
+    first fake image's size) with ``channels`` channels and ``fit``, as
+    :func:`~projected_gan.metrics.evaluate_folders`."""
+    from projected_gan.commands.datasets import parse_resolution
+    from projected_gan.metrics import build_metrics, evaluate_folders, metric_view
+    from projected_gan.metrics.folders import read_size
 
     if not real or not fake:
         raise UsageError("give both --real DIR_OR_ZIP and --fake DIR_OR_ZIP", field="--real")
-    resolution = resolution or folder_resolution(fake)
+    if isinstance(resolution, str):
+        resolution = parse_resolution(resolution)
+    size = read_size(fake, resolution, channels, fit)
+    view = metric_view(channels)
     built = build_metrics(metrics, **_metric_options(feature_network, inception_weights))
-    print(f"reading both sets at {resolution}x{resolution}", file=sys.stderr)
+    print(f"reading both sets at {_view_line(size, channels, view)} (fit {fit})", file=sys.stderr)
     results = evaluate_folders(
         real,
         fake,
         built,
-        resolution=resolution,
+        resolution=size,
+        channels=channels,
+        fit=fit,
         batch_size=batch,
         device=resolve_device(device),
         progress=progress,
     )
     spaces = _print_results(results, built)
     if json_out:
-        record = {"real": str(real), "fake": str(fake), "resolution": resolution}
+        h, w = size
+        record = {
+            "real": str(real),
+            "fake": str(fake),
+            "resolution": h if h == w else [h, w],
+            "channels": channels,
+            "fit": fit,
+            "view": view,
+        }
         atomic_write_json(json_out, {**record, **results, "spaces": spaces})
     return results
 

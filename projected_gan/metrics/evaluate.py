@@ -10,17 +10,28 @@ from typing import Any
 
 import torch
 
+from projected_gan.data.spec import MAX_CHANNELS
 from projected_gan.devices import resolve_device
 from projected_gan.distributed import all_gather_rows, broadcast_object, is_active
 from projected_gan.metrics.base import FeatureExtractor, Metric, build_metrics
 from projected_gan.metrics.features import as_uint8_rgb
 from projected_gan.metrics.stats import FeatureStats
-from projected_gan.metrics.stats_cache import StatsCache
+from projected_gan.metrics.stats_cache import StatsCache, real_stats_key
+from projected_gan.sizes import as_size, size_text
 
-__all__ = ["GeneratorFn", "RealSet", "compare_images", "evaluate", "evaluate_real_split"]
+__all__ = [
+    "GeneratorFn",
+    "RealSet",
+    "check_image_shape",
+    "compare_images",
+    "dataset_image_shape",
+    "evaluate",
+    "evaluate_real_split",
+]
 
 GeneratorFn = Callable[[int, "torch.Tensor | None"], torch.Tensor]
-"""``generator_fn(n_batch, labels) -> (n_batch, 3, R, R)`` float images in ~[-1, 1]."""
+"""``generator_fn(n_batch, labels) -> (n_batch, C, H, W)`` float images in ~[-1, 1], with the
+dataset's channels ``C`` and size ``(H, W)``."""
 
 
 @dataclass
@@ -125,9 +136,30 @@ def _check_batch_size(batch_size: int) -> None:
 
 def _as_images(images: Any, name: str) -> torch.Tensor:
     images = torch.as_tensor(images)
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 2:
-        raise ValueError(f"{name} must be (N >= 2, 1 or 3, H, W) images, got {tuple(images.shape)}")
+    if images.ndim != 4 or not 1 <= images.shape[1] <= MAX_CHANNELS or images.shape[0] < 2:
+        raise ValueError(
+            f"{name} must be (N >= 2, C, H, W) images with 1 to {MAX_CHANNELS} channels, got "
+            f"{tuple(images.shape)}"
+        )
     return images
+
+
+def dataset_image_shape(dataset: Any) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a dataset's images: ``dataset.channels`` and ``dataset.size``."""
+    h, w = as_size(dataset.size, "dataset.size")
+    return (int(dataset.channels), h, w)
+
+
+def check_image_shape(got: Sequence[int], expected: Sequence[int], what: str) -> None:
+    """Raise one ValueError when images ``(C, H, W)`` ``got`` differ from the dataset's
+    ``expected`` (``what`` names the producer, e.g. ``"the generator"``)."""
+    got, expected = tuple(int(v) for v in got), tuple(int(v) for v in expected)
+    if got != expected:
+        raise ValueError(
+            f"{what} makes {got[0]}-channel {size_text(got[1:])} images, the dataset holds "
+            f"{expected[0]}-channel {size_text(expected[1:])} ones: evaluate a generator against "
+            "data of its own size and channels (data.resolution, data.channels)"
+        )
 
 
 class RealSet:
@@ -149,8 +181,7 @@ class RealSet:
             read = images.__getitem__  # an index tensor: a copy of those rows only
             shape = tuple(images.shape)
         else:
-            r = int(dataset.resolution)
-            shape = (len(dataset), int(dataset.channels), r, r)
+            shape = (len(dataset), *dataset_image_shape(dataset))
             if shape[0] < 2:
                 raise ValueError(f"dataset must hold at least 2 images, got {shape[0]}")
         n = shape[0]
@@ -179,9 +210,11 @@ def compare_images(
     seed: int = 0,
     **metric_options: Any,
 ) -> dict[str, float]:
-    """Metrics between two image sets ``(N, 3 | 1, H, W)``, uint8 or float in [-1, 1] (no cache).
+    """Metrics between two image sets ``(N, C, H, W)``, uint8 or float in [-1, 1] (no cache).
 
-    ``images_a`` plays the real side, ``images_b`` the generated one.
+    ``images_a`` plays the real side, ``images_b`` the generated one. Each set is measured
+    through its RGB view (:func:`~projected_gan.metrics.features.as_uint8_rgb`); the two may
+    differ in size (each is resized to the feature network's input).
     """
     _check_batch_size(batch_size)
     images_a, images_b = _as_images(images_a, "images_a"), _as_images(images_b, "images_b")
@@ -237,7 +270,7 @@ def _fake_batches(
     num_images: int,
     batch_size: int,
     labels: torch.Tensor | None,
-    resolution: tuple[int, int],
+    shape: tuple[int, int, int],
     device: torch.device,
     seed: int,
     rank: int = 0,
@@ -258,8 +291,6 @@ def _fake_batches(
             and fakes.is_floating_point()
             and fakes.ndim == 4
             and fakes.shape[0] == n
-            and fakes.shape[1] in (1, 3)
-            and tuple(fakes.shape[-2:]) == resolution
         )
         if not ok:
             got = (
@@ -269,9 +300,10 @@ def _fake_batches(
             )
             raise ValueError(
                 f"generator_fn(n_batch={n}, labels) must return float images "
-                f"({n}, 3, {resolution[0]}, {resolution[1]}) in [-1, 1] (the dataset's "
-                f"resolution), got {got}"
+                f"({n}, {', '.join(map(str, shape))}) in [-1, 1] (the dataset's channels and "
+                f"size), got {got}"
             )
+        check_image_shape(fakes.shape[1:], shape, f"generator_fn(n_batch={n}, labels)")
         yield as_uint8_rgb(fakes.to(device))
 
 
@@ -285,9 +317,9 @@ def _real_statistics(
 ) -> list[FeatureStats]:
     """Each group's real statistics: from ``cache`` when present, else one shared pass.
 
-    ``key`` names the real set (dataset fingerprint, resolution, mirror, count); each group's
-    kind of statistics and extractor identity are added to it. ``batches()`` is called only
-    when some group is missing. Distributed, rank 0's cache decides for every rank.
+    ``key`` names the real set (:func:`~projected_gan.metrics.stats_cache.real_stats_key`);
+    each group's kind of statistics and extractor identity are added to it. ``batches()`` is
+    called only when some group is missing. Distributed, rank 0's cache decides for every rank.
     """
     keys = [
         {
@@ -329,15 +361,18 @@ def evaluate(
     """Metrics of ``num_images`` generated images against the real images of ``dataset``.
 
     Args:
-        generator_fn: ``generator_fn(n_batch, labels) -> (n_batch, 3, R, R)`` float in
-            ~[-1, 1]; called under ``torch.inference_mode()``. ``labels`` is ``None`` for
+        generator_fn: ``generator_fn(n_batch, labels) -> (n_batch, C, H, W)`` float in
+            ~[-1, 1], with the dataset's channels and size (else a ValueError says both);
+            called under ``torch.inference_mode()``. ``labels`` is ``None`` for
             unlabelled datasets, else ``dataset.labels`` rows drawn uniformly at random (so the
             fakes follow the real label distribution), on ``device``. Outputs are clamped to
             [-1, 1] and quantised to uint8 like the reals.
-        dataset: has ``images`` (uint8 ``(N, C, R, R)``, CPU) or ``read_images(indices)``
-            (then also ``len``, ``channels``, ``resolution``: a dataset decoded on the fly),
-            ``labels`` (``None`` or ``(N, ...)``) and ideally ``fingerprint`` (content hash;
-            computed from the bytes if absent).
+        dataset: has ``images`` (uint8 ``(N, C, H, W)``, CPU) or ``read_images(indices)``
+            (then also ``len``, ``channels``, ``size`` ``(H, W)``: a dataset decoded on the
+            fly), ``labels`` (``None`` or ``(N, ...)``), ideally ``fingerprint`` (content hash;
+            computed from the bytes if absent) and ``spec`` (its DataSpec: ``spec.fit`` is part
+            of the real-statistics key). Every metric sees the RGB view of the images (C = 1
+            or 2: luma replicated; C >= 4: channels 0-2), of reals and fakes alike.
         metrics: registry names (``"fd,kid"``, ``("fd", "fid")``) or :class:`Metric` objects.
         num_images: generated images.
         batch_size: images per extractor call (reals and fakes).
@@ -374,22 +409,20 @@ def evaluate(
     groups = _group(build_metrics(metrics, **metric_options), device)
     cache = StatsCache(cache_dir) if use_cache and rank == 0 else None
     fingerprint = _dataset_fingerprint(dataset, images) if cache else ""
-    resolution = (int(images.shape[-2]), int(images.shape[-1]))
+    shape = (int(images.shape[1]), int(images.shape[2]), int(images.shape[3]))  # (C, H, W)
+    fit = getattr(getattr(dataset, "spec", None), "fit", None)
 
     with torch.inference_mode():
-        key = {
-            "dataset": fingerprint,
-            "resolution": resolution[-1],
-            "mirror": mirror,
-            "num_real": int(images.shape[0]),
-        }
+        key = real_stats_key(
+            fingerprint, shape[1:], shape[0], fit, mirror=mirror, num_real=int(images.shape[0])
+        )
 
         def real_batches() -> Iterator[torch.Tensor | None]:
             return _image_batches(images, batch_size, device, mirror, rank, world)
 
         real = _real_statistics(groups, key, real_batches, device, cache, world)
         fakes = _fake_batches(
-            generator_fn, num_images, batch_size, labels, resolution, device, seed, rank, world
+            generator_fn, num_images, batch_size, labels, shape, device, seed, rank, world
         )
         fake = _feature_pass(groups, fakes, device, world)
         results = _compute(groups, real, fake, seed) if rank == 0 else None

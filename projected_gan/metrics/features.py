@@ -4,13 +4,19 @@
 Every extractor receives **uint8** images ``(B, 3, H, W)``: reals are stored that way, and
 generated images are quantised the same way first (:func:`projected_gan.images.to_uint8`), so
 both go through identical arithmetic and the metric does not see the fakes' sub-quantum
-precision.
+precision. Images of any channel count enter through :func:`as_uint8_rgb`, which takes their
+RGB view (:func:`projected_gan.images.rgb_view`: 1 or 2 channels -> the luma replicated,
+4 or more -> channels 0-2), so every metric compares what a pretrained network can see;
+:func:`metric_view` names that view for result records.
 
 Pooled features (``pooling="concat"``, the default): the network's input is the image mapped
 back to [-1, 1] and resized with **antialiased bilinear** interpolation (align_corners=False) to
 the network's input size (its ``.input_size`` / timm ``pretrained_cfg``, else 224; 224 for the
 built-in EfficientNet-lites), so every dataset resolution is measured at one scale and the
-network's own resize rule is a no-op. Each returned map ``(B, C_i, h, w)``
+network's own resize rule is a no-op. Non-square ``H x W`` images are **stretched** to that
+square (aspect not kept, nothing cropped or padded), as the Inception space does (299 x 299,
+see :mod:`~projected_gan.metrics.inception`); square images are resized exactly as before, so
+FD values stay comparable with earlier runs. Each returned map ``(B, C_i, h, w)``
 is global-average-pooled to ``(B, C_i)`` and the vectors are concatenated (EfficientNet-lite:
 24 + 40 + 112 + 320 = 496 dims). Concatenating every stage, not only the deepest, keeps the
 colour/texture statistics of the shallow stages (where an early generator is most wrong) next to
@@ -41,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from projected_gan.images import to_float, to_uint8
+from projected_gan.data.spec import MAX_CHANNELS
+from projected_gan.images import rgb_view, to_float, to_uint8
 from projected_gan.metrics.base import FeatureExtractor, Metric, module_fingerprint
 from projected_gan.registry import FEATURE_NETWORKS
 
@@ -50,6 +57,7 @@ __all__ = [
     "FeatureNetworkMetric",
     "PooledFeatures",
     "as_uint8_rgb",
+    "metric_view",
     "quantize_images",
 ]
 
@@ -62,15 +70,38 @@ quantize_images = to_uint8
 
 
 def as_uint8_rgb(images: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` from uint8 or float-in-[-1, 1] ``(B, 1|3, H, W)`` images."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+    """The uint8 RGB view ``(B, 3, H, W)`` that the feature extractors embed, of ``(B, C, H, W)``
+    images with ``1 <= C <= 16`` channels, uint8 in [0, 255] or float in [-1, 1].
+
+    Floats are quantised as a saved PNG would be (:func:`~projected_gan.images.to_uint8`); the
+    channels are reduced by :func:`~projected_gan.images.rgb_view` (C = 1 or 2: the first
+    channel, luma, replicated; C = 3: as is; C >= 4: channels 0-2). The one place where images
+    enter the metrics' feature extractors, for reals and fakes alike.
+    """
+    ok = isinstance(images, torch.Tensor) and images.ndim == 4
+    if not ok or not 1 <= images.shape[1] <= MAX_CHANNELS:
         got = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
-        raise ValueError(f"{name} must be a (B, 3, H, W) or (B, 1, H, W) tensor, got {got}")
-    if images.dtype != torch.uint8:
-        if not images.is_floating_point():
-            raise ValueError(f"{name} must be uint8 or float in [-1, 1], got {images.dtype}")
-        images = to_uint8(images)
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        raise ValueError(
+            f"{name} must be a (B, C, H, W) tensor with 1 to {MAX_CHANNELS} channels, got {got}"
+        )
+    rgb = rgb_view(images)
+    if rgb.dtype == torch.uint8:
+        return rgb
+    if not rgb.is_floating_point():
+        raise ValueError(f"{name} must be uint8 or float in [-1, 1], got {images.dtype}")
+    return to_uint8(rgb)
+
+
+def metric_view(channels: int) -> str:
+    """What the metrics see of images with ``channels`` channels, for result records and logs:
+    ``"rgb"`` for 3 channels, else ``"rgb of N channel(s)"`` (see :func:`as_uint8_rgb`)."""
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise ValueError(f"channels must be an int, got {channels!r}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"channels must be between 1 and {MAX_CHANNELS}, got {channels}")
+    if channels == 3:
+        return "rgb"
+    return f"rgb of {channels} channel{'s' if channels > 1 else ''}"
 
 
 def _network_input_size(network: nn.Module) -> int:
@@ -93,8 +124,8 @@ class PooledFeatures(FeatureExtractor):
     Args:
         network: module taking ``(B, 3, H, W)`` in [-1, 1] and returning a list of maps
             ``(B, C_i, h_i, w_i)`` (the feature-network contract); frozen here.
-        image_size: side the images are resized to (antialiased bilinear); ``None`` = the
-            network's pretrained input size.
+        image_size: side of the square the images are resized to (antialiased bilinear; an
+            ``H x W`` image is stretched to it); ``None`` = the network's pretrained input size.
         pooling: ``"concat"`` (every map pooled, concatenated) or ``"deepest"`` (last map only).
         name: label for :attr:`identity`.
     """
@@ -123,7 +154,8 @@ class PooledFeatures(FeatureExtractor):
         return super().train(False)  # frozen: BatchNorm always uses its running statistics
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` -> float32 ``(B, D)``."""
+        """uint8 ``(B, 3, H, W)``, any H and W -> float32 ``(B, D)``; the image is stretched to
+        ``image_size x image_size`` (aspect not kept)."""
         x = to_float(images)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(

@@ -2,13 +2,16 @@
 --real A --fake B``, like ``python -m pytorch_fid A B``.
 
 Both sets are read by the training data reader (:mod:`projected_gan.data.decode`): any size and
-format it reads, converted to RGB, centre-cropped to a square and resized with LANCZOS to
-``resolution`` (default: the short side of the first fake image, so generated images of one
-size pass untouched, and reals are prepared exactly as for training at that size). The metric's
-own resize to its network input (Inception: TF-1.x bilinear to 299) comes after. Images are
-decoded and embedded batch by batch, so memory does not grow with the number of images. The
-reals' statistics are cached like :func:`~projected_gan.metrics.evaluate.evaluate`'s, keyed by
-the folder's fingerprint (names, sizes, modification times), resolution and extractor.
+format it reads, decoded to ``channels`` channels and brought to ``resolution`` ``(H, W)`` the
+way training prepares its data (``fit``: centre crop, black pad or stretch to the aspect, then a
+LANCZOS resize). The default size is the first fake image's ``(H, W)``, so generated images of
+one size pass untouched, and reals are prepared exactly as for training at that size. The
+metrics see the RGB view of both sets (:func:`~projected_gan.metrics.features.as_uint8_rgb`),
+then their network's own resize (Inception: TF-1.x bilinear, stretching ``H x W`` to 299 x 299).
+Images are decoded and embedded batch by batch, so memory does not grow with the number of
+images. The reals' statistics are cached like
+:func:`~projected_gan.metrics.evaluate.evaluate`'s, keyed by the folder's fingerprint (names,
+sizes, modification times), ``(H, W)``, channels, fit and extractor.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 
 from projected_gan.data.decode import iter_decoded
 from projected_gan.data.files import DataError, DataWarning, Source, fingerprint, open_source
+from projected_gan.data.spec import FITS, MAX_CHANNELS
 from projected_gan.devices import resolve_device
 from projected_gan.metrics.base import Metric, build_metrics
 from projected_gan.metrics.evaluate import (
@@ -35,19 +39,25 @@ from projected_gan.metrics.evaluate import (
     _real_statistics,
 )
 from projected_gan.metrics.features import as_uint8_rgb
-from projected_gan.metrics.stats_cache import StatsCache
+from projected_gan.metrics.stats_cache import StatsCache, real_stats_key
+from projected_gan.sizes import Size, SizeLike, as_size, size_text
 
-__all__ = ["evaluate_folders", "folder_resolution"]
+__all__ = ["evaluate_folders", "folder_size", "read_size"]
+
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations the reader rotates by 90 degrees
 
 
-def folder_resolution(path: str | os.PathLike) -> int:
-    """Short side of the first image (sorted order) of a folder or zip: the default resolution."""
+def folder_size(path: str | os.PathLike) -> Size:
+    """``(H, W)`` of the first readable image (sorted order) of a folder or zip, as the reader
+    sees it (EXIF rotation applied): the default size of :func:`evaluate_folders`."""
     source = open_source(Path(path).expanduser())
     try:
         for member in source.members:
             try:
                 with Image.open(source.open(member.name)) as image:  # header only
-                    return min(image.size)
+                    w, h = image.size
+                    turned = image.getexif().get(0x0112) in _QUARTER_TURNS
+                    return (w, h) if turned else (h, w)
             except Exception:  # unreadable: the reader skips it too; try the next one
                 continue
     finally:
@@ -55,17 +65,47 @@ def folder_resolution(path: str | os.PathLike) -> int:
     raise DataError(f"no readable image in {path}")
 
 
+def read_size(
+    fake: str | os.PathLike, resolution: SizeLike | None, channels: int, fit: str
+) -> Size:
+    """The ``(H, W)`` :func:`evaluate_folders` reads both sets at (``resolution``, else
+    :func:`folder_size` of ``fake``), once ``resolution``, ``channels`` and ``fit`` are checked
+    (:class:`~projected_gan.data.files.DataError` naming the argument)."""
+    known = isinstance(channels, int) and not isinstance(channels, bool)
+    if not (known and 1 <= channels <= MAX_CHANNELS):
+        raise DataError(
+            f"channels must be an int from 1 to {MAX_CHANNELS}, got {channels!r}", field="channels"
+        )
+    if fit not in FITS:
+        raise DataError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", field="fit")
+    if resolution is None:
+        return folder_size(fake)
+    try:
+        size = as_size(resolution)
+    except ValueError as exc:
+        raise DataError(str(exc), field="resolution") from None
+    if min(size) < 8:
+        raise DataError(
+            f"resolution: each side must be at least 8 pixels, got {size_text(size)}",
+            field="resolution",
+        )
+    return size
+
+
 def _batches(
     source: Source,
-    resolution: int,
+    size: Size,
+    channels: int,
+    fit: str,
     batch_size: int,
     device: torch.device,
     workers: int,
     bar: Any,
     problems: dict[str, Any],
 ) -> Iterator[torch.Tensor]:
-    """uint8 ``(B, 3, R, R)`` batches on ``device``; counts images and unreadable files."""
-    for part in iter_decoded(source, resolution, 3, workers=workers, window=batch_size):
+    """uint8 RGB views ``(B, 3, H, W)`` on ``device``; counts images and unreadable files."""
+    parts = iter_decoded(source, size, channels, fit=fit, workers=workers, window=batch_size)
+    for part in parts:
         problems["skipped"] += [name for name, _ in part.skipped]
         problems["upscaled"] += part.upscaled
         problems["count"] += len(part.names)
@@ -86,7 +126,9 @@ def _progress(total: int, desc: str, enabled: bool):  # -> tqdm | None
 def _folder_statistics(
     path: Path,
     groups: list,
-    resolution: int,
+    size: Size,
+    channels: int,
+    fit: str,
     batch_size: int,
     device: torch.device,
     workers: int,
@@ -101,15 +143,12 @@ def _folder_statistics(
     try:
 
         def batches() -> Iterator[torch.Tensor]:
-            return _batches(source, resolution, batch_size, device, workers, bar, problems)
+            return _batches(source, size, channels, fit, batch_size, device, workers, bar, problems)
 
         if real:
-            key = {
-                "dataset": fingerprint(source),
-                "resolution": resolution,
-                "mirror": False,
-                "num_real": len(source.members),
-            }
+            key = real_stats_key(
+                fingerprint(source), size, channels, fit, mirror=False, num_real=len(source.members)
+            )
             stats = _real_statistics(groups, key, batches, device, cache)
         else:
             stats = _feature_pass(groups, batches(), device)
@@ -127,7 +166,7 @@ def _folder_statistics(
         )
     if upscaled:
         warnings.warn(
-            f"{upscaled} image(s) in {path} are smaller than {resolution}px and were upscaled",
+            f"{upscaled} image(s) in {path} are smaller than {size_text(size)} and were upscaled",
             DataWarning,
             stacklevel=3,
         )
@@ -141,7 +180,9 @@ def evaluate_folders(
     fake: str | os.PathLike,
     metrics: str | Sequence[str | Metric] = ("fid",),
     *,
-    resolution: int | None = None,
+    resolution: SizeLike | None = None,
+    channels: int = 3,
+    fit: str = "crop",
     batch_size: int = 64,
     device: torch.device | str | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -156,8 +197,12 @@ def evaluate_folders(
     Args:
         real, fake: image folders (searched recursively) or zips.
         metrics: registry names (``"fid,kid,pr"``) or :class:`Metric` objects.
-        resolution: square side both sets are brought to by the data reader; ``None`` = the
-            short side of ``fake``'s first image.
+        resolution: size both sets are brought to by the data reader: one side (square) or
+            ``(H, W)``; ``None`` = the size of ``fake``'s first image (:func:`folder_size`).
+        channels: channels the reader decodes (1 luma, 3 RGB, 4 RGBA, ...), as the data of the
+            generator's run; the metrics see the RGB view of them.
+        fit: images of another aspect: ``"crop"`` (centre), ``"pad"`` (black) or
+            ``"stretch"``, as the run's ``data.fit``.
         batch_size: images per decode window and extractor call.
         device: where features are computed; default CUDA when available.
         cache_dir, use_cache: real-statistics cache, as in ``evaluate``.
@@ -171,19 +216,17 @@ def evaluate_folders(
         requested metrics.
 
     Raises:
-        DataError: a path is missing, empty or has no readable image.
+        DataError: a path is missing, empty or has no readable image; a bad ``resolution``,
+            ``channels`` or ``fit``.
     """
     _check_batch_size(batch_size)
     real_path, fake_path = Path(real).expanduser(), Path(fake).expanduser()
-    if resolution is None:
-        resolution = folder_resolution(fake_path)
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
-        raise ValueError(f"resolution must be an int >= 8, got {resolution!r}")
+    size = read_size(fake_path, resolution, channels, fit)
     workers = workers or os.cpu_count() or 1
     device = resolve_device(device)
     groups = _group(build_metrics(metrics, **metric_options), device)
     cache = StatsCache(cache_dir) if use_cache else None
-    common = (groups, resolution, batch_size, device, workers, progress)
+    common = (groups, size, channels, fit, batch_size, device, workers, progress)
     with torch.inference_mode():
         real_stats = _folder_statistics(real_path, *common, cache=cache, real=True)
         fake_stats = _folder_statistics(fake_path, *common, cache=None, real=False)

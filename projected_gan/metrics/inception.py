@@ -4,11 +4,16 @@ Preprocessing, identical to the original TensorFlow FID, torch-fidelity and NVID
 metric code (and so to the Projected GAN paper's numbers):
 
 1. images are **uint8** ``(B, 3, H, W)`` (generated ones quantised by rounding
-   ``(x + 1) * 127.5``, see :func:`~projected_gan.metrics.features.quantize_images`), any size;
+   ``(x + 1) * 127.5``, see :func:`~projected_gan.metrics.features.quantize_images`; images of
+   another channel count enter as their RGB view, see
+   :func:`~projected_gan.metrics.features.as_uint8_rgb`), any size;
 2. resized to 299 x 299 with **TensorFlow-1.x bilinear** interpolation: source coordinate
    ``dst * in / out`` (no half-pixel offset), **no antialiasing**, in float32; a 299 x 299 input
-   is left untouched. (pytorch-fid uses PyTorch's half-pixel bilinear, clean-fid an antialiased
-   PIL bicubic; ``benchmarks/fid_resize.py`` measures how far they move FID);
+   is left untouched. Each axis is resized on its own, so a non-square ``H x W`` image is
+   **stretched** to the square (nothing cropped or padded), as torch-fidelity (TF-1.x bilinear
+   to ``(299, 299)``) and clean-fid (PIL bicubic to ``(299, 299)`` in its ``clean`` mode) do.
+   (pytorch-fid uses PyTorch's half-pixel bilinear, clean-fid an antialiased PIL bicubic;
+   ``benchmarks/fid_resize.py`` measures how far they move FID);
 3. scaled by ``(x - 128) / 128`` and passed through the network in float32, with TF32
    convolutions switched off on CUDA (TF32 would change the features by ~1e-3 relative);
 4. the 2048-d average-pooled features feed the Frechet distance (``fid``), KID and ``pr``.
@@ -94,7 +99,11 @@ def conv_layer_names(net: nn.Module) -> list[str]:
 
 
 def resize_tf1_bilinear(images: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
-    """``(B, 3, H, W)`` -> float32 ``(B, 3, size, size)``, TF-1.x bilinear (values kept, 0-255)."""
+    """``(B, 3, H, W)`` -> float32 ``(B, 3, size, size)``, TF-1.x bilinear (values kept, 0-255).
+
+    Any ``H x W`` is stretched to the square: output pixel ``(i, j)`` samples the source at
+    ``(i * H / size, j * W / size)``, each axis on its own scale.
+    """
     x = images.to(torch.float32)
     if x.shape[-2:] == (size, size):
         return x
@@ -178,9 +187,11 @@ class InceptionFeatures(FeatureExtractor):
         return x.flatten(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 2048)`` (TF-1.x bilinear resize to 299)."""
+        """uint8 ``(B, 3, H, W)``, any H and W -> float32 ``(B, 2048)`` (TF-1.x bilinear
+        stretch to 299 x 299)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
-                f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+                f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}; "
+                "as_uint8_rgb gives that view of any images"
             )
         return self.embed(resize_tf1_bilinear(images))

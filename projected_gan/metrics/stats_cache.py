@@ -1,9 +1,12 @@
 """On-disk cache of real-image feature statistics (``.npz``, no pickle, atomic writes).
 
-An entry is keyed by everything that changes the statistics: the dataset fingerprint (content
-hash), resolution, the statistic kind (moments only, or moments plus up to ``max_items`` raw
-features for KID), the feature extractor's identity (network, weights hash, resize, pooling),
-the mirror flag and the number of real images. The key is hashed into the file name and stored
+An entry is keyed by everything that changes the statistics (:func:`real_stats_key`): the
+dataset fingerprint (content hash, or for a folder its names, sizes and times), the image size
+``(H, W)``, channel count and fit (``crop``, ``pad`` or ``stretch``: how images of another
+aspect were brought to ``H x W``, so a 64 x 96 crop and a 64 x 96 pad of one folder never share
+statistics), the mirror flag and the number of real images; then the statistic kind (moments
+only, or moments plus up to ``max_items`` raw features for KID) and the feature extractor's
+identity (network, weights hash, resize, pooling). The key is hashed into the file name and stored
 inside the file, and a file whose stored key differs is ignored, so a changed dataset or
 network is never served stale statistics.
 
@@ -30,8 +33,9 @@ import torch
 from projected_gan.atomic import atomic_write
 from projected_gan.cache import CACHE_ENV, cache_dir
 from projected_gan.metrics.stats import FeatureStats
+from projected_gan.sizes import as_size
 
-__all__ = ["CACHE_ENV", "StatsCache", "default_cache_dir"]
+__all__ = ["CACHE_ENV", "StatsCache", "default_cache_dir", "real_stats_key"]
 
 _FORMAT = 1
 
@@ -39,6 +43,33 @@ _FORMAT = 1
 def default_cache_dir() -> Path:
     """``metrics/`` in the package cache (:func:`projected_gan.cache.cache_dir`)."""
     return cache_dir("metrics")
+
+
+def real_stats_key(
+    dataset: str,
+    size: tuple[int, int],
+    channels: int,
+    fit: str | None,
+    *,
+    mirror: bool,
+    num_real: int,
+) -> dict[str, Any]:
+    """The part of a cache key that names a real image set (each metric group adds its kind of
+    statistics and extractor identity).
+
+    ``dataset`` is its fingerprint; ``size`` ``(H, W)`` and ``channels`` what the images were
+    decoded to; ``fit`` how images of another aspect were fitted (``None``: not recorded, e.g.
+    a dataset made from a tensor, whose fingerprint hashes the decoded bytes themselves).
+    """
+    h, w = as_size(size, "size")
+    return {
+        "dataset": dataset,
+        "size": [h, w],
+        "channels": int(channels),
+        "fit": fit,
+        "mirror": bool(mirror),
+        "num_real": int(num_real),
+    }
 
 
 class StatsCache:
@@ -55,7 +86,8 @@ class StatsCache:
         """File of ``key``: a readable prefix plus 20 hex digits of the key's sha256."""
         canonical = self._canonical(key)
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:20]
-        label = "-".join(str(key.get(k, "")) for k in ("kind", "extractor", "resolution"))
+        size = "x".join(str(side) for side in key.get("size", ()))
+        label = "-".join((str(key.get("kind", "")), size, str(key.get("extractor", ""))))
         label = re.sub(r"[^A-Za-z0-9_.]+", "_", label)[:60].strip("_")
         return self.root / f"{label}-{digest}.npz"
 
