@@ -20,6 +20,7 @@ from PIL import Image
 import projected_gan
 from projected_gan import ExperimentSpec, Trainer, build_from_spec
 from projected_gan.cli import main
+from projected_gan.export import read_export_config
 from projected_gan.training.init_source import InitError
 from tests.conftest import tiny_overrides
 
@@ -43,17 +44,17 @@ PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 def write_images(folder, classes: int, rgba: bool, count: int = 8) -> None:
-    """``count`` 48x80 photos-to-be per class (class sub-folders when ``classes`` > 1): smooth
+    """``count`` 80x80 photos-to-be per class (class sub-folders when ``classes`` > 1): smooth
     colour ramps, RGBA with a varying alpha when ``rgba``. Every fit crops them to the runs'
-    sizes."""
+    sizes without upscaling."""
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:48, 0:80].astype(np.float32)
+    yy, xx = np.mgrid[0:80, 0:80].astype(np.float32)
     for k in range(classes):
         sub = folder / f"class{k}" if classes > 1 else folder
         sub.mkdir(parents=True, exist_ok=True)
         for i in range(count):
             a, b = rng.uniform(0.2, 1.0, 2)
-            rgb = np.stack([xx / 80 * a, yy / 48 * b, np.full_like(xx, (k + 1) / (classes + 1))])
+            rgb = np.stack([xx / 80 * a, yy / 80 * b, np.full_like(xx, (k + 1) / (classes + 1))])
             pixels = [rgb, (yy + xx)[None] / 128] if rgba else [rgb]
             array = (np.concatenate(pixels).clip(0, 1) * 255).astype(np.uint8)
             Image.fromarray(array.transpose(1, 2, 0)).save(sub / f"{i:03d}.png")
@@ -68,6 +69,7 @@ def run_spec(tmp_path, data, generator, h, w, channels, conditional, extra) -> E
         f"data.channels={channels}",
         f"data.conditional={str(conditional).lower()}",
         "data.max_images=null",
+        "data.min_images=8",
         "discriminator.feature_network.pretrained=false",
         "train.kimg=0.008",
         *extra,
@@ -127,8 +129,9 @@ def test_train_resume_generate_export(tmp_path, generator, h, w, channels, condi
 
     folder = tmp_path / "export"
     assert main(["export", str(run), str(folder), "--format", "onnx"]) == 0
-    G = projected_gan.load_generator(folder)
-    assert G.img_size == (h, w) and G.img_channels == channels
+    interface = read_export_config(folder)["interface"]
+    assert interface["img_size"] == [h, w] and interface["img_channels"] == channels
+    G = projected_gan.load_generator(run)  # the G_ema that was exported
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3))
     feeds = {"z": z.numpy()}
@@ -139,7 +142,7 @@ def test_train_resume_generate_export(tmp_path, generator, h, w, channels, condi
     (got,) = session.run(None, {k: v for k, v in feeds.items() if k in names})
     assert got.shape == (1, channels, h, w)
     with torch.no_grad():
-        want = G(z, c, noise_mode="const")
+        want = G(z, c, noise_mode="const").clamp(-1, 1)  # as every exported graph
     np.testing.assert_allclose(got, want.numpy(), atol=2e-4, rtol=1e-3)
 
 
