@@ -105,6 +105,31 @@ def _private_cache(tmp_path_factory):
         os.environ["PROJECTED_GAN_CACHE"] = old
 
 
+@pytest.fixture
+def cache_in_tmp(tmp_path, monkeypatch):
+    """A cache folder of this test's own (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """One torch thread for a module of tiny convolutions: a second OpenMP thread only adds
+    contention on a shared 2-core runner."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_image_file(path: Path, image, **kwargs) -> Path:
+    """Save a PIL ``image`` at ``path`` (parent folders made), with ``Image.save``'s options."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
 def tiny_overrides(out_dir) -> list[str]:
     """A spec small enough to train a few steps in seconds on a 2-core CPU."""
     return [

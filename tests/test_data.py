@@ -25,18 +25,9 @@ from projected_gan.data import (
 )
 from projected_gan.data import load as load_module
 from projected_gan.data import store as store_module
+from tests.conftest import save_image_file
 
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    """Never touch the user's ~/.cache: every test gets its own cache folder."""
-    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
-
-
-def save(path: Path, image: Image.Image, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, **kwargs)
-    return path
+pytestmark = pytest.mark.usefixtures("cache_in_tmp")
 
 
 def solid(color, size=(32, 32), mode="RGB") -> Image.Image:
@@ -89,7 +80,7 @@ def test_plain_file_is_not_a_source(tmp_path):
 
 
 def test_bad_arguments_are_named(tmp_path):
-    save(tmp_path / "d" / "a.png", solid("red"))
+    save_image_file(tmp_path / "d" / "a.png", solid("red"))
     with pytest.raises(DataError, match="resolution"):
         load_image_dataset(tmp_path / "d", 0)
     with pytest.raises(DataError, match="channels"):
@@ -111,7 +102,7 @@ def messy(tmp_path) -> Path:
     """4 good images and 3 broken ones (zero bytes, garbage, truncated JPEG) + hidden junk."""
     root = tmp_path / "messy"
     for i in range(4):
-        save(root / f"good{i}.png", noise(i))
+        save_image_file(root / f"good{i}.png", noise(i))
     (root / "a_zero.jpg").write_bytes(b"")
     (root / "b_garbage.png").write_bytes(os.urandom(500))
     whole = io.BytesIO()
@@ -155,13 +146,13 @@ def test_max_images_fills_up_past_broken_files(messy):
 
 def test_modes_are_converted_to_rgb(tmp_path):
     root = tmp_path / "modes"
-    save(root / "gray.png", solid(100, mode="L"))
+    save_image_file(root / "gray.png", solid(100, mode="L"))
     rgba = Image.new("RGBA", (32, 32), (200, 0, 0, 255))
     rgba.paste((200, 0, 0, 0), (0, 0, 16, 32))  # left half fully transparent
-    save(root / "rgba.png", rgba)
-    save(root / "gray16.png", Image.fromarray(np.full((32, 32), 32896, dtype=np.uint16)))
-    save(root / "palette.png", solid((0, 0, 255)).convert("P"))
-    save(root / "cmyk.jpg", solid((0, 255, 255, 0), mode="CMYK"), quality=100)
+    save_image_file(root / "rgba.png", rgba)
+    save_image_file(root / "gray16.png", Image.fromarray(np.full((32, 32), 32896, dtype=np.uint16)))
+    save_image_file(root / "palette.png", solid((0, 0, 255)).convert("P"))
+    save_image_file(root / "cmyk.jpg", solid((0, 255, 255, 0), mode="CMYK"), quality=100)
     ds = load_image_dataset(root, 32, cache=False)
     by_name = dict(zip(sorted(p.name for p in root.iterdir()), ds.images.int()))
     assert ds.images.shape == (5, 3, 32, 32)
@@ -177,15 +168,15 @@ def test_modes_are_converted_to_rgb(tmp_path):
 
 
 def test_one_channel_output(tmp_path):
-    save(tmp_path / "d" / "a.png", solid((255, 255, 255)))
+    save_image_file(tmp_path / "d" / "a.png", solid((255, 255, 255)))
     ds = load_image_dataset(tmp_path / "d", 16, channels=1, cache=False)
     assert ds.images.shape == (1, 1, 16, 16) and int(ds.images.min()) == 255
 
 
 def test_tiny_images_upscaled_with_one_warning(tmp_path):
     for i in range(3):
-        save(tmp_path / "d" / f"t{i}.png", noise(i, (8, 8)))
-    save(tmp_path / "d" / "big.png", noise(5, (64, 64)))
+        save_image_file(tmp_path / "d" / f"t{i}.png", noise(i, (8, 8)))
+    save_image_file(tmp_path / "d" / "big.png", noise(5, (64, 64)))
     with pytest.warns(DataWarning) as record:
         ds = load_image_dataset(tmp_path / "d", 32, cache=False)
     assert ds.images.shape == (4, 3, 32, 32)
@@ -198,7 +189,7 @@ def test_exif_rotation_is_applied(tmp_path):
     image.paste((255, 0, 0), (0, 0, 16, 32))  # stored: left half red
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the left edge becomes the top
-    save(tmp_path / "d" / "phone.jpg", image, exif=exif.tobytes(), quality=95)
+    save_image_file(tmp_path / "d" / "phone.jpg", image, exif=exif.tobytes(), quality=95)
     x = load_image_dataset(tmp_path / "d", 32, cache=False).images[0].int()
     assert x[0, :12].min() > 200 and x[2, :12].max() < 60  # top: red
     assert x[2, 20:].min() > 200 and x[0, 20:].max() < 60  # bottom: blue
@@ -212,7 +203,7 @@ def test_non_square_is_centre_cropped(tmp_path, size):
     third = (w // 3, h) if w > h else (w, h // 3)
     image.paste((255, 0, 0), (0, 0, *third))
     image.paste((0, 0, 255), (w - third[0], h - third[1], w, h))
-    save(tmp_path / "d" / "wide.png", image)
+    save_image_file(tmp_path / "d" / "wide.png", image)
     ds = load_image_dataset(tmp_path / "d", 16, cache=False)
     x = ds.images[0].int()
     assert x[1].min() > 230
@@ -222,14 +213,14 @@ def test_non_square_is_centre_cropped(tmp_path, size):
 def test_resize_is_antialiased(tmp_path):
     # A 1-pixel checkerboard must average to grey when shrunk 4x, not alias to black/white.
     board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
-    save(tmp_path / "d" / "board.png", Image.fromarray(board))
+    save_image_file(tmp_path / "d" / "board.png", Image.fromarray(board))
     x = load_image_dataset(tmp_path / "d", 16, cache=False).images.float()
     assert (x[:, :, 2:-2, 2:-2] - 127.5).abs().max() < 8
 
 
 def test_symlink_loop_terminates(tmp_path):
     root = tmp_path / "loopy"
-    save(root / "a" / "img.png", noise(0))
+    save_image_file(root / "a" / "img.png", noise(0))
     os.symlink(root, root / "a" / "back_to_root")
     os.symlink(root / "a", root / "a" / "self")
     os.symlink(tmp_path / "nowhere.jpg", root / "dangling.jpg")
@@ -252,7 +243,7 @@ COLOURS = {"cats": (255, 0, 0), "dogs": (0, 255, 0), "eels": (0, 0, 255)}
 def make_classes(root: Path, per_class: int = 2) -> Path:
     for name, colour in COLOURS.items():
         for i in range(per_class):
-            save(root / name / f"{i}.png", solid(colour))
+            save_image_file(root / name / f"{i}.png", solid(colour))
     return root
 
 
@@ -289,10 +280,10 @@ def test_zip_matches_folder(tmp_path):
 
 
 def test_labels_need_class_folders(tmp_path):
-    save(tmp_path / "flat" / "a.png", solid("red"))
+    save_image_file(tmp_path / "flat" / "a.png", solid("red"))
     with pytest.raises(DataError, match=r"data.conditional.*sit directly"):
         load_image_dataset(tmp_path / "flat", 32, conditional=True)
-    save(tmp_path / "one" / "only" / "a.png", solid("red"))
+    save_image_file(tmp_path / "one" / "only" / "a.png", solid("red"))
     with pytest.raises(DataError, match=r"at least two class sub-folders.*\['only'\]"):
         load_image_dataset(tmp_path / "one", 32, conditional=True)
 
@@ -328,7 +319,7 @@ def test_cache_reused_without_decoding(tmp_path, monkeypatch):
 def test_cache_invalidated_when_a_file_changes(tmp_path):
     folder = make_classes(tmp_path / "d")
     first = load_image_dataset(folder, 32)
-    save(folder / "dogs" / "0.png", solid((255, 255, 255)))
+    save_image_file(folder / "dogs" / "0.png", solid((255, 255, 255)))
     second = load_image_dataset(folder, 32)
     assert second.fingerprint != first.fingerprint
     assert int(second.images[2].min()) == 255 and int(first.images[2].min()) == 0

@@ -30,13 +30,10 @@ from projected_gan.data import store as store_module
 from projected_gan.data.files import open_source
 from projected_gan.data.load import dataset_cache_files
 
+pytestmark = pytest.mark.usefixtures("cache_in_tmp")
+
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "data_scale.py"
 LINUX_MEMORY = Path("/proc/self/smaps_rollup").exists()
-
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
 
 
 def noise_zip(path: Path, n: int, size: int = 16, fmt: str = "PNG") -> Path:

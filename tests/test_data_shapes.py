@@ -24,19 +24,11 @@ from projected_gan.data import (
 from projected_gan.data.decode import decode_member, prepare_array
 from projected_gan.data.files import open_source
 from projected_gan.data.load import _cache_key, dataset_cache_files
+from tests.conftest import save_image_file
+
+pytestmark = pytest.mark.usefixtures("cache_in_tmp")
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
-
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
-
-
-def save(path: Path, image: Image.Image, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, **kwargs)
-    return path
 
 
 def save_npy(path: Path, array: np.ndarray) -> Path:
@@ -135,10 +127,10 @@ def test_square_crop_is_unchanged(tmp_path):
         pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         for mode in ("RGB", "L"):
             image = Image.fromarray(pixels).convert(mode)
-            save(tmp_path / "d" / f"{mode}{i}.png", image)
+            save_image_file(tmp_path / "d" / f"{mode}{i}.png", image)
             for r, c in ((16, 3), (32, 1), (48, 3)):
                 assert np.array_equal(prepare_image(image, r, c), _old_square(image, r, c))
-        save(tmp_path / "d" / f"jpeg{i}.jpg", Image.fromarray(pixels), quality=90)
+        save_image_file(tmp_path / "d" / f"jpeg{i}.jpg", Image.fromarray(pixels), quality=90)
     got = quiet(tmp_path / "d", 16, cache=False)
     names = sorted(p.name for p in (tmp_path / "d").iterdir())
     for name, image in zip(names, got.images):
@@ -178,7 +170,7 @@ def test_channels_from_l_la_rgb_rgba(tmp_path):
         "rgba.png": rgba,
     }
     for name, image in files.items():
-        save(tmp_path / "d" / name, image)
+        save_image_file(tmp_path / "d" / name, image)
     y = _luma(*colour)
     left = {  # channels -> file -> the left half's pixel
         1: {"l.png": [77], "la.png": [77], "rgb.png": [y], "rgba.png": [y]},
@@ -215,13 +207,13 @@ def test_channels_from_l_la_rgb_rgba(tmp_path):
 
 def test_sixteen_bit_tiff_is_rescaled_to_eight_bits(tmp_path):
     image = Image.fromarray(np.full((20, 20), 60000, np.uint16))  # mode I;16
-    save(tmp_path / "d" / "deep.tif", image)
+    save_image_file(tmp_path / "d" / "deep.tif", image)
     ds = load_image_dataset(tmp_path / "d", 16, channels=1, cache=False)
     assert ds.images.unique().tolist() == [233]  # round(60000 / 257), not clipped to 255
 
 
 def test_a_picture_cannot_give_five_channels(tmp_path):
-    save(tmp_path / "d" / "a.png", Image.new("RGB", (20, 20)))
+    save_image_file(tmp_path / "d" / "a.png", Image.new("RGB", (20, 20)))
     why = decode_member(open_source(tmp_path / "d"), "a.png", 16, 5)
     assert isinstance(why, str) and ".npy" in why and "at most 4" in why
     with pytest.raises(DataError, match=r"a\.png.*\.npy"):
@@ -312,7 +304,7 @@ def test_non_square_cache_build_reload_and_stream_agree(tmp_path, size):
     rng = np.random.default_rng(3)
     for i, (w, h) in enumerate([(80, 40), (40, 80), (50, 50), (120, 70), (33, 65)]):
         pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        save(tmp_path / "d" / f"{i}.png", Image.fromarray(pixels))
+        save_image_file(tmp_path / "d" / f"{i}.png", Image.fromarray(pixels))
     built = quiet(tmp_path / "d", size, fit="pad")
     again = quiet(tmp_path / "d", size, fit="pad")
     streamed = quiet(tmp_path / "d", size, fit="pad", storage="stream", workers=2)
@@ -325,7 +317,7 @@ def test_non_square_cache_build_reload_and_stream_agree(tmp_path, size):
 
 
 def test_cache_key_differs_by_fit_size_and_channels_and_squares_keep_theirs(tmp_path):
-    save(tmp_path / "d" / "a.png", Image.new("RGB", (20, 20)))
+    save_image_file(tmp_path / "d" / "a.png", Image.new("RGB", (20, 20)))
     source = open_source(tmp_path / "d")
     paths = {
         dataset_cache_files(source, tmp_path / "d", r, c, fit=f).raw
@@ -341,7 +333,7 @@ def test_cache_key_differs_by_fit_size_and_channels_and_squares_keep_theirs(tmp_
 
 
 def test_the_upscaled_count_follows_the_fit(tmp_path):
-    save(tmp_path / "d" / "a.png", Image.new("RGB", (40, 20), RED))  # 40 wide, 20 high
+    save_image_file(tmp_path / "d" / "a.png", Image.new("RGB", (40, 20), RED))  # 40 wide, 20 high
     count = {
         ((16, 64), "pad"): 0,  # fitted: 0.8x
         ((32, 64), "pad"): 1,  # 1.6x
@@ -354,7 +346,7 @@ def test_the_upscaled_count_follows_the_fit(tmp_path):
 
 
 def test_load_dataset_passes_the_fit_and_records_the_size(tmp_path):
-    save(tmp_path / "d" / "a.png", bands())
+    save_image_file(tmp_path / "d" / "a.png", bands())
     spec = DataSpec(path=str(tmp_path / "d"), resolution=[16, 48], fit="stretch", min_images=1)
     ds = load_dataset(spec)
     assert ds.spec.fit == "stretch" and ds.spec.resolution == (16, 48) and ds.size == (16, 48)
@@ -373,7 +365,7 @@ def test_data_command_sizes_fits_and_channels(tmp_path, capsys):
     from projected_gan.cli import main
 
     for i in range(3):
-        save(tmp_path / "d" / f"{i}.png", bands())
+        save_image_file(tmp_path / "d" / f"{i}.png", bands())
     assert main(["data", str(tmp_path / "d"), "--resolution", "16x32", "--fit", "pad",
                  "--channels", "4"]) == 0  # fmt: skip
     out = capsys.readouterr().out

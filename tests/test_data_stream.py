@@ -26,10 +26,7 @@ from projected_gan.training import Trainer
 from tests.conftest import tiny_overrides
 from tests.test_distributed import TinyFeatures
 
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("cache_in_tmp")
 
 
 def class_zip(path: Path, n: int, broken: tuple[int, ...] = ()) -> Path:

@@ -16,12 +16,9 @@ from projected_gan.spec import ExperimentSpec, SpecError
 from projected_gan.training.assemble import assemble
 from tests.conftest import tiny_overrides
 
+pytestmark = pytest.mark.usefixtures("cache_in_tmp")
+
 COLOURS = [(230, 20, 20), (20, 230, 20), (20, 20, 230)]  # class k: channel k dominates
-
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROJECTED_GAN_CACHE", str(tmp_path / "cache"))
 
 
 def label_of(i: int, classes: int = 2) -> int:

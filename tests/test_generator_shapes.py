@@ -17,20 +17,14 @@ import torch
 import projected_gan
 from projected_gan.generators import Generator, check_image_size, first_block_size
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
 TINY = {
     "fastgan": {"ngf": 8, "z_dim": 16},
     "fastgan_lite": {"ngf": 8, "z_dim": 16},
     "stylegan2": {"channel_base": 256, "channel_max": 16, "z_dim": 16, "w_dim": 16},
 }
 NAMES = list(TINY)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(name: str, size, channels: int = 3, c_dim: int = 0, **kwargs) -> Generator:

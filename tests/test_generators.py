@@ -15,21 +15,14 @@ from projected_gan.generators import Generator, StyleGAN2Generator, modulated_co
 from projected_gan.generators.stylegan2 import fir_filter, upsample_fir
 from projected_gan.registry import GENERATORS
 
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
 SMALL = {
     "fastgan": {"ngf": 16, "z_dim": 32},
     "fastgan_lite": {"ngf": 16, "z_dim": 32},
     "stylegan2": {"channel_base": 1024, "channel_max": 64, "z_dim": 32, "w_dim": 32},
 }
 NAMES = list(SMALL)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    # Tiny convolutions: a second OpenMP thread only adds contention on a shared 2-core runner.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(name: str, img_resolution: int = 32, c_dim: int = 0, **kwargs) -> Generator:

@@ -16,13 +16,7 @@ from projected_gan.generators import (
     slerp,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def tiny(name: str, c_dim: int = 0):

@@ -152,10 +152,13 @@ def test_init_from_another_image_shape_is_refused(tmp_path):
     source = build_from_spec(run_spec(tmp_path, data, "fastgan_lite", 32, 64, 1, False, []))
     source.fit(progress=False)
     init = [f"train.init.source={source.run_dir}"]
-    for h, w, channels in ((64, 32, 1), (32, 64, 3)):
+    for h, w, channels in ((64, 32, 1), (32, 64, 3)):  # another aspect; other channels
         spec = run_spec(tmp_path, data, "fastgan_lite", h, w, channels, False, init)
         with pytest.raises(InitError, match=r"makes 32x64 images with 1 channel\(s\), this run"):
             build_from_spec(spec)
+    # the same aspect at twice the scale: the common blocks are copied, as between squares
+    spec = run_spec(tmp_path, data, "fastgan_lite", 64, 128, 1, False, init)
+    assert build_from_spec(spec).init_record["modules"]["G"]["copied"] > 0
     # partial: the same start is taken, copying what matches
     spec = run_spec(
         tmp_path, data, "fastgan_lite", 64, 32, 1, False, [*init, "train.init.partial=true"]

@@ -181,7 +181,7 @@ class SkipLayerExcitation(nn.Module):
 
 @GENERATORS.register("fastgan", tags=("fastgan",))
 class FastGANGenerator(Generator):
-    """FastGAN generator, big up-blocks (2 convs + noise each); 105.7 M params at 256, ngf=128.
+    """FastGAN, big up-blocks (2 convs + noise); 105.7 M params at 256; H x W to 4:1, 1-16 channels.
 
     ``img_resolution``: one side (32 ... 1024) or ``(H, W)`` with the short side one of those and
     the long side a multiple of a quarter of it, up to 4x (e.g. ``(64, 96)``, ``(32, 64)``);
@@ -284,7 +284,7 @@ class FastGANGenerator(Generator):
 
 @GENERATORS.register("fastgan_lite", tags=("fastgan",))
 class FastGANLiteGenerator(FastGANGenerator):
-    """FastGAN-lite generator, small up-blocks (1 conv, no noise); 79.4 M params at 256, ngf=128.
+    """FastGAN-lite, small up-blocks (1 conv); 79.4 M params at 256; H x W to 4:1, 1-16 channels.
 
     Same arguments as :class:`FastGANGenerator`; ``noise_mode`` is accepted for a uniform
     interface (lite blocks have no noise layers).

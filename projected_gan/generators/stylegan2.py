@@ -45,7 +45,7 @@ __all__ = [
 
 @GENERATORS.register("stylegan2", tags=("stylegan",))
 class StyleGAN2Generator(Generator):
-    """StyleGAN2 generator, pure PyTorch; Projected GAN defaults (z 64, w 128, 2 mapping layers).
+    """StyleGAN2, pure PyTorch, Projected GAN defaults (z 64, w 128); H x W to 4:1, 1-16 channels.
 
     ``img_resolution``: one side (32 ... 1024) or ``(H, W)`` with the short side one of those and
     the long side a multiple of a quarter of it, up to 4x (e.g. ``(64, 96)``, ``(32, 64)``);

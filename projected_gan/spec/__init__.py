@@ -169,7 +169,7 @@ class InitSpec(_Strict):
     partial: bool = Field(
         False,
         description="start even when no tensor of G matches or SOURCE's images have another "
-        "size or channel count (else refused)",
+        "aspect or channel count (else refused)",
     )
 
 

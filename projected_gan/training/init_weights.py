@@ -18,7 +18,7 @@ fresh and the report gives the reason. The pretrained feature network itself is 
 it comes from the package's weights as the new spec says.
 
 A start that copies no tensor at all into G (another generator family, say), or from a SOURCE
-that makes images of another size or channel count, is refused with an
+that makes images of another aspect or channel count, is refused with an
 :class:`~projected_gan.training.init_source.InitError` unless ``partial=True``.
 """
 
@@ -344,7 +344,7 @@ def init_from(
             :class:`InitSource` already read).
         checkpoint: for a run folder, ``"latest"`` (newest usable) or ``"best"``.
         partial: start even when no tensor of G matches, or SOURCE makes images of another
-            size or channel count (otherwise :class:`InitError`).
+            aspect or channel count (otherwise :class:`InitError`).
         verbose: print the one-line summary (rank 0).
 
     Returns:
@@ -390,18 +390,23 @@ def _image_shape(kwargs: Mapping[str, Any]) -> tuple[tuple[int, int], int] | Non
 
 
 def _check_image_shape(G: nn.Module, src: InitSource) -> None:
-    """Refuse SOURCE when it makes images of another size or channel count than this run: most
-    tensors would still match by name and shape and the start would look like a fine-tune."""
+    """Refuse SOURCE when its images have another aspect or channel count than this run's: most
+    tensors would still match by name and shape, and the start would look like a fine-tune of
+    the same kind of image. Another scale of the same aspect (32x32 -> 64x64) is the transfer
+    the common blocks are copied for."""
     theirs = _image_shape((src.generator or {}).get("kwargs") or {})
     mine = _image_shape(vars(G) if hasattr(G, "img_resolution") else {})
-    if theirs is None or mine is None or theirs == mine:
+    if theirs is None or mine is None:
         return
     (th, tw), tc = theirs
     (mh, mw), mc = mine
+    if th * mw == tw * mh and tc == mc:
+        return
     raise InitError(
         f"train.init.source {str(src.source)!r} makes {th}x{tw} images with {tc} channel(s), "
-        f"this run {mh}x{mw} with {mc} (data.resolution, data.channels); train at SOURCE's "
-        "shape, or set train.init.partial=true (--init-partial) to copy what matches anyway",
+        f"this run {mh}x{mw} with {mc} (data.resolution, data.channels): another aspect or "
+        "channel count; train at SOURCE's aspect and channels, or set train.init.partial=true "
+        "(--init-partial) to copy what matches anyway",
         field="train.init.source",
     )
 
