@@ -383,3 +383,34 @@ def test_data_command_sizes_fits_and_channels(tmp_path, capsys):
         assert main(["data", str(tmp_path / "d"), *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and word in err, flags
+
+
+def _png16(path: Path, colour_type: int, values: np.ndarray) -> Path:
+    """A 16-bit PNG written by hand (Pillow writes none with alpha): ``values`` uint16
+    ``(H, W, C)``, colour type 4 (LA) or 6 (RGBA)."""
+    import struct
+    import zlib
+
+    h, w, _ = values.shape
+    rows = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png + chunk(b"IEND", b""))
+    return path
+
+
+def test_sixteen_bit_png_with_alpha_is_refused_where_alpha_is_kept(tmp_path):
+    depth = np.arange(8 * 8 * 4, dtype=np.uint16).reshape(8, 8, 4) * 97
+    _png16(tmp_path / "d" / "rgbd.png", 6, depth)
+    source = open_source(tmp_path / "d")
+    why = decode_member(source, "rgbd.png", 8, 4)
+    assert isinstance(why, str) and "16-bit RGBA PNG" in why and "precision" in why
+    # RGB alone keeps the 8-bit reading of colour, as for every 16-bit image
+    image, _ = decode_member(source, "rgbd.png", 8, 3)
+    assert image.shape == (3, 8, 8) and image.dtype == np.uint8

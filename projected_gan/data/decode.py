@@ -166,6 +166,7 @@ def _decode(
         return prepare_array(array, size, fit), _upscaled(array.shape[1], array.shape[0], size, fit)
     _check_image_channels(channels)  # before decoding anything
     with Image.open(fp) as image:
+        _check_sixteen_bit_alpha(image, channels)  # before getexif, which decodes the pixels
         w, h = image.size
         if image.getexif().get(0x0112) in (5, 6, 7, 8):  # shown rotated by 90 degrees
             w, h = h, w
@@ -175,6 +176,18 @@ def _decode(
             image.draft(None, (side, side))
         image.load()
         return prepare_image(image, size, channels, fit), upscaled
+
+
+def _check_sixteen_bit_alpha(image: Image.Image, channels: int) -> None:
+    """Refuse a 16-bit PNG with alpha when the alpha is kept (2 or 4 channels): Pillow reads
+    it at 8 bits, and a fourth channel is often depth, which needs the precision. Colour and
+    luma keep today's 8-bit reading (the cache stores 8 bits)."""
+    rawmode = getattr(getattr(image, "png", None), "im_rawmode", "") or ""
+    if channels in (2, 4) and rawmode in ("LA;16B", "RGBA;16B"):
+        raise ValueError(
+            f"a 16-bit {image.mode} PNG: its alpha (or depth) channel would lose precision in "
+            "the 8-bit cache; convert the file to 8 bits, or give the images as uint8 .npy"
+        )
 
 
 def decode_member(
