@@ -29,7 +29,14 @@ from tests.conftest import tiny_overrides
 LANDSCAPE_GRAY = (32, 64, 1, False, [])
 PORTRAIT_RGBA = (64, 32, 4, True, [])
 RUNS = {
-    "fastgan_lite": [LANDSCAPE_GRAY, PORTRAIT_RGBA],
+    # one run measures FD during training as well, on the RGB view of 1-channel images
+    "fastgan_lite": [
+        (
+            *LANDSCAPE_GRAY[:4],
+            ["metrics.names=[fd]", "metrics.num_images=8", "train.metrics_every=0.008"],
+        ),
+        PORTRAIT_RGBA,
+    ],
     "fastgan": [LANDSCAPE_GRAY, (*PORTRAIT_RGBA[:4], ["discriminator.extra_branch=true"])],
     "stylegan2": [LANDSCAPE_GRAY, (*PORTRAIT_RGBA[:4], ["discriminator.rgb=learned"])],
 }
@@ -75,6 +82,7 @@ def run_spec(tmp_path, data, generator, h, w, channels, conditional, extra) -> E
         "data.min_images=8",
         "discriminator.feature_network.pretrained=false",
         "train.kimg=0.008",
+        "health.diversity_samples=4",  # the probe embeds reals and fakes of C channels too
         *extra,
     ]
     return ExperimentSpec.load(preset="minimal_cpu", overrides=overrides)
@@ -96,6 +104,11 @@ def test_train_resume_generate_export(tmp_path, generator, h, w, channels, condi
     trainer.fit(progress=False)
     run = trainer.run_dir
     assert trainer.nimg == 8
+    ticks = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any(t.get("diversity", 0) > 0 for t in ticks), ticks[-1]
+    if "metrics.names=[fd]" in extra:
+        (record,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert record["fd"] > 0
     fakes = trainer.G_ema(
         torch.randn(2, trainer.G.z_dim), trainer.G.random_labels(2) if conditional else None
     )

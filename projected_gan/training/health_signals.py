@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from projected_gan.images import to_uint8
 from projected_gan.metrics.base import FeatureExtractor, build_metrics
 from projected_gan.metrics.evaluate import RealSet
+from projected_gan.metrics.features import as_uint8_rgb
 
 __all__ = ["DiversityProbe", "ema_distance", "mean_pairwise_distance"]
 
@@ -51,8 +51,9 @@ class DiversityProbe:
     data; a collapsed G tends to 0.
 
     Args:
-        extractor: uint8 ``(B, 3, H, W)`` -> ``(B, D)`` features (a metric's extractor).
-        reals: uint8 ``(N, 3, H, W)`` reals, N >= 2.
+        extractor: uint8 ``(B, 3, H, W)`` -> ``(B, D)`` features (a metric's extractor); it
+            sees the RGB view of reals and fakes of any channel count, as the metrics do.
+        reals: uint8 ``(N, C, H, W)`` reals, N >= 2.
         z: ``(N, z_dim)`` fixed latents; ``c``: their labels (or None).
         device: where the extractor runs.
     """
@@ -71,17 +72,18 @@ class DiversityProbe:
         self.real_spread = mean_pairwise_distance(self.features(reals))
 
     @torch.no_grad()
-    def features(self, images_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, 3, H, W)`` -> float32 ``(N, D)``, in chunks."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float in [-1, 1]) ``(N, C, H, W)``, any channel count -> float32 ``(N, D)``,
+        in chunks, of their RGB view as the metrics see it."""
         parts = [
-            self.extractor(images_u8[i : i + FEATURE_CHUNK].to(self.device)).float()
-            for i in range(0, len(images_u8), FEATURE_CHUNK)
+            self.extractor(as_uint8_rgb(images[i : i + FEATURE_CHUNK]).to(self.device)).float()
+            for i in range(0, len(images), FEATURE_CHUNK)
         ]
         return torch.cat(parts)
 
     def measure(self, sample: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> float:
         """``sample(z, c)`` -> float images in [-1, 1]; returns the diversity ratio."""
-        fakes = to_uint8(sample(self.z, self.c))
+        fakes = sample(self.z, self.c)
         return mean_pairwise_distance(self.features(fakes)) / max(self.real_spread, 1e-12)
 
     @classmethod
