@@ -16,15 +16,17 @@ import torch
 
 import projected_gan
 from projected_gan.generators import Generator, check_image_size, first_block_size
+from tests.test_generators import NAMES, set_noise_strength
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
+# Smaller than test_generators.SMALL; the square pins below were taken at these sizes.
+_FASTGAN_TINY = {"ngf": 8, "z_dim": 16}
 TINY = {
-    "fastgan": {"ngf": 8, "z_dim": 16},
-    "fastgan_lite": {"ngf": 8, "z_dim": 16},
+    "fastgan": _FASTGAN_TINY,
+    "fastgan_lite": _FASTGAN_TINY,
     "stylegan2": {"channel_base": 256, "channel_max": 16, "z_dim": 16, "w_dim": 16},
 }
-NAMES = list(TINY)
 
 
 def make(name: str, size, channels: int = 3, c_dim: int = 0, **kwargs) -> Generator:
@@ -32,16 +34,6 @@ def make(name: str, size, channels: int = 3, c_dim: int = 0, **kwargs) -> Genera
     return projected_gan.create(
         "generators", name, img_resolution=size, img_channels=channels, c_dim=c_dim, **kw
     )
-
-
-def set_noise_strength(G: torch.nn.Module, value: float) -> int:
-    n = 0
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("strength"):
-                p.fill_(value)
-                n += 1
-    return n
 
 
 # ------------------------------------------------------------------------------ the size rule
