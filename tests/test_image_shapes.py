@@ -168,6 +168,7 @@ def test_train_resume_generate_export(tmp_path, generator, h, w, channels, condi
     np.testing.assert_allclose(got, want.numpy(), atol=2e-4, rtol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:.*were upscaled")  # 80 px sources, a 64x128 run
 def test_init_from_another_image_shape_is_refused(tmp_path):
     data = tmp_path / "data"
     write_images(data, classes=1, rgba=False)

@@ -109,7 +109,7 @@ class TrainingStep:
     """G, D, G_ema, the two optimisers and EMA: everything one training step touches.
 
     Args:
-        G: generator ``G(z, c) -> (B, C, R, R)`` in ~[-1, 1], with ``z_dim`` (and ``c_dim``).
+        G: generator ``G(z, c) -> (B, C, H, W)`` in ~[-1, 1], with ``z_dim`` (and ``c_dim``).
         D: discriminator ``D(images, labels) -> (B, N)`` with ``trainable_parameters()``.
         loss: an :class:`~projected_gan.losses.AdversarialLoss`: separable (``d_loss_real``,
             ``d_loss_fake``) or ``paired`` (``d_loss(real, fake)``); ``g_loss(fake, real)``.
@@ -225,7 +225,7 @@ class TrainingStep:
     def _real_chunk(
         self, reals_u8: torch.Tensor, labels: torch.Tensor | None, part: slice
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A chunk of reals as float ``(b, C, R, R)`` in [-1, 1] in the run's memory format."""
+        """A chunk of reals as float ``(b, C, H, W)`` in [-1, 1] in the run's memory format."""
         reals = to_float(reals_u8[part]).contiguous(memory_format=self.memory_format)
         return reals, None if labels is None else labels[part]
 
@@ -274,7 +274,7 @@ class TrainingStep:
     def d_phase(
         self, reals_u8: torch.Tensor, real_labels: torch.Tensor | None, step_index: int
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Update D on as many fakes as reals (uint8 ``(n, C, R, R)``); (logs, skipped flag).
+        """Update D on as many fakes as reals (uint8 ``(n, C, H, W)``); (logs, skipped flag).
 
         A separable loss backpropagates the fakes' pass before running the reals' (one graph
         alive at a time); a paired loss needs both passes, then one backward. R1 (reals) and

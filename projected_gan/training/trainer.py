@@ -62,10 +62,10 @@ class Trainer:
         trainer.fit(kimg=10)
 
     Args:
-        G: generator ``G(z, c) -> (B, C, R, R)`` with ``z_dim``/``c_dim``/``img_resolution``.
+        G: generator ``G(z, c) -> (B, C, H, W)`` with ``z_dim``/``c_dim``/``img_resolution``.
         D: discriminator with ``forward(images, labels) -> (B, N)`` and ``trainable_parameters()``.
         loss: object with ``g_loss(fake)`` and ``d_loss_real(real)`` / ``d_loss_fake(fake)``.
-        batches: iterator of ``(uint8 images (B, C, R, R) on device, labels or None)``; its
+        batches: iterator of ``(uint8 images (B, C, H, W) on device, labels or None)``; its
             ``batch_size`` (e.g. :class:`~projected_gan.data.InfiniteBatches`) is the
             per-process batch: G draws as many fakes per step, ``nimg`` counts them.
         spec: the experiment spec: defaults for everything the parts do not decide. The
@@ -196,7 +196,7 @@ class Trainer:
     def sample(
         self, z: torch.Tensor | None = None, c: torch.Tensor | None = None, ema: bool = True
     ) -> torch.Tensor:
-        """Images ``(B, C, R, R)`` in ~[-1, 1] from G_ema (or G) for ``z`` (default: the grid)."""
+        """Images ``(B, C, H, W)`` in ~[-1, 1] from G_ema (or G) for ``z`` (default: the grid)."""
         if z is None:
             z, c = self._grid_z, self._grid_c
         G = self.G_ema if ema else self.G
