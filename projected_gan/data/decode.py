@@ -22,11 +22,12 @@ from PIL import Image, ImageOps
 
 from projected_gan.data.arrays import read_npy
 from projected_gan.data.files import ARRAY_EXTENSIONS, DataError, Source
-from projected_gan.data.spec import FITS
+from projected_gan.data.spec import FITS, MAX_CHANNELS
 from projected_gan.sizes import Size, SizeLike, as_size
 
 __all__ = [
     "Decoded",
+    "check_read_settings",
     "decode_all",
     "decode_into",
     "decode_member",
@@ -35,6 +36,7 @@ __all__ = [
     "prepare_array",
     "prepare_image",
     "progress_bar",
+    "shown_size",
     "unreadable_message",
     "window_size",
 ]
@@ -157,6 +159,29 @@ def _to_8bit(image: Image.Image, mode: str) -> Image.Image:
     return image if source == "RGB" else image.convert("RGB")
 
 
+def check_read_settings(channels: int, fit: str) -> None:
+    """Check ``channels`` (1 to :data:`MAX_CHANNELS`) and ``fit`` (one of :data:`FITS`), the
+    settings every reader of image files takes: :class:`DataError` naming the argument."""
+    if fit not in FITS:
+        raise DataError(f"fit: expected one of {', '.join(FITS)}, got {fit!r}", field="fit")
+    if isinstance(channels, bool) or not (
+        isinstance(channels, int) and 1 <= channels <= MAX_CHANNELS
+    ):
+        raise DataError(
+            f"channels: expected 1 to {MAX_CHANNELS} (1 luma, 2 luma + alpha, 3 RGB, 4 RGBA, "
+            f"more from .npy arrays), got {channels!r}",
+            field="channels",
+        )
+
+
+def shown_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of ``image`` as shown, i.e. after its EXIF rotation."""
+    w, h = image.size
+    if image.getexif().get(0x0112) in (5, 6, 7, 8):  # shown rotated by 90 degrees
+        return h, w
+    return w, h
+
+
 def _decode(
     fp: str | BinaryIO, name: str, size: Size, channels: int, fit: str
 ) -> tuple[np.ndarray, bool]:
@@ -167,10 +192,7 @@ def _decode(
     _check_image_channels(channels)  # before decoding anything
     with Image.open(fp) as image:
         _check_sixteen_bit_alpha(image, channels)  # before getexif, which decodes the pixels
-        w, h = image.size
-        if image.getexif().get(0x0112) in (5, 6, 7, 8):  # shown rotated by 90 degrees
-            w, h = h, w
-        upscaled = _upscaled(w, h, size, fit)
+        upscaled = _upscaled(*shown_size(image), size, fit)
         if image.format == "JPEG":  # libjpeg decodes at 1/2, 1/4, 1/8 scale almost for free
             side = 2 * max(size)  # at least twice every side of any fit's output
             image.draft(None, (side, side))

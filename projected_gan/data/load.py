@@ -28,7 +28,7 @@ from projected_gan.data.datasets import (
     _check_int,
     default_dataset_path,
 )
-from projected_gan.data.decode import Decoded, decode_all, unreadable_message
+from projected_gan.data.decode import Decoded, check_read_settings, decode_all, unreadable_message
 from projected_gan.data.files import (
     DataError,
     DataWarning,
@@ -38,7 +38,7 @@ from projected_gan.data.files import (
     open_source,
 )
 from projected_gan.data.labels import Labels, read_labels
-from projected_gan.data.spec import FITS, MAX_CHANNELS, DataSpec
+from projected_gan.data.spec import DataSpec
 from projected_gan.data.store import (
     CacheWriteError,
     build_cache,
@@ -145,19 +145,10 @@ def load_image_dataset(
         size = as_size(resolution)
     except ValueError as e:
         raise DataError(str(e), field="resolution") from None
-    if fit not in FITS:
-        raise DataError(f"fit: expected one of {', '.join(FITS)}, got {fit!r}", field="fit")
+    check_read_settings(channels, fit)
     min_images = _check_int("min_images", min_images, low=1)
     if max_images is not None:
         max_images = _check_int("max_images", max_images, low=1)
-    if isinstance(channels, bool) or not (
-        isinstance(channels, int) and 1 <= channels <= MAX_CHANNELS
-    ):
-        raise DataError(
-            f"channels: expected 1 to {MAX_CHANNELS} (1 luma, 2 luma + alpha, 3 RGB, 4 RGBA, "
-            f"more from .npy arrays), got {channels!r}",
-            field="channels",
-        )
     if storage not in STORAGES:
         raise DataError(
             f"storage: expected one of {', '.join(STORAGES)}, got {storage!r}", field="storage"

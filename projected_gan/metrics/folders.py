@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from projected_gan.data.decode import iter_decoded
+from projected_gan.data.decode import check_read_settings, iter_decoded, shown_size
 from projected_gan.data.files import DataError, DataWarning, Source, fingerprint, open_source
-from projected_gan.data.spec import FITS, MAX_CHANNELS
 from projected_gan.devices import resolve_device
 from projected_gan.metrics.base import Metric, build_metrics
 from projected_gan.metrics.evaluate import (
@@ -44,8 +43,6 @@ from projected_gan.sizes import Size, SizeLike, as_size, size_text
 
 __all__ = ["evaluate_folders", "folder_size", "read_size"]
 
-_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations the reader rotates by 90 degrees
-
 
 def folder_size(path: str | os.PathLike) -> Size:
     """``(H, W)`` of the first readable image (sorted order) of a folder or zip, as the reader
@@ -55,9 +52,8 @@ def folder_size(path: str | os.PathLike) -> Size:
         for member in source.members:
             try:
                 with Image.open(source.open(member.name)) as image:  # header only
-                    w, h = image.size
-                    turned = image.getexif().get(0x0112) in _QUARTER_TURNS
-                    return (w, h) if turned else (h, w)
+                    w, h = shown_size(image)
+                    return (h, w)
             except Exception:  # unreadable: the reader skips it too; try the next one
                 continue
     finally:
@@ -71,13 +67,7 @@ def read_size(
     """The ``(H, W)`` :func:`evaluate_folders` reads both sets at (``resolution``, else
     :func:`folder_size` of ``fake``), once ``resolution``, ``channels`` and ``fit`` are checked
     (:class:`~projected_gan.data.files.DataError` naming the argument)."""
-    known = isinstance(channels, int) and not isinstance(channels, bool)
-    if not (known and 1 <= channels <= MAX_CHANNELS):
-        raise DataError(
-            f"channels must be an int from 1 to {MAX_CHANNELS}, got {channels!r}", field="channels"
-        )
-    if fit not in FITS:
-        raise DataError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", field="fit")
+    check_read_settings(channels, fit)
     if resolution is None:
         return folder_size(fake)
     try:

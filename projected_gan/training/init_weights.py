@@ -35,7 +35,7 @@ from torch import nn
 
 from projected_gan._version import __version__
 from projected_gan.configs import part_config
-from projected_gan.sizes import as_size
+from projected_gan.sizes import as_size, size_text
 from projected_gan.spec import ExperimentSpec
 from projected_gan.training.init_source import InitError, InitSource, read_init_source
 
@@ -403,10 +403,10 @@ def _check_image_shape(G: nn.Module, src: InitSource) -> None:
     if th * mw == tw * mh and tc == mc:
         return
     raise InitError(
-        f"train.init.source {str(src.source)!r} makes {th}x{tw} images with {tc} channel(s), "
-        f"this run {mh}x{mw} with {mc} (data.resolution, data.channels): another aspect or "
-        "channel count; train at SOURCE's aspect and channels, or set train.init.partial=true "
-        "(--init-partial) to copy what matches anyway",
+        f"train.init.source {str(src.source)!r} makes {size_text((th, tw))} images with {tc} "
+        f"channel(s), this run {size_text((mh, mw))} with {mc} (data.resolution, "
+        "data.channels): another aspect or channel count; train at SOURCE's aspect and "
+        "channels, or set train.init.partial=true (--init-partial) to copy what matches anyway",
         field="train.init.source",
     )
 
