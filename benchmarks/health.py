@@ -47,7 +47,25 @@ SCENARIOS: dict[str, list[str]] = {
     "no_aug_100": ["data.max_images=100", "discriminator.augment=null"],
     # G's learning rate 50x: its steps overshoot and the samples fall apart.
     "g_lr_x50": ["optim.g_lr=0.01"],
+    # Stronger still. None of these fails within 1.6 kimg of minimal_cpu either (FastGAN's
+    # spectral norm and the frozen feature network keep it learning); kept for longer runs.
+    "d_lr_x100": ["optim.d_lr=0.02"],
+    "g_lr_x1000": ["optim.g_lr=0.2"],
+    "no_aug_100_d_lr_x100": [
+        "data.max_images=100",
+        "discriminator.augment=null",
+        "optim.d_lr=0.02",
+    ],
+    # Never learns: G's learning rate 10 (x50000) from the start.
+    "g_lr_x50000": ["optim.g_lr=10"],
+    # A run that goes wrong mid-way: the healthy recipe to BREAK_AT kimg, then resumed with G's
+    # (or D's) learning rate x50000, which wrecks a trained network within a tick.
+    "g_lr_jump": [],
+    "d_lr_jump": [],
 }
+# Scenarios that train healthy to BREAK_AT kimg and then resume with these overrides.
+BREAKS: dict[str, list[str]] = {"g_lr_jump": ["optim.g_lr=10"], "d_lr_jump": ["optim.d_lr=10"]}
+BREAK_AT = 0.6
 CONDITIONS = ("divergence", "collapse", "overfitting", "metric_worse")
 ARMS = {"watch": "warn", "rollback": "rollback"}
 
@@ -77,13 +95,21 @@ def run_one(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> dic
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "projected_gan", "train", "--preset", PRESET, "--no-progress"]
-    cmd += [a for o in overrides(scenario, arm, seed, args) for a in ("--set", o)]
+    train = [sys.executable, "-m", "projected_gan", "train", "--no-progress"]
+    sets = overrides(scenario, arm, seed, args)
+    phases = [[*train, "--preset", PRESET, *_as_sets(sets)]]
+    if scenario in BREAKS:  # healthy to BREAK_AT, then the rest of the run broken
+        phases[0] += ["--set", f"train.kimg={BREAK_AT}"]
+        resumed = _as_sets([f"train.kimg={args.kimg}", *BREAKS[scenario]])
+        phases.append([*train, "--resume", str(folder / "00000-run"), *resumed])
     begin = time.perf_counter()
     with open(folder / "train.log", "w") as log:
-        proc = subprocess.run(cmd, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode not in (0, 3):  # 3: a health check stopped the run
-        raise SystemExit(f"{scenario}/{arm}/{seed} failed (exit {proc.returncode}): {folder}")
+        for cmd in phases:
+            proc = subprocess.run(cmd, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+            if proc.returncode not in (0, 3):  # 3: a health check stopped the run
+                raise SystemExit(
+                    f"{scenario}/{arm}/{seed} failed (exit {proc.returncode}): {folder}"
+                )
     run = next(folder.glob("*-run"))
     events, curve = [], []
     for line in (run / "log.jsonl").read_text().splitlines():
@@ -104,6 +130,10 @@ def run_one(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> dic
     }
     atomic_write_json(done, result)
     return result
+
+
+def _as_sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
 
 
 def turn_point(curve: list[tuple[float, float]], rise: float) -> tuple[float, float] | None:

@@ -398,6 +398,14 @@ def test_health_scenarios_are_specs_and_the_turn_and_lag_are_read_from_the_curve
         ).discriminator.augment
         is None
     )
+    # A mid-run break is resumed with its overrides: they must be valid and not architecture
+    from projected_gan.training.state import ARCHITECTURE_FIELDS
+
+    for scenario, extra in health.BREAKS.items():
+        base = health.overrides(scenario, "watch", 0, args)
+        ExperimentSpec.load(preset="minimal_cpu", overrides=[*base, *extra])
+        keys = [o.split("=")[0] for o in extra]
+        assert not [k for k in keys for f in ARCHITECTURE_FIELDS if k.startswith(f)], scenario
 
     # FD falls to 80 at 1.0 kimg, then rises for good: the turn is there, not at the dip at 0.5
     curve = [(0.25, 100.0), (0.5, 90.0), (0.75, 95.0), (1.0, 80.0), (1.25, 85.0), (1.5, 120.0)]
