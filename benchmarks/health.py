@@ -7,6 +7,8 @@
     python benchmarks/health.py table --out health_runs
     # what the signals cost: per step (in the step) and per tick / measurement (outside it)
     python benchmarks/health.py cost --steps 20
+    # which conditions other thresholds would have fired on the watch runs (no training)
+    python benchmarks/health.py replay --out health_runs --health divergence.grad_factor=10
 
 A scenario is a list of spec overrides on top of ``minimal_cpu`` (:data:`SCENARIOS`): the
 healthy demo recipe, and failures induced on purpose. Each runs in two arms at equal images
@@ -270,6 +272,36 @@ def cost(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+def replay(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Feed every watch run's tick records and FD values, in order, to a fresh
+    :class:`HealthMonitor` whose thresholds are the spec's defaults with ``--health`` overrides:
+    which conditions *would* have fired, and first when (kimg), without training again. (A
+    monitor is pure bookkeeping on these numbers, so with the run's own thresholds it repeats
+    the run's firings exactly.)"""
+    from projected_gan.spec import ExperimentSpec
+    from projected_gan.training import HealthMonitor
+
+    sets = [f"health.{o}" for o in args.health]
+    spec = ExperimentSpec.load(preset=PRESET, overrides=sets).health
+    out = {}
+    for log in sorted(args.out.glob("*/watch/*/*-run/log.jsonl")):
+        monitor, first = HealthMonitor(spec), {}
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("event") == "metrics":
+                firings = monitor.check_metric(r.get("fd"), r["kimg"])
+            elif "event" not in r:
+                firings = monitor.check_tick(r)
+            else:
+                firings = []
+            for f in firings:
+                first.setdefault(f.condition, f.kimg)
+        name = "/".join(log.relative_to(args.out).parts[:3])
+        out[name] = first
+        print(f"{name}: " + (", ".join(f"{c}@{k:g}" for c, k in first.items()) or "none"))
+    return out
+
+
 def run(args: argparse.Namespace) -> None:
     for scenario in args.scenarios:
         for seed in args.seeds:
@@ -292,7 +324,7 @@ def run(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("run", "table", "cost"))
+    p.add_argument("command", choices=("run", "table", "cost", "replay"))
     p.add_argument("--steps", type=int, default=20, help="cost: steps timed")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--arms", default="watch,rollback")
@@ -303,6 +335,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rise", type=float, default=0.1, help="FD rise that counts as a turn")
     p.add_argument("--out", type=Path, default=Path("health_runs"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="every run")
+    p.add_argument(
+        "--health",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replay: a health threshold, e.g. divergence.grad_factor=10",
+    )
     args = p.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
@@ -317,7 +356,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "default")
-    return {"run": run, "table": table, "cost": cost}[args.command](args)
+    commands = {"run": run, "table": table, "cost": cost, "replay": replay}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -418,3 +418,16 @@ def test_health_scenarios_are_specs_and_the_turn_and_lag_are_read_from_the_curve
     assert row["fired"] == "overfitting@1.5" and row["lag_kimg"] == 0.5
     assert row["fd_at_firing"] == 120.0 and row["rollback_fd_end"] == 70.0
     assert row["rollbacks"] == 1
+
+
+def test_health_replay_reads_a_watch_runs_log_with_other_thresholds(tmp_path):
+    health = _load("health")
+    run = tmp_path / "d_lr_x20" / "watch" / "0" / "00000-run"
+    run.mkdir(parents=True)
+    records = [{"kimg": round(0.2 * i, 3), "rt": 0.99, "bad_steps": 0} for i in range(1, 6)]
+    records.insert(2, {"event": "metrics", "kimg": 0.4, "fd": 100.0})
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    args = ["replay", "--out", str(tmp_path), "--health", "overfitting.patience_kimg=0.4"]
+    assert health.main(args) == {"d_lr_x20/watch/0": {"overfitting": 0.6}}
+    args[-1] = "overfitting.patience_kimg=5"  # the default 2 kimg would not fire either
+    assert health.main(args) == {"d_lr_x20/watch/0": {}}

@@ -196,7 +196,7 @@ class HealthMonitor:
             return None
         if self.saturated_since is None:
             self.saturated_since = kimg
-        if kimg - self.saturated_since < spec.patience_kimg:
+        if kimg - self.saturated_since < spec.patience_kimg - 1e-9:  # 0.6 - 0.2 < 0.4 in floats
             return None
         self.saturated_since = kimg  # fire again only after another patience_kimg
         return Firing(
