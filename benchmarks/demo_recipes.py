@@ -225,6 +225,11 @@ def train_one(name: str, seed: int, kimg: float, args: argparse.Namespace) -> di
     return result
 
 
+def set_args(overrides: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]`` for ``projected-gan train``."""
+    return [a for o in overrides for a in ("--set", o)]
+
+
 def run_training(folder: Path, overrides: list[str], threads: int = 0) -> float:
     """``projected-gan train --preset minimal_cpu`` + ``overrides`` in a subprocess, in a fresh
     ``folder`` (emptied first; the log goes to ``train.log``); returns the wall seconds."""
@@ -232,7 +237,7 @@ def run_training(folder: Path, overrides: list[str], threads: int = 0) -> float:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     cmd = [sys.executable, "-m", "projected_gan", "train", "--preset", PRESET, "--no-progress"]
-    cmd += [a for o in overrides for a in ("--set", o)]
+    cmd += set_args(overrides)
     begin = time.perf_counter()
     with open(folder / "train.log", "a") as log:
         subprocess.run(

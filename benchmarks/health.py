@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_recipes import PRESET, child_env
+from demo_recipes import PRESET, child_env, set_args
 
 from projected_gan.atomic import atomic_write_json
 
@@ -101,10 +101,10 @@ def run_one(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> dic
     folder.mkdir(parents=True)
     train = [sys.executable, "-m", "projected_gan", "train", "--no-progress"]
     sets = overrides(scenario, arm, seed, args)
-    phases = [[*train, "--preset", PRESET, *_as_sets(sets)]]
+    phases = [[*train, "--preset", PRESET, *set_args(sets)]]
     if scenario in BREAKS:  # healthy to BREAK_AT, then the rest of the run broken
         phases[0] += ["--set", f"train.kimg={BREAK_AT}"]
-        resumed = _as_sets([f"train.kimg={args.kimg}", *BREAKS[scenario]])
+        resumed = set_args([f"train.kimg={args.kimg}", *BREAKS[scenario]])
         phases.append([*train, "--resume", str(folder / "00000-run"), *resumed])
     begin = time.perf_counter()
     with open(folder / "train.log", "w") as log:
@@ -134,10 +134,6 @@ def run_one(scenario: str, arm: str, seed: int, args: argparse.Namespace) -> dic
     }
     atomic_write_json(done, result)
     return result
-
-
-def _as_sets(overrides: list[str]) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
 
 
 def turn_point(curve: list[tuple[float, float]], rise: float) -> tuple[float, float] | None:
